@@ -1,0 +1,104 @@
+"""The fields each provider contributes to scoring and context, with their types.
+
+This is the contract between clients (which fill `LookupResult.fields`), `merged_enrichment`
+(which flattens them into `<provider>__<field>` columns) and the scoring model (which reads
+those columns). A field a provider did not report is null, never a default that could pass
+for evidence.
+"""
+
+from __future__ import annotations
+
+# dtype names are pandas extension dtypes; "list" columns hold Python lists of str/int.
+PROVIDER_FIELDS: dict[str, dict[str, str]] = {
+    "network_context": {
+        "is_special_use": "boolean",  # private, reserved, bogon, special-use IP or name
+        "range_name": "string",  # e.g. "private-use", "loopback", "documentation", ".local"
+        "registrable_domain": "string",
+        "public_suffix": "string",
+        "is_idn": "boolean",
+        "punycode": "string",
+        "has_confusables": "boolean",
+        "label_entropy": "Float64",  # Shannon entropy of the longest label
+        "label_length": "Int64",  # length of the longest label
+        "url_host_is_ip": "boolean",
+        "url_path_depth": "Int64",
+        "url_has_credentials": "boolean",
+        "url_nonstandard_port": "boolean",
+        "hash_type": "string",  # MD5, SHA-1, SHA-256
+    },
+    "shodan_internetdb": {
+        "ports": "list",
+        "vulns": "list",
+        "tags": "list",
+        "cpes": "list",
+        "hostnames": "list",
+    },
+    "greynoise": {
+        "noise": "boolean",
+        "riot": "boolean",
+        "classification": "string",  # malicious, suspicious, benign, unknown
+        "name": "string",  # the actor / organisation name GreyNoise reports
+        "trust_level": "string",  # RIOT trust level "1", "2", "3"
+        "tags": "list",
+        "last_seen": "string",
+    },
+    "abuseipdb": {
+        "abuse_confidence_score": "Int64",
+        "total_reports": "Int64",
+        "num_distinct_users": "Int64",
+        "is_whitelisted": "boolean",
+        "is_tor": "boolean",
+        "usage_type": "string",
+        "country_code": "string",
+        "isp": "string",
+        "categories": "list",  # report category ids, most frequent first
+        "last_reported_at": "string",
+    },
+    "virustotal": {
+        "malicious": "Int64",
+        "suspicious": "Int64",
+        "harmless": "Int64",
+        "undetected": "Int64",
+        "reputation": "Int64",
+        "votes_malicious": "Int64",
+        "votes_harmless": "Int64",
+        "tags": "list",
+        "threat_names": "list",  # popular_threat_classification names/label, URL threat_names
+        "categories": "list",  # vendor category strings (domains, URLs)
+        "last_analysis_date": "Int64",  # epoch seconds
+    },
+    "securitytrails": {
+        "apex_domain": "string",
+        "alexa_rank": "Int64",
+        "a_records": "list",
+        "ns_records": "list",
+        "mx_records": "list",
+        "subdomain_count": "Int64",
+        "first_seen": "string",
+    },
+    "shodan": {
+        "ports": "list",
+        "vulns": "list",
+        "tags": "list",
+        "org": "string",
+        "asn": "string",
+        "country_code": "string",
+        "hostnames": "list",
+    },
+}
+
+# Which normalised observable types each provider accepts (OpenCTI entity types).
+PROVIDER_SCOPE: dict[str, tuple[str, ...]] = {
+    "network_context": ("IPv4-Addr", "IPv6-Addr", "Domain-Name", "Hostname", "Url", "StixFile"),
+    "shodan_internetdb": ("IPv4-Addr", "IPv6-Addr"),
+    "greynoise": ("IPv4-Addr",),
+    "abuseipdb": ("IPv4-Addr", "IPv6-Addr"),
+    "virustotal": ("IPv4-Addr", "IPv6-Addr", "Domain-Name", "Hostname", "Url", "StixFile"),
+    "securitytrails": ("Domain-Name", "Hostname"),
+    "shodan": ("IPv4-Addr", "IPv6-Addr"),
+}
+
+
+def column(provider: str, field_name: str) -> str:
+    """Column name of a provider field in merged_enrichment."""
+    return f"{provider}__{field_name}"

@@ -1,0 +1,46 @@
+"""Where the pipeline keeps what it writes: one data directory, set by CTI_DATA_DIR.
+
+Every writer (local STIX store, Parquet outputs, response cache, rate-limit buckets, Dagster
+home) derives its path from here, so one variable moves the whole project.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_DATA_DIR = "./data"
+
+
+def data_dir() -> Path:
+    """The data directory (CTI_DATA_DIR, default ./data), created when missing."""
+    path = Path(os.environ.get("CTI_DATA_DIR", DEFAULT_DATA_DIR)).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def store_path() -> Path:
+    """SQLite file of the embedded STIX 2.1 store."""
+    return data_dir() / "store.sqlite"
+
+
+def cache_path() -> Path:
+    """SQLite file of the provider response cache (raw bodies kept for lineage)."""
+    return data_dir() / "cache.sqlite"
+
+
+def ratelimit_path() -> Path:
+    """SQLite file holding the rate-limit buckets shared by every process on the machine."""
+    return data_dir() / "ratelimit.sqlite"
+
+
+def outputs_base() -> str:
+    """Base path of asset outputs; CTI_OUTPUTS_BASE may be an s3:// URL."""
+    return os.environ.get("CTI_OUTPUTS_BASE") or str(data_dir() / "outputs")
+
+
+def bundles_dir() -> Path:
+    """Where dry-run and exported bundles are written."""
+    path = data_dir() / "bundles"
+    path.mkdir(parents=True, exist_ok=True)
+    return path

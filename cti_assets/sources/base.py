@@ -1,0 +1,111 @@
+"""The source interface: what the pipeline needs from wherever observables live.
+
+Two implementations satisfy it: the embedded SQLite STIX store (`sources.local`, the default)
+and OpenCTI through pycti (`sources.opencti`). Assets only ever talk to this interface, so the
+whole pipeline runs the same on either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+# Entity types in scope, spelled as OpenCTI spells them.
+OBSERVABLE_TYPES: tuple[str, ...] = (
+    "IPv4-Addr",
+    "IPv6-Addr",
+    "Domain-Name",
+    "Hostname",
+    "Url",
+    "StixFile",
+)
+
+# Threat entities an observable can be correlated with, as STIX types.
+THREAT_ENTITY_TYPES: tuple[str, ...] = ("threat-actor", "intrusion-set", "campaign", "malware")
+
+
+class SourceError(RuntimeError):
+    """The source cannot be reached or refuses us; the message is meant for a person."""
+
+
+@dataclass(frozen=True)
+class ObservableRecord:
+    """One observable as the source holds it, before normalisation.
+
+    `value` is the raw value (for StixFile: the strongest hash present, SHA-256 > SHA-1 > MD5,
+    with `hashes` carrying all of them). `marking_definitions` are marking names such as
+    "TLP:AMBER" or "PAP:RED"; `marking_ids` are their STIX ids.
+    """
+
+    internal_id: str
+    stix_id: str
+    entity_type: str
+    value: str
+    created_at: datetime
+    marking_ids: tuple[str, ...] = ()
+    marking_definitions: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+    score: int | None = None
+    hashes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ThreatEntity:
+    """A threat actor, intrusion set, campaign or malware known to the source."""
+
+    stix_id: str
+    entity_type: str  # one of THREAT_ENTITY_TYPES
+    name: str
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ThreatLink:
+    """An observable's link to a threat entity, and the path that makes it."""
+
+    observable_stix_id: str
+    entity: ThreatEntity
+    via: str  # "direct" or "indicator"
+    relationship_type: str  # e.g. "related-to", "indicates", "attributed-to"
+    indicator_stix_id: str | None = None
+
+
+@dataclass
+class WriteStats:
+    """What a bundle write did, per object: created, updated (already there), failed."""
+
+    created: int = 0
+    updated: int = 0
+    failed: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Where observables come from and where enrichment goes back."""
+
+    name: str
+
+    def check(self) -> None:
+        """Raise SourceError with one clear message when the source is unusable."""
+
+    def observables_created_between(self, start: datetime, end: datetime) -> list[ObservableRecord]:
+        """Observables whose creation time lies in the half-open window [start, end), UTC,
+        ordered by (created_at, stix_id), every page read."""
+
+    def created_since(
+        self, after: datetime | None, after_id: str | None, limit: int
+    ) -> list[tuple[datetime, str]]:
+        """Cheap watermark query for the sensor: (created_at, stix_id) of observables created
+        strictly after (after, after_id) in (created_at, stix_id) order, at most `limit`."""
+
+    def threat_entities(self) -> list[ThreatEntity]:
+        """Every threat actor, intrusion set, campaign and malware, for name/alias matching."""
+
+    def threat_context(self, observable_stix_ids: list[str]) -> list[ThreatLink]:
+        """Links of the given observables to threat entities: directly, or through an
+        indicator that is based on the observable and indicates / is attributed to them."""
+
+    def write_bundle(self, bundle: dict) -> WriteStats:
+        """Upsert a STIX 2.1 bundle; idempotent on STIX id."""
