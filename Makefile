@@ -1,0 +1,51 @@
+# One command each, on a fresh machine with Python 3.11+: make demo, make test, make dev.
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	&& echo $$p && break; done)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export CTI_DATA_DIR ?= $(CURDIR)/data
+export DAGSTER_HOME ?= $(CTI_DATA_DIR)/dagster_home
+DEMO_PORT ?= 8765
+
+.PHONY: install test lint demo dev pools bench screenshot clean
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	@mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/cti-assets demo --sandbox-port $(DEMO_PORT)
+
+dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/cti-assets dev --sandbox-port $(DEMO_PORT)
+
+pools: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/cti-assets pools
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	$(BIN)/python bench/run.py
+
+screenshot: $(STAMP)
+	$(BIN)/python scripts/screenshot.py
+
+clean:
+	rm -rf $(CTI_DATA_DIR)

@@ -1,0 +1,75 @@
+"""The deferred ledger: observables triage kept back from an expensive provider.
+
+Triage defers what today's budget cannot pay for. The ledger remembers them (SQLite, shared by
+every process) so that the next run of their partition takes them up first, and forgets them
+once a lookup answered.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from cti_assets import settings
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS deferred (
+    provider TEXT NOT NULL,
+    stix_id TEXT NOT NULL,
+    partition_key TEXT NOT NULL,
+    reason TEXT,
+    first_deferred_at TEXT NOT NULL,
+    PRIMARY KEY (provider, stix_id)
+)
+"""
+_RESOLVED = ("ok", "not_found")
+
+
+class DeferredLedger:
+    """Pending deferrals per provider, oldest first."""
+
+    def __init__(self, path: Path | str | None = None) -> None:
+        self.path = Path(path) if path else settings.data_dir() / "deferred.sqlite"
+        with self._connect() as db:
+            db.execute(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        return db
+
+    def record(self, provider: str, partition_key: str, lookups: pd.DataFrame) -> None:
+        """Remember the deferred rows of a lookup table; forget the ones that got an answer."""
+        now = datetime.now(UTC).isoformat()
+        deferred = lookups[lookups["status"] == "deferred"]
+        resolved = lookups[lookups["status"].isin(_RESOLVED)]
+        with self._connect() as db:
+            db.executemany(
+                "INSERT INTO deferred VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [
+                    (provider, sid, partition_key, reason, now)
+                    for sid, reason in zip(deferred["stix_id"], deferred["reason"], strict=True)
+                ],
+            )
+            db.executemany(
+                "DELETE FROM deferred WHERE provider = ? AND stix_id = ?",
+                [(provider, sid) for sid in resolved["stix_id"]],
+            )
+
+    def pending(self, provider: str) -> dict[str, str]:
+        """stix_id -> first deferral time, for one provider."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT stix_id, first_deferred_at FROM deferred WHERE provider = ? "
+                "ORDER BY first_deferred_at, stix_id",
+                (provider,),
+            ).fetchall()
+        return dict(rows)
+
+    def counts(self) -> dict[str, int]:
+        with self._connect() as db:
+            rows = db.execute("SELECT provider, COUNT(*) FROM deferred GROUP BY provider")
+            return dict(rows.fetchall())

@@ -1,0 +1,134 @@
+"""Jobs, schedules and the new-observables sensor.
+
+Everything that starts a run lives here, and it only ever asks Dagster for runs: scaling out is
+Dagster's run queue, pools and launchers, never a scheduler of our own. Sensor runs carry a
+higher priority than backfills so that fresh observables go first.
+"""
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from cti_assets.defs.partitions import daily_partitions, partition_key_for
+from cti_assets.defs.resources import SourceResource
+from cti_assets.sources.base import SourceError
+
+SENSOR_PRIORITY = "10"
+BACKFILL_PRIORITY = "-10"
+SENSOR_BATCH_LIMIT = int(os.environ.get("CTI_SENSOR_BATCH_LIMIT", "50000"))
+REENRICH_DAYS = int(os.environ.get("CTI_REENRICH_DAYS", "7"))
+
+enrichment_job = dg.define_asset_job(
+    "enrichment",
+    selection=dg.AssetSelection.all(),
+    partitions_def=daily_partitions,
+    description="The whole graph for a day: observables, lookups, scores and write-back.",
+)
+
+rescore_job = dg.define_asset_job(
+    "rescore",
+    selection=dg.AssetSelection.assets("merged_enrichment", "observable_scores"),
+    partitions_def=daily_partitions,
+    description="Re-score days from the stored lookups, with zero provider calls "
+    "(after a change of weights, say).",
+)
+
+daily_schedule = dg.build_schedule_from_partitioned_job(
+    enrichment_job, hour_of_day=0, minute_of_hour=30, name="daily_enrichment_schedule"
+)
+
+
+@dg.schedule(
+    cron_schedule="0 3 * * 0",
+    job=enrichment_job,
+    execution_timezone="UTC",
+    name="weekly_reenrichment_schedule",
+)
+def weekly_reenrichment_schedule(context: dg.ScheduleEvaluationContext):
+    """Re-enrich the last CTI_REENRICH_DAYS days; the providers' TTLs decide what is fetched."""
+    tick = context.scheduled_execution_time.astimezone(UTC)
+    valid = set(daily_partitions.get_partition_keys(current_time=tick))
+    for days_back in range(1, REENRICH_DAYS + 1):
+        key = partition_key_for(tick - timedelta(days=days_back))
+        if key in valid:
+            yield dg.RunRequest(
+                run_key=f"reenrich:{tick.date().isoformat()}:{key}",
+                partition_key=key,
+                tags={"dagster/priority": BACKFILL_PRIORITY, "cti/trigger": "weekly"},
+            )
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """The sensor cursor: the last (created_at, stix_id) seen. Small, never a list of ids."""
+
+    created_at: datetime | None = None
+    stix_id: str | None = None
+
+    @classmethod
+    def parse(cls, cursor: str | None) -> "Watermark":
+        if not cursor:
+            return cls()
+        data = json.loads(cursor)
+        return cls(datetime.fromisoformat(data["created_at"]), data["id"])
+
+    def to_cursor(self) -> str:
+        assert self.created_at is not None
+        return json.dumps(
+            {"created_at": self.created_at.astimezone(UTC).isoformat(), "id": self.stix_id},
+            sort_keys=True,
+        )
+
+
+def plan_sensor_tick(
+    cursor: str | None, new_items: list[tuple[datetime, str]], current_time: datetime
+) -> tuple[list[dg.RunRequest], str | None, str | None]:
+    """Run requests, next cursor and skip reason for the observables new since the cursor."""
+    if not new_items:
+        return [], cursor, "no observables created since the last tick"
+    last_created, last_id = max(new_items)
+    watermark = Watermark(last_created, last_id)
+    valid = set(daily_partitions.get_partition_keys(current_time=current_time))
+    affected: dict[str, int] = {}
+    for created_at, _ in new_items:
+        key = partition_key_for(created_at)
+        affected[key] = affected.get(key, 0) + 1
+    requests = [
+        dg.RunRequest(
+            run_key=f"{key}:{watermark.created_at.isoformat()}:{last_id}",
+            partition_key=key,
+            tags={
+                "dagster/priority": SENSOR_PRIORITY,
+                "cti/trigger": "sensor",
+                "cti/new_observables": str(count),
+            },
+        )
+        for key, count in sorted(affected.items())
+        if key in valid
+    ]
+    outside = sorted(k for k in affected if k not in valid)
+    skip = f"observables on days outside the partitions: {', '.join(outside)}" if outside else None
+    if not requests and skip is None:
+        skip = "no partition affected"
+    return requests, watermark.to_cursor(), skip if not requests else None
+
+
+@dg.sensor(
+    job=enrichment_job,
+    minimum_interval_seconds=int(os.environ.get("CTI_SENSOR_INTERVAL_S", "30")),
+    default_status=dg.DefaultSensorStatus.STOPPED,
+)
+def new_observables_sensor(context: dg.SensorEvaluationContext, source: SourceResource):
+    """Start a run for each day that received observables since the cursor."""
+    watermark = Watermark.parse(context.cursor)
+    try:
+        new_items = source.get().created_since(
+            watermark.created_at, watermark.stix_id, SENSOR_BATCH_LIMIT
+        )
+    except SourceError as error:
+        return dg.SkipReason(f"source unavailable: {error}")
+    requests, next_cursor, skip = plan_sensor_tick(context.cursor, new_items, datetime.now(UTC))
+    return dg.SensorResult(run_requests=requests, cursor=next_cursor, skip_reason=skip)

@@ -1,0 +1,219 @@
+"""Provider lookup assets, made by one factory: cheap lookups -> triage -> expensive lookups.
+
+Each provider is its own asset in its own pool, so lineage shows which answer came from where
+and a slow or exhausted provider never blocks the others. The clients, cache, shared rate
+limits and TLP gate live in `cti_assets.providers`; these assets only wire them to partitions.
+"""
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from cti_assets.defs.partitions import BACKFILL_POLICY, daily_partitions
+from cti_assets.defs.resources import ProviderResource
+from cti_assets.providers import base
+
+LOOKUP_RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL)
+
+
+class LookupConfig(dg.Config):
+    """Run config of a provider lookup."""
+
+    force_refresh: bool = Field(default=False, description="Bypass the response cache")
+    refresh_values: list[str] = Field(
+        default_factory=list,
+        description="Observable values or STIX ids looked up anew (on-demand enrichment)",
+    )
+
+
+def _forced_rows(observables: pd.DataFrame, config: LookupConfig) -> pd.Series:
+    if config.force_refresh:
+        return pd.Series(True, index=observables.index)
+    wanted = set(config.refresh_values)
+    return (
+        observables["stix_id"].isin(wanted)
+        | observables["value"].isin(wanted)
+        | observables["normalized_value"].isin(wanted)
+    )
+
+
+def run_provider(
+    provider: str,
+    observables: pd.DataFrame,
+    resource: ProviderResource,
+    config: LookupConfig,
+    deferred: dict[str, str] | None = None,
+):
+    """Look up a partition's observables with one provider; forced rows bypass the cache."""
+    from cti_assets.providers.cache import ResponseCache
+    from cti_assets.providers.ratelimit import SharedLimiter
+    from cti_assets.providers.runner import lookup_frame
+
+    settings = resource.provider_settings()
+    cache = ResponseCache()
+    limiter = SharedLimiter.for_settings(settings)
+    forced = _forced_rows(observables, config)
+    if not forced.any() or forced.all():
+        return lookup_frame(
+            provider,
+            observables,
+            settings,
+            cache=cache,
+            limiter=limiter,
+            force_refresh=bool(forced.any()),
+            deferred=deferred,
+        )
+    cached_part, cached_stats = lookup_frame(
+        provider, observables[~forced], settings, cache=cache, limiter=limiter, deferred=deferred
+    )
+    forced_part, forced_stats = lookup_frame(
+        provider,
+        observables[forced],
+        settings,
+        cache=cache,
+        limiter=limiter,
+        force_refresh=True,
+        deferred=deferred,
+    )
+    merged = pd.concat([cached_part, forced_part]).set_index("stix_id")
+    frame = merged.loc[observables["stix_id"]].reset_index()
+    return frame, cached_stats.combine(forced_stats)
+
+
+def _metadata(stats, frame: pd.DataFrame) -> dict:
+    metadata = dict(stats.as_metadata())
+    metadata["rows"] = len(frame)
+    metadata["status_counts"] = dg.MetadataValue.json(
+        {str(k): int(v) for k, v in frame["status"].value_counts().items()}
+    )
+    return metadata
+
+
+def build_lookup_asset(provider: str, *, expensive: bool) -> dg.AssetsDefinition:
+    """One partitioned asset per provider; expensive ones read the triage decisions."""
+    ins = {"observables": dg.AssetIn("observables")}
+    if expensive:
+        ins["lookup_triage"] = dg.AssetIn("lookup_triage")
+
+    @dg.asset(
+        name=f"{provider}_lookups",
+        ins=ins,
+        partitions_def=daily_partitions,
+        backfill_policy=BACKFILL_POLICY,
+        group_name="expensive_lookups" if expensive else "cheap_lookups",
+        pool=provider,
+        retry_policy=LOOKUP_RETRY,
+        required_resource_keys={provider},
+        kinds={"python", "api"},
+        description=f"{provider} answers for each observable of the partition: one row per "
+        "observable with its status (ok, not_found, skipped with a reason, deferred, or error "
+        "with a class); raw bodies in the response cache under raw_digest.",
+    )
+    def _lookup(context: dg.AssetExecutionContext, config: LookupConfig, **inputs) -> pd.DataFrame:
+        observables: pd.DataFrame = inputs["observables"]
+        deferred = None
+        if expensive:
+            from cti_assets.scoring.triage import deferred_map
+
+            deferred = deferred_map(inputs["lookup_triage"], provider)
+        resource: ProviderResource = getattr(context.resources, provider)
+        frame, stats = run_provider(provider, observables, resource, config, deferred)
+        if expensive:
+            from cti_assets.deferred_ledger import DeferredLedger
+
+            DeferredLedger().record(provider, context.partition_key, frame)
+        context.add_output_metadata(_metadata(stats, frame))
+        return frame
+
+    return _lookup
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    backfill_policy=BACKFILL_POLICY,
+    group_name="cheap_lookups",
+    kinds={"python"},
+    description="Offline network context (special-use ranges, public suffix, IDN and "
+    "confusables, entropy, URL features, hash type). No network at all.",
+)
+def network_context_lookups(
+    context: dg.AssetExecutionContext, observables: pd.DataFrame
+) -> pd.DataFrame:
+    from cti_assets.providers.network_context import network_context_frame
+
+    frame = network_context_frame(observables)
+    special = frame["fields"].str.contains('"is_special_use": true', regex=False, na=False)
+    context.add_output_metadata(
+        {
+            "rows": len(frame),
+            "special_use": int(special.sum()),
+            "status_counts": dg.MetadataValue.json(
+                {str(k): int(v) for k, v in frame["status"].value_counts().items()}
+            ),
+        }
+    )
+    return frame
+
+
+CHEAP_API_PROVIDERS = (base.INTERNETDB, base.GREYNOISE, base.ABUSEIPDB)
+cheap_lookup_assets = [build_lookup_asset(p, expensive=False) for p in CHEAP_API_PROVIDERS]
+expensive_lookup_assets = [build_lookup_asset(p, expensive=True) for p in base.EXPENSIVE_PROVIDERS]
+
+
+class TriageConfig(dg.Config):
+    """Daily budgets of the expensive providers; unset means what the shared limiter has left."""
+
+    budgets: dict[str, int] = Field(default_factory=dict)
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    backfill_policy=BACKFILL_POLICY,
+    group_name="triage",
+    kinds={"python"},
+    ins={
+        "observables": dg.AssetIn("observables"),
+        "network_context_lookups": dg.AssetIn("network_context_lookups"),
+        **{f"{p}_lookups": dg.AssetIn(f"{p}_lookups") for p in CHEAP_API_PROVIDERS},
+    },
+    required_resource_keys=set(base.EXPENSIVE_PROVIDERS),
+)
+def lookup_triage(
+    context: dg.AssetExecutionContext, config: TriageConfig, **inputs
+) -> pd.DataFrame:
+    """Which observables earn an expensive lookup today: a preliminary score from the cheap
+    providers, then the uncertain and the most urgent first, within each expensive provider's
+    remaining daily budget; the rest are deferred to later runs (previously deferred first)."""
+    from cti_assets.deferred_ledger import DeferredLedger
+    from cti_assets.providers.ratelimit import SharedLimiter
+    from cti_assets.scoring.merge import merge_lookups
+    from cti_assets.scoring.model import score_frame
+    from cti_assets.scoring.triage import triage
+
+    observables_df: pd.DataFrame = inputs["observables"]
+    cheap = {
+        name.removesuffix("_lookups"): frame
+        for name, frame in inputs.items()
+        if name.endswith("_lookups")
+    }
+    prelim = score_frame(merge_lookups(observables_df, cheap), None)
+    budgets: dict[str, int | None] = {}
+    for provider in base.EXPENSIVE_PROVIDERS:
+        if provider in config.budgets:
+            budgets[provider] = config.budgets[provider]
+            continue
+        settings = getattr(context.resources, provider).provider_settings()
+        budgets[provider] = SharedLimiter.for_settings(settings).remaining("day")
+    ledger = DeferredLedger()
+    previously = {p: ledger.pending(p) for p in base.EXPENSIVE_PROVIDERS}
+    decisions = triage(prelim, budgets, previously_deferred=previously)
+    selected = decisions[decisions["selected"]].groupby("provider").size().to_dict()
+    deferred = decisions[~decisions["selected"]].groupby("provider").size().to_dict()
+    context.add_output_metadata(
+        {
+            "budgets": dg.MetadataValue.json({k: v for k, v in budgets.items()}),
+            "selected": dg.MetadataValue.json({k: int(v) for k, v in selected.items()}),
+            "deferred": dg.MetadataValue.json({k: int(v) for k, v in deferred.items()}),
+        }
+    )
+    return decisions

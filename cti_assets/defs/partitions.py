@@ -1,0 +1,34 @@
+"""Daily partitions on the observable's creation date in the source, UTC.
+
+The current day is included (end_offset=1) so that the sensor can enrich observables as they
+arrive; CTI_PARTITIONS_START moves the first day.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+
+import dagster as dg
+
+PARTITIONS_START = os.environ.get("CTI_PARTITIONS_START", "2026-01-01")
+
+daily_partitions = dg.DailyPartitionsDefinition(
+    start_date=PARTITIONS_START, timezone="UTC", end_offset=1
+)
+
+
+def partition_window(partition_key: str) -> tuple[datetime, datetime]:
+    """The half-open UTC window [start, end) of a daily partition key."""
+    window = daily_partitions.time_window_for_partition_key(partition_key)
+    return window.start.astimezone(UTC), window.end.astimezone(UTC)
+
+
+def partition_key_for(moment: datetime) -> str:
+    """The daily partition an instant belongs to (UTC date)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d")
+
+
+# One partition per run: the Parquet IO manager stores one file per partition, and a run per
+# day keeps a provider outage to one day's worth of retries.
+BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
