@@ -119,7 +119,9 @@ def plan_sensor_tick(
 @dg.sensor(
     job=enrichment_job,
     minimum_interval_seconds=int(os.environ.get("CTI_SENSOR_INTERVAL_S", "30")),
-    default_status=dg.DefaultSensorStatus.STOPPED,
+    default_status=dg.DefaultSensorStatus.RUNNING
+    if os.environ.get("CTI_SENSOR_DEFAULT_ON")
+    else dg.DefaultSensorStatus.STOPPED,
 )
 def new_observables_sensor(context: dg.SensorEvaluationContext, source: SourceResource):
     """Start a run for each day that received observables since the cursor."""
