@@ -1,0 +1,80 @@
+"""`cti-assets explain VALUE`: a score's whole derivation, from the stored tables.
+
+It reads what the pipeline stored (scores, each provider's lookup row, the cached raw answers),
+so it costs no provider call and shows exactly what the score was computed from.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from cti_assets.defs.io import read_partition, stored_partitions
+from cti_assets.providers.base import ALL_PROVIDERS
+
+
+class NotScored(LookupError):
+    """The value has no stored score."""
+
+
+def _matches(frame: pd.DataFrame, value: str) -> pd.Series:
+    wanted = value.strip()
+    mask = (frame["stix_id"] == wanted) | (frame["normalized_value"] == wanted)
+    mask |= frame["normalized_value"].str.lower() == wanted.lower().rstrip(".")
+    if "value" in frame:
+        mask |= frame["value"] == wanted
+    return mask.fillna(False)
+
+
+def find_score(value: str, partition: str | None = None) -> tuple[str, dict]:
+    """(partition, score row) of the latest partition holding the value."""
+    partitions = [partition] if partition else list(reversed(stored_partitions("observable_scores")))
+    if not partitions:
+        raise NotScored("no scores stored yet: run `make demo` or materialise observable_scores")
+    for key in partitions:
+        try:
+            scores = read_partition("observable_scores", key)
+        except FileNotFoundError:
+            continue
+        hits = scores[_matches(scores, value)]
+        if len(hits):
+            return key, hits.iloc[0].to_dict()
+    where = f"partition {partition}" if partition else f"{len(partitions)} scored partition(s)"
+    raise NotScored(f"{value!r} is not in {where}")
+
+
+def provider_rows(partition: str, stix_id: str) -> dict[str, dict]:
+    rows: dict[str, dict] = {}
+    for provider in ALL_PROVIDERS:
+        try:
+            lookups = read_partition(f"{provider}_lookups", partition)
+        except FileNotFoundError:
+            continue
+        hit = lookups[lookups["stix_id"] == stix_id]
+        if len(hit):
+            rows[provider] = hit.iloc[0].to_dict()
+    return rows
+
+
+def explain_value(value: str, partition: str | None = None, raw: bool = True) -> str:
+    from cti_assets.cli import CliError
+    from cti_assets.scoring.explain import explain_text
+
+    try:
+        key, row = find_score(value, partition)
+    except NotScored as error:
+        raise CliError(str(error)) from None
+    lookups = provider_rows(key, row["stix_id"])
+    raw_bodies: dict[str, bytes] | None = None
+    if raw:
+        from cti_assets.providers.cache import ResponseCache
+
+        cache = ResponseCache()
+        raw_bodies = {}
+        for lookup in lookups.values():
+            digest = lookup.get("raw_digest")
+            if isinstance(digest, str) and digest:
+                body = cache.raw_body(digest)
+                if body is not None:
+                    raw_bodies[digest] = body
+    header = f"partition {key} · {row['entity_type']} {row['normalized_value']} · {row['stix_id']}"
+    return header + "\n" + explain_text(row, lookups, raw_bodies)
