@@ -12,7 +12,7 @@ from cti_assets.defs.io import read_partition, stored_partitions
 from cti_assets.providers.base import ALL_PROVIDERS
 
 
-class NotScored(LookupError):
+class NotScoredError(LookupError):
     """The value has no stored score."""
 
 
@@ -27,9 +27,13 @@ def _matches(frame: pd.DataFrame, value: str) -> pd.Series:
 
 def find_score(value: str, partition: str | None = None) -> tuple[str, dict]:
     """(partition, score row) of the latest partition holding the value."""
-    partitions = [partition] if partition else list(reversed(stored_partitions("observable_scores")))
+    partitions = (
+        [partition] if partition else list(reversed(stored_partitions("observable_scores")))
+    )
     if not partitions:
-        raise NotScored("no scores stored yet: run `make demo` or materialise observable_scores")
+        raise NotScoredError(
+            "no scores stored yet: run `make demo` or materialise observable_scores"
+        )
     for key in partitions:
         try:
             scores = read_partition("observable_scores", key)
@@ -39,7 +43,7 @@ def find_score(value: str, partition: str | None = None) -> tuple[str, dict]:
         if len(hits):
             return key, hits.iloc[0].to_dict()
     where = f"partition {partition}" if partition else f"{len(partitions)} scored partition(s)"
-    raise NotScored(f"{value!r} is not in {where}")
+    raise NotScoredError(f"{value!r} is not in {where}")
 
 
 def provider_rows(partition: str, stix_id: str) -> dict[str, dict]:
@@ -61,7 +65,7 @@ def explain_value(value: str, partition: str | None = None, raw: bool = True) ->
 
     try:
         key, row = find_score(value, partition)
-    except NotScored as error:
+    except NotScoredError as error:
         raise CliError(str(error)) from None
     lookups = provider_rows(key, row["stix_id"])
     raw_bodies: dict[str, bytes] | None = None
