@@ -130,6 +130,8 @@ SPECIAL_USE_DOMAINS: frozenset[str] = frozenset(
     }
 )  # fmt: skip
 
+_SPECIAL_MAX_LABELS = max(name.count(".") + 1 for name in SPECIAL_USE_DOMAINS)
+
 HASH_TYPES_BY_LENGTH = {32: "MD5", 40: "SHA-1", 64: "SHA-256", 128: "SHA-512"}
 DEFAULT_PORTS = {"http": 80, "https": 443, "ftp": 21, "ws": 80, "wss": 443}
 _LEGACY_IPV4 = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)(?:\.(?:0x[0-9a-f]*|[0-9]+)){0,3}")
@@ -197,7 +199,7 @@ def _extractor() -> tldextract.TLDExtract:
 
 def special_domain(host: str) -> str | None:
     """The most specific special-use name `host` falls under, with a leading dot."""
-    labels = host.split(".")
+    labels = host.rsplit(".", _SPECIAL_MAX_LABELS)[-_SPECIAL_MAX_LABELS:]
     for start in range(len(labels)):
         suffix = ".".join(labels[start:])
         if suffix in SPECIAL_USE_DOMAINS:
