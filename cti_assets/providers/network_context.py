@@ -403,7 +403,7 @@ def _canonical(entity_type: str, value: str, hash_type: str | None) -> tuple[str
     except Exception:
         log.warning("network_context analysis failed for a %s value", entity_type, exc_info=True)
         fields, problem = dict.fromkeys(FIELD_NAMES), "analysis failed"
-    return json.dumps(fields, sort_keys=True, separators=(",", ":")), problem
+    return json.dumps(fields, sort_keys=True), problem
 
 
 def _text(value: Any) -> str | None:

@@ -365,7 +365,7 @@ def test_frame_has_one_row_per_observable_in_order():
         fields = json.loads(row["fields"])
         hash_type = "MD5" if row["entity_type"] == "StixFile" else None
         assert fields == nc.analyse(row["entity_type"], row["normalized_value"], hash_type)
-        assert row["fields"] == json.dumps(fields, sort_keys=True, separators=(",", ":"))
+        assert row["fields"] == json.dumps(fields, sort_keys=True)
         assert row["raw_digest"] == hashlib.sha256(row["fields"].encode()).hexdigest()
     assert frame[frame["status"] != "ok"]["fields"].isna().all()
 
