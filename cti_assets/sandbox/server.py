@@ -1,0 +1,517 @@
+"""A local HTTP simulator of the enrichment providers' APIs, so the real clients, the demo,
+the tests and the benchmarks run offline against the documented contracts.
+
+One ThreadingHTTPServer serves every provider under its own prefix; `base_urls` gives the
+values that replace the real base URLs. State (keys, limits, quotas, faults, profiles, the
+request log) is controlled from Python or, for another process, over `/_sandbox/*`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+from cti_assets.sandbox import data, routes
+from cti_assets.sandbox.faults import (
+    ABUSEIPDB,
+    ABUSEIPDB_DEFAULT_DAILY_LIMIT,
+    GREYNOISE,
+    GREYNOISE_COMMUNITY_DAILY_LIMIT,
+    NGINX_502,
+    DailyQuota,
+    FaultBook,
+    Reply,
+    SlidingWindowLimiter,
+    abuseipdb_headers,
+    forbidden,
+    json_reply,
+    provider_name,
+    quota_exhausted,
+    rate_limited,
+    server_error,
+    unauthorized,
+)
+
+HANG_SECONDS = 30.0
+SECURITYTRAILS_MONTHLY_ALLOWANCE = 50
+_SECRET_HEADERS = frozenset({"x-apikey", "key", "apikey", "authorization"})
+_SECRET_PARAMS = frozenset({"key", "apikey"})
+BASE_URL_PATHS = {
+    "VIRUSTOTAL_BASE_URL": "/virustotal/api/v3",
+    "SHODAN_BASE_URL": "/shodan",
+    "SHODAN_INTERNETDB_URL": "/internetdb",
+    "ABUSEIPDB_BASE_URL": "/abuseipdb/api/v2",
+    "GREYNOISE_BASE_URL": "/greynoise",
+    "SECURITYTRAILS_BASE_URL": "/securitytrails/v1",
+}
+
+
+@dataclass
+class RequestRecord:
+    """One provider request as the sandbox saw it (admin requests are not recorded)."""
+
+    provider: str
+    method: str
+    path: str  # raw path as received, before unquoting, without the query
+    query: dict[str, list[str]]
+    headers: dict[str, str]  # lowercase names
+    status: int | None  # None while the request is still being answered
+    started: float  # time.monotonic()
+    ended: float | None
+    observable: str | None
+
+    def redacted(self) -> dict[str, Any]:
+        """JSON-ready copy with API keys masked (for the admin endpoint)."""
+        record = asdict(self)
+        record["headers"] = {k: ("***" if k in _SECRET_HEADERS else v)
+                             for k, v in self.headers.items()}  # fmt: skip
+        record["query"] = {k: (["***"] * len(v) if k in _SECRET_PARAMS else v)
+                           for k, v in self.query.items()}  # fmt: skip
+        return record
+
+
+class ProviderSandbox:
+    """Local stand-in for VirusTotal, Shodan, InternetDB, AbuseIPDB, GreyNoise and
+    SecurityTrails. Use as `with ProviderSandbox() as sb:` or start()/stop()."""
+
+    def __init__(
+        self,
+        port: int = 0,
+        latency_ms: int = 0,
+        rate_limits: dict[str, float] | None = None,
+        daily_quota: dict[str, int] | None = None,
+        seed: int = 0,
+        host: str = "127.0.0.1",
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.seed = seed
+        self._latency_s = latency_ms / 1000.0
+        self._lock = threading.Lock()
+        self._records: list[RequestRecord] = []
+        self._keys: dict[str, str] = {}
+        self._profiles: dict[str, str] = {}
+        self._known_urls: dict[str, str] = {}  # sha256(url) -> url, for VT's second id form
+        self._limiter = SlidingWindowLimiter(clock)
+        self._quota = DailyQuota(wall_clock)
+        self._faults = FaultBook()
+        self._release = threading.Event()
+        self._stopping = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._connections: set[socket.socket] = set()
+        for provider, rps in (rate_limits or {}).items():
+            self.set_rate_limit(provider, rps)
+        for provider, limit in (daily_quota or {}).items():
+            self.set_daily_quota(provider, limit)
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> ProviderSandbox:
+        if self._server is not None:
+            return self
+        server = _Server((self.host, self.port), _Handler)
+        server.sandbox = self
+        self._server = server
+        self.port = server.server_address[1]
+        self._release.clear()
+        self._stopping.clear()
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05},
+            name=f"provider-sandbox-{self.port}", daemon=True,
+        )  # fmt: skip
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; releases hung requests and closes kept-alive connections."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._stopping.set()
+        self._release.set()
+        server.shutdown()
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> ProviderSandbox:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def base_urls(self) -> dict[str, str]:
+        return {name: f"{self.url}{path}" for name, path in BASE_URL_PATHS.items()}
+
+    # --- configuration ------------------------------------------------------------------
+
+    @property
+    def valid_keys(self) -> dict[str, str]:
+        """Keys set with set_key; a provider without one accepts any key except 'invalid'
+        and keys starting with 'bad-'."""
+        with self._lock:
+            return dict(self._keys)
+
+    def set_key(self, provider: str, key: str | None) -> None:
+        """Make `key` the only valid key of `provider` (None: back to accepting any key)."""
+        provider = provider_name(provider)
+        with self._lock:
+            if key is None:
+                self._keys.pop(provider, None)
+            else:
+                self._keys[provider] = key
+
+    def set_profile(self, value: str, profile: str | None) -> None:
+        """Force the answer for an observable (None removes the override)."""
+        if profile is not None and profile not in data.PROFILES:
+            raise ValueError(f"unknown profile {profile!r}; expected one of {data.PROFILES}")
+        normalised = data.normalise(value)
+        with self._lock:
+            if profile is None:
+                self._profiles.pop(normalised, None)
+            else:
+                self._profiles[normalised] = profile
+            if "://" in value:
+                self._known_urls[hashlib.sha256(value.encode()).hexdigest()] = value
+
+    def profile(self, value: str) -> str:
+        """The profile the sandbox answers with for `value` (override or hash-derived)."""
+        with self._lock:
+            forced = self._profiles.get(data.normalise(value))
+        return forced or data.profile_of(value, self.seed)
+
+    def set_latency(self, ms: float) -> None:
+        self._latency_s = max(0.0, ms / 1000.0)
+
+    def set_rate_limit(self, provider: str, rps: float | None) -> None:
+        self._limiter.set_rate(provider_name(provider), rps)
+
+    def set_daily_quota(self, provider: str, n: int | None) -> None:
+        self._quota.set_limit(provider_name(provider), n)
+
+    def inject(self, provider: str, fault: str, count: int = 1) -> None:
+        """The next `count` requests to `provider` get `fault` (see faults.FAULTS)."""
+        self._faults.inject(provider_name(provider), fault, count)
+
+    def release_hangs(self) -> None:
+        """Let requests held by the 'hang' fault finish (their connection is closed)."""
+        self._release.set()
+
+    def configure(self, config: dict[str, Any]) -> None:
+        """Apply the JSON accepted by POST /_sandbox/config."""
+        if "latency_ms" in config:
+            self.set_latency(float(config["latency_ms"] or 0))
+        for provider, rps in (config.get("rate_limits") or {}).items():
+            self.set_rate_limit(provider, rps)
+        for provider, limit in (config.get("daily_quota") or {}).items():
+            self.set_daily_quota(provider, limit)
+        for fault in config.get("faults") or []:
+            self.inject(fault["provider"], fault["fault"], int(fault.get("count", 1)))
+        for value, profile in (config.get("profiles") or {}).items():
+            self.set_profile(value, profile)
+        for provider, key in (config.get("keys") or {}).items():
+            self.set_key(provider, key)
+
+    # --- request log --------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        with self._lock:
+            return list(self._records)
+
+    def request_count(self, provider: str | None = None) -> int:
+        wanted = provider_name(provider) if provider else None
+        with self._lock:
+            return sum(1 for r in self._records if wanted is None or r.provider == wanted)
+
+    def reset_log(self) -> None:
+        with self._lock:
+            self._records.clear()
+
+    def reset(self) -> None:
+        """Clear the log, pending faults, rate windows and quota usage; keep configuration."""
+        self.reset_log()
+        self._faults.clear()
+        self._limiter.reset()
+        self._quota.reset()
+
+    def stats(self) -> dict[str, Any]:
+        """Request counts per provider and status."""
+        with self._lock:
+            records = list(self._records)
+        per_provider: dict[str, Counter] = {}
+        for record in records:
+            per_provider.setdefault(record.provider, Counter())[str(record.status)] += 1
+        return {
+            "total": len(records),
+            "providers": {p: {"total": sum(c.values()), "by_status": dict(c)}
+                          for p, c in per_provider.items()},
+            "pending_faults": self._faults.pending(),
+        }  # fmt: skip
+
+    # --- request handling (called from handler threads) --------------------------------
+
+    def _record(self, record: RequestRecord) -> None:
+        with self._lock:
+            self._records.append(record)
+
+    def _key_ok(self, provider: str, key: str) -> bool:
+        with self._lock:
+            expected = self._keys.get(provider)
+        if expected is not None:
+            return key == expected
+        return key != "invalid" and not key.startswith("bad-")
+
+    def _facts(self, value: str) -> data.Facts:
+        with self._lock:
+            forced = self._profiles.get(data.normalise(value))
+        return data.facts_for(value, self.seed, forced)
+
+    def _wait_latency(self) -> None:
+        if self._latency_s > 0:
+            self._stopping.wait(self._latency_s)
+
+    def _fault_reply(self, fault: str, call: routes.Call | None, provider: str) -> Reply:
+        community = call.community if call else True
+        if fault.startswith("http_5"):
+            return server_error(provider, int(fault[5:]))
+        if fault == "hang":
+            return Reply(504, b"", hang=True)
+        if fault == "malformed_json":
+            return Reply(200, b'{"data": {"id": "x", "attributes": {"last_analysis_stats": {')
+        if fault == "html_error":
+            return Reply(502, NGINX_502, content_type="text/html")
+        if fault == "http_401":
+            return unauthorized(provider, missing=False)
+        if fault == "http_403":
+            return forbidden(provider)
+        if fault == "http_429":
+            return rate_limited(provider, 1, self._abuse_headers(provider), community)
+        return self._quota_reply(provider, community)
+
+    def _quota_limit(self, provider: str, community: bool) -> int:
+        default = {ABUSEIPDB: ABUSEIPDB_DEFAULT_DAILY_LIMIT}.get(provider, 0)
+        if provider == GREYNOISE and community:
+            default = GREYNOISE_COMMUNITY_DAILY_LIMIT
+        return self._quota.limit(provider, default) or default
+
+    def _quota_reply(self, provider: str, community: bool) -> Reply:
+        return quota_exhausted(provider, self._quota_limit(provider, community),
+                               self._quota.seconds_to_reset(), self._quota.reset_epoch(),
+                               community)  # fmt: skip
+
+    def _abuse_headers(self, provider: str) -> dict[str, str]:
+        if provider != ABUSEIPDB:
+            return {}
+        limit = self._quota_limit(ABUSEIPDB, False)
+        remaining = limit - self._quota.used(ABUSEIPDB)
+        return abuseipdb_headers(limit, remaining, self._quota.reset_epoch())
+
+    def _respond(self, provider: str, segments: list[str], query: dict[str, list[str]],
+                 headers: dict[str, str], record: RequestRecord) -> Reply:  # fmt: skip
+        """Faults, then path, auth, input, rate limit, quota, lookup (providers.md §7)."""
+        call = routes.parse(provider, segments, query, headers)
+        if isinstance(call, routes.Call) and call.kind == "vt_url":
+            miss = routes.resolve_vt_url(call, self._known_urls)
+            if miss is None and "://" in (call.observable or ""):
+                url_sha = hashlib.sha256((call.observable or "").encode()).hexdigest()
+                with self._lock:
+                    self._known_urls.setdefault(url_sha, call.observable or "")
+            record.observable = call.observable
+            if miss is not None:
+                call = miss
+        elif isinstance(call, routes.Call):
+            record.observable = call.observable
+        fault = self._faults.take(provider)
+        if fault is not None:
+            return self._fault_reply(fault, call if isinstance(call, routes.Call) else None,
+                                     provider)  # fmt: skip
+        if isinstance(call, Reply):
+            return call
+        if call.key_required or call.key is not None:
+            if not call.key or not self._key_ok(provider, call.key):
+                return unauthorized(provider, missing=not call.key)
+        invalid = routes.validate(call)
+        if invalid is not None:
+            return invalid
+        retry_after = self._limiter.admit(provider)
+        if retry_after is not None:
+            return rate_limited(provider, retry_after, self._abuse_headers(provider),
+                                call.community)  # fmt: skip
+        if not self._quota.consume(provider):
+            return self._quota_reply(provider, call.community)
+        facts = self._facts(call.observable) if call.observable is not None else None
+        usage = (self._quota.used(provider),
+                 self._quota.limit(provider) or SECURITYTRAILS_MONTHLY_ALLOWANCE)  # fmt: skip
+        reply = routes.answer(call, facts, usage)
+        reply.headers.update(self._abuse_headers(provider))
+        return reply
+
+    def _admin(self, method: str, action: str, query: dict[str, list[str]],
+               body: bytes) -> Reply:  # fmt: skip
+        if method == "GET" and action == "requests":
+            since = int((query.get("since") or ["0"])[0] or 0)
+            return json_reply(200, [r.redacted() for r in self.requests[since:]])
+        if method == "GET" and action == "stats":
+            return json_reply(200, self.stats())
+        if method == "POST" and action == "reset":
+            self.reset()
+            return json_reply(200, {"ok": True})
+        if method == "POST" and action == "config":
+            try:
+                config = json.loads(body or b"{}")
+                if not isinstance(config, dict):
+                    raise ValueError("config must be a JSON object")
+                self.configure(config)
+            except (ValueError, KeyError, TypeError) as exc:
+                return json_reply(400, {"error": f"bad config: {exc}"})
+            return json_reply(200, {"ok": True})
+        return json_reply(404, {"error": f"no admin endpoint {method} /_sandbox/{action}"})
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+    sandbox: ProviderSandbox
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are separate writes
+    server: _Server
+    server_version = "ProviderSandbox/1.0"
+    sys_version = ""
+
+    def setup(self) -> None:
+        super().setup()
+        sandbox = self.server.sandbox
+        with sandbox._lock:
+            sandbox._connections.add(self.connection)
+
+    def finish(self) -> None:
+        sandbox = self.server.sandbox
+        with sandbox._lock:
+            sandbox._connections.discard(self.connection)
+        try:
+            super().finish()
+        except OSError:
+            pass
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        return  # the request log lives in ProviderSandbox.requests
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_HEAD(self) -> None:
+        self._handle("HEAD")
+
+    def do_PUT(self) -> None:
+        self._handle("PUT")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    def _handle(self, method: str) -> None:
+        sandbox = self.server.sandbox
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        raw_path, _, query_string = self.path.partition("?")
+        raw_path = raw_path.partition("#")[0]
+        query = parse_qs(query_string, keep_blank_values=True)
+        raw_segments = raw_path.split("/")[1:]
+        prefix = raw_segments[0] if raw_segments else ""
+        if prefix == "_sandbox":
+            action = raw_segments[1] if len(raw_segments) == 2 else ""
+            self._write(sandbox._admin(method, action, query, body), method)
+            return
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        provider = routes.PREFIXES.get(prefix, "unknown")
+        record = RequestRecord(provider, method, raw_path, query, headers, None,
+                               time.monotonic(), None, None)  # fmt: skip
+        sandbox._record(record)
+        sandbox._wait_latency()
+        if provider == "unknown":
+            reply = json_reply(404, {"error": f"no provider at /{prefix}"})
+        elif method != "GET":
+            reply = routes.not_found(provider)
+        else:
+            segments = [unquote(s) for s in raw_segments[1:]]
+            reply = sandbox._respond(provider, segments, query, headers, record)
+        if reply.hang:
+            sandbox._release.wait(HANG_SECONDS)
+            self.close_connection = True
+            record.ended = time.monotonic()
+            return
+        self._write(reply, method)
+        record.status = reply.status
+        record.ended = time.monotonic()
+
+    def _write(self, reply: Reply, method: str) -> None:
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(len(reply.body)))
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if method != "HEAD":
+            self.wfile.write(reply.body)
+
+
+def serve_forever(
+    port: int = 8080,
+    host: str = "127.0.0.1",
+    latency_ms: int = 0,
+    rate_limits: dict[str, float] | None = None,
+) -> None:
+    """Run a sandbox in the foreground until SIGINT/SIGTERM, printing `export VAR=...` lines."""
+    done = threading.Event()
+
+    def _stop(signum: int, frame: object) -> None:
+        done.set()
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    sandbox = ProviderSandbox(port=port, host=host, latency_ms=latency_ms,
+                              rate_limits=rate_limits)  # fmt: skip
+    try:
+        sandbox.start()
+        for name, url in sandbox.base_urls.items():
+            print(f"export {name}={url}", flush=True)
+        print(f"# provider sandbox on {sandbox.url} (admin: {sandbox.url}/_sandbox/stats); "
+              "Ctrl-C to stop", flush=True)  # fmt: skip
+        while not done.wait(0.5):
+            pass
+    finally:
+        sandbox.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
