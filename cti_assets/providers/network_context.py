@@ -136,7 +136,7 @@ HASH_TYPES_BY_LENGTH = {32: "MD5", 40: "SHA-1", 64: "SHA-256", 128: "SHA-512"}
 DEFAULT_PORTS = {"http": 80, "https": 443, "ftp": 21, "ws": 80, "wss": 443}
 _LEGACY_IPV4 = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)(?:\.(?:0x[0-9a-f]*|[0-9]+)){0,3}")
 _HEX = re.compile(r"[0-9a-f]+")
-_IP_CHARS = frozenset("0123456789abcdefx.:/%")
+_IP_CHARS = frozenset("0123456789abcdefx.:/")
 _MAX_LABEL = 63
 
 
@@ -152,6 +152,7 @@ _COMPILED = {4: _compile(_IPV4_RANGES), 6: _compile(_IPV6_RANGES)}
 
 
 def _range_of(version: int, address: int, prefixlen: int) -> str | None:
+    """Name of the special range wholly containing the network; NAT64 judged by its IPv4."""
     for net, mask, range_prefixlen, name in _COMPILED[version]:
         if range_prefixlen <= prefixlen and address & mask == net:
             if name is None and version == 6 and prefixlen == 128 and address >> 32 == _NAT64:
@@ -160,24 +161,19 @@ def _range_of(version: int, address: int, prefixlen: int) -> str | None:
     return None
 
 
-def ip_range_name(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str | None:
-    """Name of the special range that wholly contains `network` (an address is a /32 or /128)."""
-    return _range_of(network.version, int(network.network_address), network.prefixlen)
-
-
 def parse_ip(text: str) -> tuple[int, int, int] | None:
     """(version, address as int, prefix length) of an address or CIDR, else None.
 
     Also reads the legacy IPv4 forms browsers accept ("0x7f.1", "2130706433").
     """
+    text = text.partition("%")[0]  # an IPv6 zone id names a local interface, not the address
     if not _IP_CHARS.issuperset(text):
         return None
-    address_text, slash, _ = text.partition("/")
     try:
-        if not slash:  # ip_address is several times cheaper than ip_network
-            address = ipaddress.ip_address(address_text.partition("%")[0])
+        if "/" not in text:  # ip_address is several times cheaper than ip_network
+            address = ipaddress.ip_address(text)
             return address.version, int(address), address.max_prefixlen
-        network = ipaddress.ip_network(text.partition("%")[0], strict=False)
+        network = ipaddress.ip_network(text, strict=False)
         return network.version, int(network.network_address), network.prefixlen
     except ValueError:
         pass

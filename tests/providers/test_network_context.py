@@ -96,6 +96,7 @@ def test_ipv4_ranges(address, range_name):
         ("fd12:3456::1", "unique-local"),
         ("fc00::1", "unique-local"),
         ("fe80::1", "link-local"),
+        ("fe80::1%eth0", "link-local"),
         ("fec0::1", "site-local-deprecated"),
         ("ff02::1", "multicast"),
         ("4000::1", "reserved"),
