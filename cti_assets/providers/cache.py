@@ -1,0 +1,118 @@
+"""The provider response cache: answers reused within their TTL, raw bodies kept for lineage.
+
+None of the OpenCTI connectors cached across messages, so every re-run paid the provider again.
+Here an answer (ok or not_found; errors are never cached) is keyed by (provider, entity type,
+normalised value) with an expiry; the raw body is stored once per sha256 digest so any score can
+be traced back to the exact bytes the provider sent. No API key is ever written here.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cti_assets import settings as data_settings
+from cti_assets.providers import base
+from cti_assets.providers.http import scrub_body, sha256_hex
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS answers (
+    provider TEXT NOT NULL, entity_type TEXT NOT NULL, value TEXT NOT NULL,
+    status TEXT NOT NULL, fields TEXT NOT NULL, fetched_at REAL NOT NULL,
+    expires_at REAL NOT NULL, raw_digest TEXT, http_status INTEGER, message TEXT,
+    PRIMARY KEY (provider, entity_type, value));
+CREATE TABLE IF NOT EXISTS raw_bodies (
+    digest TEXT PRIMARY KEY, body BLOB NOT NULL, stored_at REAL NOT NULL);
+"""
+CACHEABLE = (base.OK, base.NOT_FOUND)
+
+
+class ResponseCache:
+    """SQLite (WAL, busy timeout) cache of provider answers, safe to share between threads."""
+
+    def __init__(self, path: str | Path | None = None, *, clock=time.time) -> None:
+        self.path = Path(path) if path is not None else data_settings.cache_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA busy_timeout=30000")
+            self._conn.executescript(_SCHEMA)
+
+    def get(self, provider: str, entity_type: str, value: str) -> base.LookupResult | None:
+        """The unexpired answer for this observable, marked from_cache; None when absent."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT status, fields, fetched_at, raw_digest, http_status, message FROM answers "
+                "WHERE provider = ? AND entity_type = ? AND value = ? AND expires_at > ?",
+                (provider, entity_type, value, self._clock()),
+            ).fetchone()
+        if row is None:
+            return None
+        status, fields, fetched_at, raw_digest, http_status, message = row
+        return base.LookupResult(
+            provider=provider,
+            entity_type=entity_type,
+            value=value,
+            status=status,
+            fields=json.loads(fields),
+            fetched_at=datetime.fromtimestamp(fetched_at, UTC),
+            raw_digest=raw_digest,
+            from_cache=True,
+            http_status=http_status,
+            message=message,
+        )
+
+    def put(self, result: base.LookupResult, raw_body: bytes | None, ttl_s: int) -> bool:
+        """Store an ok/not_found answer for `ttl_s` seconds; errors and skips are refused."""
+        if result.status not in CACHEABLE or ttl_s <= 0:
+            return False
+        now = self._clock()
+        fetched = result.fetched_at.timestamp() if result.fetched_at else now
+        digest = result.raw_digest
+        with self._lock, self._conn:
+            if raw_body is not None:
+                raw_body = scrub_body(raw_body)
+                digest = sha256_hex(raw_body)
+                self._conn.execute(
+                    "INSERT OR IGNORE INTO raw_bodies VALUES (?, ?, ?)", (digest, raw_body, now)
+                )
+            self._conn.execute(
+                "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    result.provider, result.entity_type, result.value, result.status,
+                    json.dumps(result.fields, sort_keys=True, default=str), fetched,
+                    now + ttl_s, digest, result.http_status, result.message,
+                ),
+            )
+        return True
+
+    def raw_body(self, digest: str) -> bytes | None:
+        """The exact body stored under `digest`, for lineage; None when unknown."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT body FROM raw_bodies WHERE digest = ?", (digest,)
+            ).fetchone()
+        return bytes(row[0]) if row else None
+
+    def purge_expired(self) -> int:
+        """Delete expired answers and the bodies nothing refers to any more."""
+        with self._lock, self._conn:
+            gone = self._conn.execute(
+                "DELETE FROM answers WHERE expires_at <= ?", (self._clock(),)
+            ).rowcount
+            self._conn.execute(
+                "DELETE FROM raw_bodies WHERE digest NOT IN "
+                "(SELECT raw_digest FROM answers WHERE raw_digest IS NOT NULL)"
+            )
+        return gone
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

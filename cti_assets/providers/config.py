@@ -1,0 +1,173 @@
+"""Per-provider settings: key, base URL, TLP ceiling, rate limits, cache TTLs, timeouts.
+
+`ProviderSettings` is the single source of truth; `DEFAULTS` holds each provider's free tier
+(providers.md) and real base URL, `settings_from_env` overlays environment variables, and the
+Dagster resources build the same dataclass from their EnvVar-backed fields.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from cti_assets.providers import base
+
+DAY_S = 86_400
+DEFAULT_CACHE_TTL_S: dict[str, int] = {
+    "IPv4-Addr": DAY_S,
+    "IPv6-Addr": DAY_S,
+    "Domain-Name": 3 * DAY_S,
+    "Hostname": 3 * DAY_S,
+    "Url": DAY_S,
+    "StixFile": 30 * DAY_S,
+}
+DEFAULT_NOT_FOUND_TTL_S = 6 * 3600
+DEFAULT_MAX_TLP = "TLP:AMBER"
+
+
+@dataclass
+class ProviderSettings:
+    """Everything a client, the limiter, the cache and the runner need about one provider."""
+
+    name: str
+    api_key: str | None = field(default=None, repr=False)
+    base_url: str = ""
+    max_tlp: str = DEFAULT_MAX_TLP
+    per_second: float | None = None
+    per_minute: int | None = None
+    per_day: int | None = None
+    per_month: int | None = None
+    cache_ttl_s: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_CACHE_TTL_S))
+    not_found_ttl_s: int = DEFAULT_NOT_FOUND_TTL_S
+    timeout_s: float = 10.0
+    max_workers: int = 8
+    max_retries: int = 3
+    paid: bool = False
+    backoff_base_s: float = 1.0  # full-jitter exponential backoff on transient errors
+    backoff_max_s: float = 30.0
+    max_retry_after_s: float = 120.0  # a longer Retry-After ends the lookup as rate_limited
+    max_wait_s: float = 120.0  # longest wait for a rate-limit slot before giving up
+
+    @property
+    def needs_key(self) -> bool:
+        """InternetDB never takes a key; GreyNoise Community works without one."""
+        if self.name == base.INTERNETDB:
+            return False
+        if self.name == base.GREYNOISE:
+            return self.paid
+        return True
+
+    def ttl_for(self, entity_type: str, found: bool = True) -> int:
+        if not found:
+            return self.not_found_ttl_s
+        return int(self.cache_ttl_s.get(entity_type, DAY_S))
+
+
+DEFAULTS: dict[str, ProviderSettings] = {
+    base.VIRUSTOTAL: ProviderSettings(
+        base.VIRUSTOTAL, base_url="https://www.virustotal.com/api/v3",
+        per_minute=4, per_day=500, per_month=15_500, max_workers=4,
+    ),
+    base.SHODAN: ProviderSettings(
+        base.SHODAN, base_url="https://api.shodan.io", per_second=1.0, max_workers=2,
+    ),
+    base.INTERNETDB: ProviderSettings(
+        base.INTERNETDB, base_url="https://internetdb.shodan.io", per_second=2.0, max_workers=4,
+    ),
+    base.ABUSEIPDB: ProviderSettings(
+        base.ABUSEIPDB, base_url="https://api.abuseipdb.com/api/v2", per_second=2.0,
+        per_day=1_000,
+    ),
+    base.GREYNOISE: ProviderSettings(
+        base.GREYNOISE, base_url="https://api.greynoise.io", per_second=1.0, per_day=100,
+        max_workers=4,
+    ),
+    base.SECURITYTRAILS: ProviderSettings(
+        base.SECURITYTRAILS, base_url="https://api.securitytrails.com/v1", per_second=1.0,
+        per_month=50, max_workers=2,
+    ),
+}
+
+KEY_VARS: dict[str, str | None] = {
+    base.VIRUSTOTAL: "VIRUSTOTAL_API_KEY",
+    base.SHODAN: "SHODAN_API_KEY",
+    base.INTERNETDB: None,
+    base.ABUSEIPDB: "ABUSEIPDB_API_KEY",
+    base.GREYNOISE: "GREYNOISE_API_KEY",
+    base.SECURITYTRAILS: "SECURITYTRAILS_API_KEY",
+}
+URL_VARS: dict[str, str] = {
+    base.VIRUSTOTAL: "VIRUSTOTAL_BASE_URL",
+    base.SHODAN: "SHODAN_BASE_URL",
+    base.INTERNETDB: "SHODAN_INTERNETDB_URL",
+    base.ABUSEIPDB: "ABUSEIPDB_BASE_URL",
+    base.GREYNOISE: "GREYNOISE_BASE_URL",
+    base.SECURITYTRAILS: "SECURITYTRAILS_BASE_URL",
+}
+# suffix -> (settings attribute, parser, description)
+TUNING_VARS: dict[str, tuple[str, Callable[[str], Any], str]] = {
+    "MAX_TLP": ("max_tlp", str, "highest TLP sent to the provider"),
+    "PER_SECOND": ("per_second", float, "requests per second (shared by all processes)"),
+    "PER_MINUTE": ("per_minute", int, "requests per minute"),
+    "PER_DAY": ("per_day", int, "requests per day"),
+    "PER_MONTH": ("per_month", int, "requests per month (30-day window)"),
+    "TIMEOUT_S": ("timeout_s", float, "read timeout of one request, seconds"),
+    "MAX_WORKERS": ("max_workers", int, "concurrent requests (thread pool size)"),
+    "MAX_RETRIES": ("max_retries", int, "retries on 429 and transient errors"),
+}
+
+
+def env_prefix(provider: str) -> str:
+    return provider.upper()
+
+
+def settings_from_env(provider: str, env: Mapping[str, str] | None = None) -> ProviderSettings:
+    """DEFAULTS[provider] overlaid with the provider's environment variables."""
+    env = os.environ if env is None else env
+    if provider not in DEFAULTS:
+        raise ValueError(f"unknown provider {provider!r}; known: {', '.join(sorted(DEFAULTS))}")
+    overrides: dict[str, Any] = {}
+    key_var = KEY_VARS[provider]
+    if key_var and env.get(key_var, "").strip():
+        overrides["api_key"] = env[key_var].strip()
+    if env.get(URL_VARS[provider], "").strip():
+        overrides["base_url"] = env[URL_VARS[provider]].strip()
+    for suffix, (attribute, parse, _) in TUNING_VARS.items():
+        name = f"{env_prefix(provider)}_{suffix}"
+        raw = env.get(name, "").strip()
+        if not raw:
+            continue
+        try:
+            overrides[attribute] = parse(raw)
+        except ValueError:
+            raise ValueError(f"{name}={raw!r} is not a valid {parse.__name__}") from None
+    if provider == base.GREYNOISE and env.get("GREYNOISE_PAID", "").lower() in ("1", "true", "yes"):
+        overrides["paid"] = True
+    defaults = DEFAULTS[provider]
+    return replace(defaults, cache_ttl_s=dict(defaults.cache_ttl_s), **overrides)
+
+
+def config_table_markdown() -> str:
+    """A Markdown table of every provider variable with its default, for the README."""
+    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for provider, defaults in DEFAULTS.items():
+        key_var = KEY_VARS[provider]
+        if key_var:
+            unset = (
+                "unset: the Community API is used without a key"
+                if provider == base.GREYNOISE
+                else "unset: skipped with reason no_key"
+            )
+            rows.append(f"| `{key_var}` | unset | {provider} API key; {unset} |")
+        rows.append(f"| `{URL_VARS[provider]}` | `{defaults.base_url}` | {provider} base URL |")
+        prefix = env_prefix(provider)
+        for suffix, (attribute, _, meaning) in TUNING_VARS.items():
+            default = getattr(defaults, attribute)
+            shown = "unset" if default is None else f"`{default}`"
+            rows.append(f"| `{prefix}_{suffix}` | {shown} | {provider}: {meaning} |")
+    rows.append("| `GREYNOISE_PAID` | `false` | use the paid v3 IP endpoint instead of Community |")
+    rows.append("| `CTI_RATELIMIT_REDIS_URL` | unset | share rate limits through Redis instead "
+                "of the SQLite file in CTI_DATA_DIR |")
+    return "\n".join(rows) + "\n"

@@ -1,0 +1,248 @@
+"""Rate limits and quotas shared by every process on the machine, per provider.
+
+Parallel steps and concurrent backfill runs must spend one budget, so the buckets live in a
+file-locked SQLite file (pyrate-limiter's SQLiteBucket) in the data directory, or in Redis when
+CTI_RATELIMIT_REDIS_URL is set. Next to the buckets, a quota ledger records "exhausted until
+<end of the UTC day/month>" when a provider says its quota is spent, so every process stops
+calling it for the rest of the window, and keeps the last quota the provider reported.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from pyrate_limiter import Limiter, Rate, SQLiteBucket
+from pyrate_limiter.exceptions import BucketFullException, LimiterDelayException
+
+from cti_assets import settings as data_settings
+from cti_assets.providers import base
+
+REDIS_URL_ENV = "CTI_RATELIMIT_REDIS_URL"
+WINDOW_MS: dict[str, int] = {
+    "second": 1_000,
+    "minute": 60_000,
+    "day": 86_400_000,
+    "month": 30 * 86_400_000,  # sliding 30 days locally; the ledger uses the calendar month
+}
+_LEDGER_SCHEMA = """
+CREATE TABLE IF NOT EXISTS quota_ledger (
+    provider TEXT NOT NULL, window TEXT NOT NULL, exhausted_until REAL NOT NULL,
+    reason TEXT, recorded_at REAL NOT NULL, PRIMARY KEY (provider, window));
+CREATE TABLE IF NOT EXISTS quota_reported (
+    provider TEXT NOT NULL, window TEXT NOT NULL, remaining INTEGER NOT NULL,
+    reported_at REAL NOT NULL, PRIMARY KEY (provider, window));
+"""
+
+
+@dataclass
+class Blocked:
+    """Why a request may not leave now: an error class for the result and a message."""
+
+    error_class: str
+    message: str
+    window: str | None = None
+
+
+def end_of_window(window: str, now: datetime) -> datetime:
+    """Start of the next UTC day or calendar month after `now`."""
+    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if window == "month":
+        first = day.replace(day=1)
+        return (first + timedelta(days=32)).replace(day=1)
+    return day + timedelta(days=1)
+
+
+def rates_for(limits: dict[str, float | int | None]) -> list[Rate]:
+    """pyrate-limiter rates, shortest window first; a window whose limit a longer window
+    already enforces (limit not smaller) is dropped, as pyrate-limiter requires."""
+    rates: list[Rate] = []
+    for window in ("second", "minute", "day", "month"):
+        value = limits.get(window)
+        if not value or value <= 0:
+            continue
+        if window == "second" and value < 1:
+            rates.append(Rate(1, int(round(1000 / value))))
+        else:
+            rates.append(Rate(int(value), WINDOW_MS[window]))
+    rates.sort(key=lambda r: r.interval)
+    return [r for i, r in enumerate(rates) if all(r.limit < later.limit for later in rates[i + 1:])]
+
+
+class SharedLimiter:
+    """One provider's machine-wide limiter: blocking acquire, quota ledger, remaining budget."""
+
+    def __init__(
+        self,
+        provider: str,
+        limits: dict[str, float | int | None],
+        *,
+        path: str | Path | None = None,
+        redis_url: str | None = None,
+        max_wait_s: float = 120.0,
+    ) -> None:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", provider):
+            raise ValueError(f"provider name {provider!r} is not a plain identifier")
+        self.provider = provider
+        self.limits = {w: limits.get(w) for w in WINDOW_MS}
+        self.path = Path(path) if path is not None else data_settings.ratelimit_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.rates = rates_for(self.limits)
+        self._ledger = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
+        self._ledger_lock = threading.Lock()
+        with self._ledger_lock:
+            self._ledger.execute("PRAGMA journal_mode=WAL")
+            self._ledger.executescript(_LEDGER_SCHEMA)
+        self._bucket = None
+        self._redis = None
+        self._limiter: Limiter | None = None
+        if self.rates:
+            self._bucket = self._make_bucket(redis_url)
+            self._limiter = Limiter(
+                self._bucket,
+                raise_when_fail=True,
+                max_delay=int(max_wait_s * 1000),
+                retry_until_max_delay=True,
+            )
+
+    @classmethod
+    def for_settings(cls, settings, *, path: str | Path | None = None,
+                     redis_url: str | None = None) -> SharedLimiter:
+        """The limiter of `settings.name` with its per-second/minute/day/month limits."""
+        limits = {
+            "second": settings.per_second,
+            "minute": settings.per_minute,
+            "day": settings.per_day,
+            "month": settings.per_month,
+        }
+        return cls(settings.name, limits, path=path, redis_url=redis_url,
+                   max_wait_s=settings.max_wait_s)
+
+    def _make_bucket(self, redis_url: str | None):
+        redis_url = redis_url if redis_url is not None else os.environ.get(REDIS_URL_ENV)
+        if redis_url:
+            import redis
+            from pyrate_limiter import RedisBucket
+
+            self._redis = redis.Redis.from_url(redis_url)
+            key = f"cti_assets:ratelimit:{self.provider}"
+            return RedisBucket.init(self.rates, self._redis, key)
+        return SQLiteBucket.init_from_file(
+            self.rates, table=f"bucket_{self.provider}", db_path=str(self.path),
+            create_new_table=True, use_file_lock=True,
+        )
+
+    # --- acquiring -------------------------------------------------------------------------
+    def acquire(self) -> Blocked | None:
+        """Wait for a slot (up to max_wait_s); None when the request may go, else why not."""
+        until = self.exhausted_until()
+        if until is not None:
+            return Blocked(base.ERR_QUOTA, f"{self.provider} quota exhausted until "
+                           f"{until.isoformat()} (reported by the provider)", None)
+        if self._limiter is None:
+            return None
+        try:
+            self._limiter.try_acquire(self.provider)
+        except (LimiterDelayException, BucketFullException) as exc:
+            window = next((w for w, ms in WINDOW_MS.items() if ms == exc.rate.interval), None)
+            if exc.rate.interval >= WINDOW_MS["day"]:
+                return Blocked(base.ERR_QUOTA, f"local {window or 'long-window'} budget of "
+                               f"{exc.rate.limit} requests for {self.provider} is used up", window)
+            return Blocked(base.ERR_RATE, f"no {self.provider} rate-limit slot within the "
+                           f"allowed wait ({exc.rate})", window)
+        return None
+
+    # --- quota ledger ------------------------------------------------------------------------
+    def mark_exhausted(self, window: str, reason: str, until: datetime | None = None) -> datetime:
+        """Record that the provider's `window` quota is spent until the window ends (or `until`)."""
+        until = until or end_of_window(window, datetime.now(UTC))
+        with self._ledger_lock, self._ledger:
+            self._ledger.execute(
+                "INSERT INTO quota_ledger VALUES (?, ?, ?, ?, ?) ON CONFLICT(provider, window) "
+                "DO UPDATE SET exhausted_until=excluded.exhausted_until, reason=excluded.reason, "
+                "recorded_at=excluded.recorded_at",
+                (self.provider, window, until.timestamp(), reason[:500], time.time()),
+            )
+        return until
+
+    def exhausted_until(self) -> datetime | None:
+        """When the latest still-active exhaustion ends; None when the provider may be called."""
+        with self._ledger_lock:
+            row = self._ledger.execute(
+                "SELECT MAX(exhausted_until) FROM quota_ledger WHERE provider = ? "
+                "AND exhausted_until > ?", (self.provider, time.time()),
+            ).fetchone()
+        return datetime.fromtimestamp(row[0], UTC) if row and row[0] else None
+
+    def clear_exhausted(self) -> None:
+        with self._ledger_lock, self._ledger:
+            self._ledger.execute("DELETE FROM quota_ledger WHERE provider = ?", (self.provider,))
+
+    def record_reported(self, window: str, remaining: int) -> None:
+        """Keep the provider's own count of what is left (X-RateLimit-Remaining)."""
+        with self._ledger_lock, self._ledger:
+            self._ledger.execute(
+                "INSERT INTO quota_reported VALUES (?, ?, ?, ?) ON CONFLICT(provider, window) "
+                "DO UPDATE SET remaining=excluded.remaining, reported_at=excluded.reported_at",
+                (self.provider, window, int(remaining), time.time()),
+            )
+
+    def _reported(self, window: str) -> int | None:
+        with self._ledger_lock:
+            row = self._ledger.execute(
+                "SELECT remaining, reported_at FROM quota_reported WHERE provider = ? "
+                "AND window = ?", (self.provider, window),
+            ).fetchone()
+        if row is None:
+            return None
+        reported_at = datetime.fromtimestamp(row[1], UTC)
+        if end_of_window(window, reported_at) <= datetime.now(UTC):
+            return None  # reported in an earlier window: it has been reset since
+        return int(row[0])
+
+    def used(self, window: str) -> int:
+        """Requests counted in the last `window` by every process sharing this limiter."""
+        if self._bucket is None:
+            return 0
+        now_ms = int(time.time() * 1000)
+        since = now_ms - WINDOW_MS[window]
+        if self._redis is not None:
+            return int(self._redis.zcount(self._bucket.bucket_key, since, now_ms))
+        with self._ledger_lock:
+            row = self._ledger.execute(
+                f'SELECT COUNT(*) FROM "bucket_{self.provider}" WHERE item_timestamp >= ?',
+                (since,),
+            ).fetchone()
+        return int(row[0])
+
+    def remaining(self, window: str) -> int | None:
+        """Requests left in `window` ("second", "minute", "day", "month"); None = no limit known.
+
+        The smaller of the local count against the configured limit and the provider's last
+        reported remaining; 0 while the ledger says the quota is exhausted.
+        """
+        if window not in WINDOW_MS:
+            raise ValueError(f"window must be one of {', '.join(WINDOW_MS)}, not {window!r}")
+        if self.exhausted_until() is not None:
+            return 0
+        candidates = []
+        limit = self.limits.get(window)
+        if limit:
+            candidates.append(max(0, int(limit) - self.used(window)))
+        reported = self._reported(window) if window in ("day", "month") else None
+        if reported is not None:
+            candidates.append(max(0, reported))
+        return min(candidates) if candidates else None
+
+    def close(self) -> None:
+        if self._limiter is not None and self._bucket is not None:
+            self._limiter.dispose(self._bucket)
+        if isinstance(self._bucket, SQLiteBucket):
+            self._bucket.conn.close()
+        self._ledger.close()

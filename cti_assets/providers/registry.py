@@ -1,0 +1,82 @@
+"""Which client serves which provider, and each provider's public page for an observable.
+
+`make_client` is the one place the runner and the assets get a client from; the page URLs
+become external references on what the write-back creates, so an analyst can click through.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from cti_assets.providers import base
+from cti_assets.providers.abuseipdb import AbuseIPDBClient
+from cti_assets.providers.config import ProviderSettings, settings_from_env
+from cti_assets.providers.greynoise import GreyNoiseClient
+from cti_assets.providers.http import ProviderClient
+from cti_assets.providers.securitytrails import SecurityTrailsClient
+from cti_assets.providers.shodan import InternetDBClient, ShodanClient
+from cti_assets.providers.virustotal import VirusTotalClient
+
+CLIENTS: dict[str, type[ProviderClient]] = {
+    base.VIRUSTOTAL: VirusTotalClient,
+    base.SHODAN: ShodanClient,
+    base.INTERNETDB: InternetDBClient,
+    base.ABUSEIPDB: AbuseIPDBClient,
+    base.GREYNOISE: GreyNoiseClient,
+    base.SECURITYTRAILS: SecurityTrailsClient,
+}
+
+# provider -> entity type -> page template; {v} is the percent-encoded value
+PROVIDER_PAGE_URLS: dict[str, dict[str, str]] = {
+    base.VIRUSTOTAL: {
+        "IPv4-Addr": "https://www.virustotal.com/gui/ip-address/{v}",
+        "IPv6-Addr": "https://www.virustotal.com/gui/ip-address/{v}",
+        "Domain-Name": "https://www.virustotal.com/gui/domain/{v}",
+        "Hostname": "https://www.virustotal.com/gui/domain/{v}",
+        "Url": "https://www.virustotal.com/gui/search/{v}",
+        "StixFile": "https://www.virustotal.com/gui/file/{v}",
+    },
+    base.ABUSEIPDB: {
+        "IPv4-Addr": "https://www.abuseipdb.com/check/{v}",
+        "IPv6-Addr": "https://www.abuseipdb.com/check/{v}",
+    },
+    base.GREYNOISE: {"IPv4-Addr": "https://viz.greynoise.io/ip/{v}"},
+    base.SHODAN: {
+        "IPv4-Addr": "https://www.shodan.io/host/{v}",
+        "IPv6-Addr": "https://www.shodan.io/host/{v}",
+    },
+    base.INTERNETDB: {
+        "IPv4-Addr": "https://internetdb.shodan.io/{v}",
+        "IPv6-Addr": "https://internetdb.shodan.io/{v}",
+    },
+    base.SECURITYTRAILS: {
+        "Domain-Name": "https://securitytrails.com/domain/{v}/dns",
+        "Hostname": "https://securitytrails.com/domain/{v}/dns",
+    },
+}
+
+
+def make_client(provider: str, settings: ProviderSettings, *, limiter=None,
+                internetdb_settings: ProviderSettings | None = None) -> ProviderClient:
+    """The client of `provider`; Shodan gets an InternetDB client for its 403 fallback."""
+    if provider not in CLIENTS:
+        raise ValueError(f"no HTTP client for provider {provider!r}; "
+                         f"known: {', '.join(sorted(CLIENTS))}")
+    if provider == base.SHODAN:
+        idb_settings = internetdb_settings or settings_from_env(base.INTERNETDB)
+        idb_limiter = None
+        if limiter is not None:
+            from cti_assets.providers.ratelimit import SharedLimiter
+
+            idb_limiter = SharedLimiter.for_settings(idb_settings, path=limiter.path)
+        internetdb = InternetDBClient(idb_settings, idb_limiter)
+        return ShodanClient(settings, limiter, internetdb=internetdb)
+    return CLIENTS[provider](settings, limiter)
+
+
+def provider_page_url(provider: str, entity_type: str, value: str) -> str | None:
+    """The provider's public web page about this observable; None when it has none."""
+    template = PROVIDER_PAGE_URLS.get(provider, {}).get(entity_type)
+    if template is None or not value:
+        return None
+    return template.format(v=quote(value, safe=""))

@@ -1,0 +1,348 @@
+"""Look up a frame of observables with one provider: gate, cache, call in parallel, account.
+
+Every input row gets exactly one output row (frames.LOOKUP_COLUMNS), in input order:
+rejected, out of scope, above the TLP ceiling, special-use and keyless rows are skipped with a
+reason and never sent; cached answers are reused; triage-deferred rows are marked deferred; the
+rest go out on a bounded thread pool, so the provider runs at its rate limit, not its latency.
+Each TLP decision is made from that row alone (no state carried between observables).
+A quota exhausted (or a key refused) mid-run stops further calls, and every observable not yet
+sent is marked error/quota_exhausted (or error/auth): nothing cached, picked up next run.
+
+Decision order per row: rejected, out_of_scope, tlp, special_use, no_key, cache, deferred.
+A cache hit wins over a triage deferral because it costs no budget and carries the answer.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import pandas as pd
+
+from cti_assets import frames
+from cti_assets.providers import base
+from cti_assets.providers.cache import ResponseCache
+from cti_assets.providers.config import ProviderSettings
+from cti_assets.providers.fields import PROVIDER_SCOPE
+from cti_assets.providers.http import Fetched, redact
+
+log = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS = ("stix_id", "entity_type", "normalized_value", "tlp", "status")
+_TLP_ORDER = ("TLP:CLEAR", "TLP:GREEN", "TLP:AMBER", "TLP:AMBER+STRICT", "TLP:RED")
+_SPECIAL_SUFFIXES = (
+    "local", "localhost", "test", "example", "invalid", "onion", "internal", "home.arpa",
+    "lan", "localdomain", "example.com", "example.net", "example.org",
+)
+STOPPING_ERRORS = (base.ERR_QUOTA, base.ERR_AUTH)
+
+
+@dataclass
+class LookupStats:
+    """What one lookup_frame run did, for asset metadata and the run summary."""
+
+    provider: str = ""
+    rows: int = 0
+    calls: int = 0  # distinct observables sent to the provider
+    http_requests: int = 0  # including retries
+    cache_hits: int = 0
+    by_status: Counter = field(default_factory=Counter)
+    errors_by_class: Counter = field(default_factory=Counter)
+    skipped_by_reason: Counter = field(default_factory=Counter)
+    latencies_ms: list[float] = field(default_factory=list)
+    quota_remaining: int | None = None  # last value the provider reported
+
+    def _percentile(self, q: float) -> float | None:
+        if not self.latencies_ms:
+            return None
+        ordered = sorted(self.latencies_ms)
+        index = min(len(ordered) - 1, max(0, int(round(q * (len(ordered) - 1)))))
+        return round(ordered[index], 3)
+
+    @property
+    def latency_p50_ms(self) -> float | None:
+        return self._percentile(0.50)
+
+    @property
+    def latency_p95_ms(self) -> float | None:
+        return self._percentile(0.95)
+
+    def count(self, row: dict[str, Any]) -> None:
+        self.rows += 1
+        self.by_status[row["status"]] += 1
+        if row["status"] == base.ERROR:
+            self.errors_by_class[row["reason"]] += 1
+        elif row["status"] == base.SKIPPED:
+            self.skipped_by_reason[row["reason"]] += 1
+        if row["from_cache"]:
+            self.cache_hits += 1
+
+    def combine(self, other: LookupStats) -> LookupStats:
+        return LookupStats(
+            provider=self.provider or other.provider,
+            rows=self.rows + other.rows,
+            calls=self.calls + other.calls,
+            http_requests=self.http_requests + other.http_requests,
+            cache_hits=self.cache_hits + other.cache_hits,
+            by_status=self.by_status + other.by_status,
+            errors_by_class=self.errors_by_class + other.errors_by_class,
+            skipped_by_reason=self.skipped_by_reason + other.skipped_by_reason,
+            latencies_ms=self.latencies_ms + other.latencies_ms,
+            quota_remaining=other.quota_remaining
+            if other.quota_remaining is not None else self.quota_remaining,
+        )
+
+    def as_metadata(self) -> dict[str, int | float | str]:
+        """Flat plain values (ints, floats, str) for Dagster metadata."""
+        meta: dict[str, int | float | str] = {
+            "provider": self.provider,
+            "rows": self.rows,
+            "calls": self.calls,
+            "http_requests": self.http_requests,
+            "cache_hits": self.cache_hits,
+        }
+        for prefix, counter in (("status", self.by_status), ("error", self.errors_by_class),
+                                ("skipped", self.skipped_by_reason)):
+            for key, value in sorted(counter.items()):
+                meta[f"{prefix}_{key}"] = int(value)
+        for name, value in (("latency_p50_ms", self.latency_p50_ms),
+                            ("latency_p95_ms", self.latency_p95_ms),
+                            ("quota_remaining", self.quota_remaining)):
+            if value is not None:
+                meta[name] = value
+        return meta
+
+
+def tlp_allows(tlp: Any, max_tlp: str) -> bool:
+    """observable.tlp_allows when available; else the same order, failing closed."""
+    value = tlp if isinstance(tlp, str) else ""
+    try:
+        from cti_assets.observable import tlp_allows as shared
+    except ImportError:
+        shared = None
+    if shared is not None:
+        return shared(value, max_tlp)
+    names = {"TLP:WHITE": "TLP:CLEAR"}
+    value, ceiling = (names.get(t.strip().upper(), t.strip().upper()) for t in (value, max_tlp))
+    if value not in _TLP_ORDER or ceiling not in _TLP_ORDER:
+        return False
+    return _TLP_ORDER.index(value) <= _TLP_ORDER.index(ceiling)
+
+
+def special_use(entity_type: str, value: str) -> str | None:
+    """network_context.special_use_reason when available; else an ipaddress/suffix check."""
+    try:
+        from cti_assets.providers.network_context import special_use_reason
+    except ImportError:
+        special_use_reason = None
+    if special_use_reason is not None:
+        return special_use_reason(entity_type, value)
+    host = urlsplit(value).hostname if entity_type == "Url" else value
+    if not host or entity_type == "StixFile":
+        return None
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        name = host.rstrip(".").lower()
+        hit = next((s for s in _SPECIAL_SUFFIXES if name == s or name.endswith("." + s)), None)
+        return f"special-use-domain:.{hit}" if hit else None
+    return None if address.is_global else "non-global-address"
+
+
+def _row(obs: dict[str, Any], provider: str, status: str, reason: str | None = None,
+         message: str | None = None) -> dict[str, Any]:
+    return {
+        "stix_id": obs.get("stix_id"),
+        "entity_type": obs.get("entity_type"),
+        "normalized_value": obs.get("normalized_value"),
+        "provider": provider,
+        "status": status,
+        "reason": reason,
+        "fields": "{}",
+        "fetched_at": None,
+        "raw_digest": None,
+        "from_cache": False,
+        "latency_ms": None,
+        "http_status": None,
+        "message": message,
+    }
+
+
+def _result_row(obs: dict[str, Any], result: base.LookupResult) -> dict[str, Any]:
+    row = _row(obs, result.provider, result.status, result.reason, result.message)
+    row.update(
+        fields=json.dumps(result.fields, sort_keys=True, default=str),
+        fetched_at=result.fetched_at,
+        raw_digest=result.raw_digest,
+        from_cache=result.from_cache,
+        latency_ms=result.latency_ms,
+        http_status=result.http_status,
+    )
+    return row
+
+
+def _gate(provider: str, obs: dict[str, Any], settings: ProviderSettings) -> dict | None:
+    """The skip row for an observable that must not be sent; None when it may be."""
+    value = obs.get("normalized_value")
+    if obs.get("status") == frames.OBSERVABLE_REJECTED or not isinstance(value, str) or not value:
+        why = obs.get("reason") if isinstance(obs.get("reason"), str) else "no normalised value"
+        return _row(obs, provider, base.SKIPPED, base.SKIP_REJECTED, f"rejected: {why}")
+    entity_type = obs.get("entity_type")
+    if entity_type not in PROVIDER_SCOPE.get(provider, ()):
+        return _row(obs, provider, base.SKIPPED, base.SKIP_OUT_OF_SCOPE,
+                    f"{provider} does not look up {entity_type}")
+    if not tlp_allows(obs.get("tlp"), settings.max_tlp):
+        return _row(obs, provider, base.SKIPPED, base.SKIP_TLP,
+                    f"{obs.get('tlp') or 'no TLP'} is above {provider}'s maximum "
+                    f"{settings.max_tlp}")
+    reason = special_use(entity_type, value)
+    if reason:
+        return _row(obs, provider, base.SKIPPED, base.SKIP_SPECIAL_USE, reason)
+    if settings.needs_key and not settings.api_key:
+        return _row(obs, provider, base.SKIPPED, base.SKIP_NO_KEY,
+                    f"no API key configured for {provider}")
+    return None
+
+
+def _check_columns(observables: pd.DataFrame) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in observables.columns]
+    if missing:
+        raise ValueError(f"observables frame lacks column(s) {', '.join(missing)}; "
+                         f"expected frames.OBSERVABLE_COLUMNS")
+
+
+def to_lookup_frame(rows: list[dict[str, Any]], index: pd.Index | None = None) -> pd.DataFrame:
+    """Rows as a frame with exactly frames.LOOKUP_COLUMNS and their dtypes."""
+    frame = pd.DataFrame(rows, columns=list(frames.LOOKUP_COLUMNS), index=index)
+    frame["fetched_at"] = pd.to_datetime(frame["fetched_at"], utc=True)
+    return frame.astype(frames.LOOKUP_COLUMNS)
+
+
+def lookup_frame(
+    provider: str,
+    observables: pd.DataFrame,
+    settings: ProviderSettings,
+    *,
+    cache: ResponseCache,
+    limiter=None,
+    force_refresh: bool = False,
+    deferred: dict[str, str] | None = None,
+    client=None,
+) -> tuple[pd.DataFrame, LookupStats]:
+    """One LOOKUP_COLUMNS row per observable row, same order and index; and what it cost."""
+    _check_columns(observables)
+    deferred = deferred or {}
+    stats = LookupStats(provider=provider)
+    records = observables.to_dict("records")
+    rows: list[dict[str, Any] | None] = [None] * len(records)
+    pending: dict[tuple[str, str], list[int]] = {}
+    for i, obs in enumerate(records):
+        obs = {k: (None if _is_missing(v) else v) for k, v in obs.items()}
+        records[i] = obs
+        rows[i] = _gate(provider, obs, settings)
+        if rows[i] is not None:
+            continue
+        key = (obs["entity_type"], obs["normalized_value"])
+        cached = None if force_refresh else cache.get(provider, *key)
+        if cached is not None:
+            rows[i] = _result_row(obs, cached)
+        elif obs.get("stix_id") in deferred:
+            rows[i] = _row(obs, provider, base.DEFERRED, deferred[obs["stix_id"]],
+                           "deferred by triage; looked up in a later run")
+        else:
+            pending.setdefault(key, []).append(i)
+
+    if pending:
+        results = _call_all(provider, list(pending), settings, cache, limiter, client, stats)
+        for key, indexes in pending.items():
+            for i in indexes:
+                rows[i] = _result_row(records[i], results[key])
+
+    for row in rows:
+        stats.count(row)
+    return to_lookup_frame(rows, observables.index), stats
+
+
+def _is_missing(value: Any) -> bool:
+    try:
+        return bool(pd.isna(value)) if not isinstance(value, (list, dict, tuple)) else False
+    except (TypeError, ValueError):
+        return False
+
+
+def _not_called(provider: str, key: tuple[str, str], reason: str, message: str):
+    return base.LookupResult(provider=provider, entity_type=key[0], value=key[1],
+                             status=base.ERROR, reason=reason, message=message)
+
+
+def _call_all(provider, keys, settings, cache, limiter, client, stats) -> dict:
+    """Each distinct observable sent once on a bounded pool; stop on quota or refused key."""
+    results: dict[tuple[str, str], base.LookupResult] = {}
+    stop_lock = threading.Lock()
+    stop: dict[str, str] = {}
+    until = limiter.exhausted_until() if limiter is not None else None
+    if until is not None:
+        message = f"{provider} quota exhausted until {until.isoformat()}; not called"
+        return {key: _not_called(provider, key, base.ERR_QUOTA, message) for key in keys}
+
+    own_client = client is None
+    if own_client:
+        from cti_assets.providers.registry import make_client
+
+        client = make_client(provider, settings, limiter=limiter)
+
+    def work(key: tuple[str, str]) -> Fetched | None:
+        if stop:
+            return None
+        try:
+            fetched = client.fetch(*key)
+        except Exception as exc:  # a client bug must not lose the row
+            log.error("%s client failed on a %s: %s", provider, key[0], redact(exc))
+            return Fetched(_not_called(provider, key, base.ERR_TRANSIENT,
+                                       f"client error: {redact(exc)}"), None, 1)
+        if fetched.result.reason in STOPPING_ERRORS:
+            with stop_lock:
+                stop.setdefault(fetched.result.reason, fetched.result.message or "")
+        return fetched
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, settings.max_workers),
+                                thread_name_prefix=f"lookup-{provider}") as pool:
+            futures = {key: pool.submit(work, key) for key in keys}
+            for key, future in futures.items():
+                fetched = future.result()
+                if fetched is None:
+                    continue
+                result = fetched.result
+                results[key] = result
+                _account(stats, fetched)
+                if result.status in (base.OK, base.NOT_FOUND):
+                    found = result.status == base.OK
+                    cache.put(result, fetched.raw_body, settings.ttl_for(key[0], found))
+    finally:
+        if own_client:
+            client.close()
+    for key in keys:
+        if key not in results:
+            reason, why = next(iter(stop.items()))
+            results[key] = _not_called(provider, key, reason,
+                                       f"not called: the run stopped earlier ({why})")
+    return results
+
+
+def _account(stats: LookupStats, fetched: Fetched) -> None:
+    result = fetched.result
+    if fetched.attempts:
+        stats.calls += 1
+        stats.http_requests += fetched.attempts
+    if result.latency_ms is not None:
+        stats.latencies_ms.append(result.latency_ms)
+    if result.quota_remaining is not None:
+        stats.quota_remaining = result.quota_remaining
