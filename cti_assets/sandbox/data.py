@@ -131,7 +131,7 @@ def facts_for(value: str, seed: int = 0, forced_profile: str | None = None) -> F
     """Facts about `value`; `forced_profile` overrides the hash-derived profile."""
     digest = _digest(value, seed)
     profile = forced_profile or profile_of(value, seed)
-    rng = random.Random(int.from_bytes(digest[4:12], "big"))  # noqa: S311 - fixture data
+    rng = random.Random(int.from_bytes(digest[4:12], "big"))
     total = rng.randint(66, 74)
     family = actor = scanner = None
     riot = None
@@ -169,8 +169,8 @@ def facts_for(value: str, seed: int = 0, forced_profile: str | None = None) -> F
         harmless = rng.randint(55, 64)
         reputation = rng.randint(0, 60)
         votes = (0, rng.randint(1, 30))
-        abuse = (0, rng.choice((0, 0, 0, 1, 2)), 0)
-        abuse = (0, abuse[1], min(abuse[1], 1))
+        reports = rng.choice((0, 0, 0, 1, 2))  # a stray report or two, score stays 0
+        abuse = (0, reports, min(reports, 1))
         categories = ()
         whitelisted = rng.random() < 0.3
         riot = rng.choice(RIOT_SERVICES) if rng.random() < 0.6 else None
@@ -326,7 +326,7 @@ def vt_ip(ip: str, f: Facts) -> dict[str, Any]:
 
 def vt_domain(domain: str, f: Facts) -> dict[str, Any]:
     if f.profile in (MALICIOUS, SUSPICIOUS):
-        rng = random.Random(f.rng_seed)  # noqa: S311 - fixture data
+        rng = random.Random(f.rng_seed)
         categories = {v: rng.choice(VT_BAD_CATEGORIES) for v in CATEGORY_VENDORS[:2]}
     elif f.profile == BENIGN:
         categories = {CATEGORY_VENDORS[0]: VT_GOOD_CATEGORIES[f.rng_seed % 3]}

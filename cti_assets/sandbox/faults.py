@@ -188,6 +188,14 @@ def _greynoise_plan_body(message: str, limit: int = GREYNOISE_COMMUNITY_DAILY_LI
             "plan_url": "https://greynoise.io/pricing", "message": message}  # fmt: skip
 
 
+def abuseipdb_html(reply: Reply) -> Reply:
+    """AbuseIPDB without `Accept: application/json`: errors come back as an HTML page (§3)."""
+    page = (f"<!DOCTYPE html><html><head><title>Error {reply.status}</title></head><body>"
+            f"<h1>{reply.status}</h1><p>{reply.body.decode(errors='replace')}</p>"
+            "</body></html>")  # fmt: skip
+    return Reply(reply.status, page.encode(), "text/html; charset=UTF-8", reply.headers)
+
+
 def abuseipdb_headers(limit: int, remaining: int, reset_epoch: int) -> dict[str, str]:
     return {"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": str(max(0, remaining)),
             "X-RateLimit-Reset": str(reset_epoch)}  # fmt: skip

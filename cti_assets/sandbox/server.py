@@ -12,6 +12,7 @@ import hashlib
 import json
 import signal
 import socket
+import sys
 import threading
 import time
 from collections import Counter
@@ -33,6 +34,7 @@ from cti_assets.sandbox.faults import (
     Reply,
     SlidingWindowLimiter,
     abuseipdb_headers,
+    abuseipdb_html,
     forbidden,
     json_reply,
     provider_name,
@@ -99,7 +101,7 @@ class ProviderSandbox:
         self.host = host
         self.port = port
         self.seed = seed
-        self._latency_s = latency_ms / 1000.0
+        self._latency_s: dict[str | None, float] = {None: latency_ms / 1000.0}
         self._lock = threading.Lock()
         self._records: list[RequestRecord] = []
         self._keys: dict[str, str] = {}
@@ -207,8 +209,9 @@ class ProviderSandbox:
             forced = self._profiles.get(data.normalise(value))
         return forced or data.profile_of(value, self.seed)
 
-    def set_latency(self, ms: float) -> None:
-        self._latency_s = max(0.0, ms / 1000.0)
+    def set_latency(self, ms: float, provider: str | None = None) -> None:
+        """Delay before answering, for every provider or (with `provider`) for one."""
+        self._latency_s[provider_name(provider) if provider else None] = max(0.0, ms / 1000.0)
 
     def set_rate_limit(self, provider: str, rps: float | None) -> None:
         self._limiter.set_rate(provider_name(provider), rps)
@@ -226,8 +229,12 @@ class ProviderSandbox:
 
     def configure(self, config: dict[str, Any]) -> None:
         """Apply the JSON accepted by POST /_sandbox/config."""
-        if "latency_ms" in config:
-            self.set_latency(float(config["latency_ms"] or 0))
+        latency = config.get("latency_ms")
+        if isinstance(latency, dict):
+            for provider, ms in latency.items():
+                self.set_latency(float(ms or 0), provider)
+        elif latency is not None:
+            self.set_latency(float(latency))
         for provider, rps in (config.get("rate_limits") or {}).items():
             self.set_rate_limit(provider, rps)
         for provider, limit in (config.get("daily_quota") or {}).items():
@@ -294,9 +301,10 @@ class ProviderSandbox:
             forced = self._profiles.get(data.normalise(value))
         return data.facts_for(value, self.seed, forced)
 
-    def _wait_latency(self) -> None:
-        if self._latency_s > 0:
-            self._stopping.wait(self._latency_s)
+    def _wait_latency(self, provider: str) -> None:
+        delay = self._latency_s.get(provider, self._latency_s[None])
+        if delay > 0:
+            self._stopping.wait(delay)
 
     def _fault_reply(self, fault: str, call: routes.Call | None, provider: str) -> Reply:
         community = call.community if call else True
@@ -401,6 +409,12 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 256
     sandbox: ProviderSandbox
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up (timeout, closed session) is normal here, not a server bug.
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            return
+        super().handle_error(request, client_address)
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -424,7 +438,7 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         return  # the request log lives in ProviderSandbox.requests
 
     def do_GET(self) -> None:
@@ -444,7 +458,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self, method: str) -> None:
         sandbox = self.server.sandbox
-        length = int(self.headers.get("Content-Length") or 0)
+        length_header = self.headers.get("Content-Length") or "0"
+        length = int(length_header) if length_header.isdigit() else 0
         body = self.rfile.read(length) if length > 0 else b""
         raw_path, _, query_string = self.path.partition("?")
         raw_path = raw_path.partition("#")[0]
@@ -460,7 +475,7 @@ class _Handler(BaseHTTPRequestHandler):
         record = RequestRecord(provider, method, raw_path, query, headers, None,
                                time.monotonic(), None, None)  # fmt: skip
         sandbox._record(record)
-        sandbox._wait_latency()
+        sandbox._wait_latency(provider)
         if provider == "unknown":
             reply = json_reply(404, {"error": f"no provider at /{prefix}"})
         elif method != "GET":
@@ -468,6 +483,10 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             segments = [unquote(s) for s in raw_segments[1:]]
             reply = sandbox._respond(provider, segments, query, headers, record)
+            wants_json = "application/json" in headers.get("accept", "")
+            if provider == ABUSEIPDB and reply.status >= 400 and not wants_json:
+                if reply.content_type == "application/json" and not reply.hang:
+                    reply = abuseipdb_html(reply)
         if reply.hang:
             sandbox._release.wait(HANG_SECONDS)
             self.close_connection = True
@@ -504,7 +523,11 @@ def serve_forever(
     sandbox = ProviderSandbox(port=port, host=host, latency_ms=latency_ms,
                               rate_limits=rate_limits)  # fmt: skip
     try:
-        sandbox.start()
+        try:
+            sandbox.start()
+        except OSError as exc:
+            raise SystemExit(f"provider sandbox: cannot listen on {host}:{port}: "
+                             f"{exc.strerror or exc}") from None  # fmt: skip
         for name, url in sandbox.base_urls.items():
             print(f"export {name}={url}", flush=True)
         print(f"# provider sandbox on {sandbox.url} (admin: {sandbox.url}/_sandbox/stats); "

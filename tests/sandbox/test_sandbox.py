@@ -479,3 +479,27 @@ def test_serve_forever_prints_exports_and_exits_cleanly_on_sigterm():
 
 def test_fault_names_are_the_documented_ones():
     assert set(FAULTS) == set(EXPECTED_FAULT_STATUS) | {"hang"}
+
+
+def test_abuseipdb_errors_are_html_without_accept_json(sb):
+    url = f"{sb.base_urls['ABUSEIPDB_BASE_URL']}/check"
+    plain = requests.get(url, params={"ipAddress": "nope"}, headers={"Key": "k"}, timeout=TIMEOUT)
+    assert plain.status_code == 422
+    assert plain.headers["Content-Type"].startswith("text/html")
+    ok = requests.get(url, params={"ipAddress": MAL_IP}, headers={"Key": "k"}, timeout=TIMEOUT)
+    assert ok.json()["data"]["ipAddress"] == MAL_IP  # successes stay JSON
+
+
+def test_latency_per_provider(sb):
+    sb.set_latency(5000, "virustotal")
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.get(f"{sb.base_urls['VIRUSTOTAL_BASE_URL']}/ip_addresses/{MAL_IP}",
+                     headers={"x-apikey": "k"}, timeout=0.2)  # fmt: skip
+    assert internetdb(sb, MAL_IP).status_code == 200  # other providers are not delayed
+
+
+def test_serve_forever_reports_a_busy_port(sb):
+    from cti_assets.sandbox import serve_forever
+
+    with pytest.raises(SystemExit, match="cannot listen on 127.0.0.1"):
+        serve_forever(port=sb.port)
