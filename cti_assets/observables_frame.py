@@ -1,0 +1,71 @@
+"""The `observables` table: source records, normalised, one row each, rejected ones included.
+
+This is the first table of the pipeline and the only place values are normalised and TLP is
+decided, so every later asset can trust `normalized_value` and `tlp` and filter on `status`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pandas as pd
+
+from cti_assets import observable
+from cti_assets.frames import OBSERVABLE_COLUMNS, OBSERVABLE_OK, OBSERVABLE_REJECTED
+from cti_assets.observable import normalize, tlp_of
+from cti_assets.sources.base import ObservableRecord
+
+
+def observables_frame(
+    records: list[ObservableRecord], unmarked_tlp: str | None = None
+) -> pd.DataFrame:
+    """One row per record with the columns and dtypes of frames.OBSERVABLE_COLUMNS.
+
+    `unmarked_tlp` is the TLP of records without a TLP marking (default: the
+    CTI_UNMARKED_TLP policy of cti_assets.observable)."""
+    unmarked = unmarked_tlp or observable.unmarked_tlp()
+    tlp_cache: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
+    columns: dict[str, list] = {name: [] for name in OBSERVABLE_COLUMNS}
+    for record in records:
+        result = normalize(record.entity_type, record.value)
+        markings = (record.marking_definitions, record.marking_ids)
+        tlp = tlp_cache.get(markings)
+        if tlp is None:
+            tlp = tlp_cache[markings] = tlp_of([*markings[0], *markings[1]], unmarked)
+        columns["internal_id"].append(record.internal_id)
+        columns["stix_id"].append(record.stix_id)
+        columns["entity_type"].append(record.entity_type)
+        columns["value"].append(record.value)
+        columns["normalized_value"].append(result.value)
+        columns["hash_type"].append(result.hash_type)
+        columns["tlp"].append(tlp)
+        columns["marking_ids"].append(list(record.marking_ids))
+        columns["labels"].append(list(record.labels))
+        columns["existing_score"].append(record.score)
+        columns["created_at"].append(record.created_at)
+        columns["status"].append(OBSERVABLE_OK if result.ok else OBSERVABLE_REJECTED)
+        columns["reason"].append(result.reason)
+    return _typed_frame(columns)
+
+
+def _typed_frame(columns: dict[str, list]) -> pd.DataFrame:
+    series: dict[str, pd.Series] = {}
+    for name, dtype in OBSERVABLE_COLUMNS.items():
+        values = columns[name]
+        if dtype == "list":
+            series[name] = pd.Series(values, dtype="object")
+        elif dtype.startswith("datetime64"):
+            series[name] = pd.Series(pd.to_datetime(values, utc=True), dtype=dtype)
+        else:
+            series[name] = pd.Series(values, dtype=dtype)
+    return pd.DataFrame(series)
+
+
+def counts_by_type_and_status(frame: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """{entity_type: {"ok": n, "rejected": m}} with plain ints, for asset metadata."""
+    counts: dict[str, dict[str, int]] = {}
+    pairs = Counter(zip(frame["entity_type"], frame["status"], strict=True))
+    for (entity_type, status), count in sorted(pairs.items()):
+        counts.setdefault(str(entity_type), {OBSERVABLE_OK: 0, OBSERVABLE_REJECTED: 0})
+        counts[str(entity_type)][str(status)] = int(count)
+    return counts

@@ -1,0 +1,442 @@
+"""The embedded STIX 2.1 store: one SQLite file that stands in for OpenCTI.
+
+It lets the whole pipeline run (and be tested) with no platform: bundles are imported into it,
+observables are read from it by creation window, and enrichment is written back into it. Any
+STIX object is kept as JSON keyed by its id. An observable's creation time is when it first
+entered the store (`first_seen_at`), the same meaning as OpenCTI's `created_at`; re-importing never
+changes it. Several processes share the file, hence WAL mode and a busy timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cti_assets import settings
+from cti_assets.observable import TLP_BY_MARKING_ID
+from cti_assets.sources.base import (
+    THREAT_ENTITY_TYPES,
+    ObservableRecord,
+    SourceError,
+    ThreatEntity,
+    ThreatLink,
+    WriteStats,
+)
+
+# STIX SCO type -> OpenCTI entity type. OpenCTI exports Hostname as the custom SCO `hostname`;
+# older exports used `x-opencti-hostname`.
+STIX_TO_ENTITY_TYPE: dict[str, str] = {
+    "ipv4-addr": "IPv4-Addr",
+    "ipv6-addr": "IPv6-Addr",
+    "domain-name": "Domain-Name",
+    "hostname": "Hostname",
+    "x-opencti-hostname": "Hostname",
+    "url": "Url",
+    "file": "StixFile",
+}
+OBSERVABLE_STIX_TYPES: tuple[str, ...] = tuple(STIX_TO_ENTITY_TYPE)
+HASH_PREFERENCE: tuple[str, ...] = ("SHA-256", "SHA-1", "MD5")
+# Where OpenCTI's own exports put score, labels and other platform properties of an object.
+OPENCTI_EXTENSIONS = (
+    "extension-definition--ea279b3e-5c71-4632-ac08-831c66a786ba",
+    "extension-definition--f93e2c80-4231-4f9a-af8b-95c9bd566a82",
+)
+# Properties merged (union, order kept) when an object without `modified` is written again.
+_LIST_PROPERTIES = ("labels", "x_opencti_labels", "object_marking_refs", "external_references")
+_SQL_CHUNK = 500
+_OBSERVABLE_TYPES_SQL = ", ".join(f"'{t}'" for t in OBSERVABLE_STIX_TYPES)
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS objects (
+    id TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    json TEXT NOT NULL,
+    modified TEXT,
+    first_seen_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS objects_type_seen ON objects (type, first_seen_at, id);
+CREATE INDEX IF NOT EXISTS objects_observable_seen ON objects (first_seen_at, id)
+    WHERE type IN ({_OBSERVABLE_TYPES_SQL});
+CREATE TABLE IF NOT EXISTS relationships (
+    id TEXT PRIMARY KEY,
+    relationship_type TEXT NOT NULL,
+    source_ref TEXT NOT NULL,
+    target_ref TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS relationships_source ON relationships (source_ref);
+CREATE INDEX IF NOT EXISTS relationships_target ON relationships (target_ref);
+"""
+
+
+def utc_text(moment: datetime) -> str:
+    """Fixed-width UTC text, so string order is time order in SQL."""
+    if moment.tzinfo is None:
+        raise ValueError(f"timestamp {moment.isoformat()} must be timezone-aware")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_utc(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def _stix_time(value: object) -> str | None:
+    """A STIX timestamp as fixed-width UTC text; None when absent or unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return utc_text(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+
+
+def _dump(obj: dict) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _platform_property(obj: dict, key: str) -> object:
+    for extension_id in OPENCTI_EXTENSIONS:
+        extension = (obj.get("extensions") or {}).get(extension_id)
+        if isinstance(extension, dict) and key in extension:
+            return extension[key]
+    return None
+
+
+def _merge(stored: dict, incoming: dict) -> dict:
+    merged = {**stored, **incoming}
+    for key in _LIST_PROPERTIES:
+        old, new = stored.get(key), incoming.get(key)
+        if isinstance(old, list) and isinstance(new, list):
+            merged[key] = old + [item for item in new if item not in old]
+    return merged
+
+
+class LocalStixStore:
+    """Source backed by one SQLite file holding STIX 2.1 objects."""
+
+    name = "local"
+
+    def __init__(
+        self, path: str | Path | None = None, *, clock: Callable[[], datetime] | None = None
+    ) -> None:
+        self.path = Path(path) if path is not None else settings.store_path()
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._schema_ready = False
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        except (OSError, sqlite3.Error) as error:
+            raise SourceError(f"cannot open local STIX store {self.path}: {error}") from error
+        try:
+            connection.execute("PRAGMA busy_timeout = 30000")
+            if not self._schema_ready:
+                connection.execute("PRAGMA journal_mode = WAL")
+                connection.executescript(_SCHEMA)
+                self._schema_ready = True
+            connection.execute("PRAGMA synchronous = NORMAL")
+            yield connection
+        except sqlite3.Error as error:
+            raise SourceError(f"local STIX store {self.path}: {error}") from error
+        finally:
+            connection.close()
+
+    def check(self) -> None:
+        with self._connect() as connection:
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute("ROLLBACK")
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def write_bundle(self, bundle: dict) -> WriteStats:
+        if not isinstance(bundle, dict) or bundle.get("type") != "bundle":
+            raise SourceError("write_bundle expects a STIX bundle (type 'bundle')")
+        objects = bundle.get("objects")
+        if not isinstance(objects, list):
+            raise SourceError("write_bundle: the bundle has no 'objects' list")
+        return self.write_objects(objects)
+
+    def write_objects(
+        self, objects: Iterable[object], first_seen_at: datetime | None = None
+    ) -> WriteStats:
+        """Upsert objects in one transaction; new ones are stamped `first_seen_at` (default
+        now). A newer `modified` replaces; objects without `modified` are merged."""
+        stats = WriteStats()
+        seen_at = utc_text(first_seen_at or self._clock())
+        with self._connect() as connection:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                for index, obj in enumerate(objects):
+                    problem = _shape_problem(obj)
+                    if problem:
+                        stats.failed += 1
+                        stats.failures.append(f"object {index}: {problem}")
+                        continue
+                    if self._upsert(connection, obj, seen_at):
+                        stats.created += 1
+                    else:
+                        stats.updated += 1
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        return stats
+
+    def _upsert(self, connection: sqlite3.Connection, obj: dict, seen_at: str) -> bool:
+        """Write one object; True when it was new."""
+        row = connection.execute(
+            "SELECT json, modified FROM objects WHERE id = ?", (obj["id"],)
+        ).fetchone()
+        modified = _stix_time(obj.get("modified"))
+        if row is None:
+            final = obj
+        elif modified and row[1]:
+            if modified <= row[1]:
+                return False
+            final = obj
+        else:
+            final = _merge(json.loads(row[0]), obj)
+        connection.execute(
+            "INSERT INTO objects (id, type, json, modified, first_seen_at) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET type = excluded.type, json = excluded.json,"
+            " modified = excluded.modified",
+            (final["id"], final["type"], _dump(final), _stix_time(final.get("modified")),
+             seen_at),
+        )
+        if final["type"] == "relationship":
+            connection.execute(
+                "INSERT OR REPLACE INTO relationships VALUES (?, ?, ?, ?)",
+                (final["id"], str(final.get("relationship_type", "")),
+                 str(final.get("source_ref", "")), str(final.get("target_ref", ""))),
+            )
+        return row is None
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def get(self, stix_id: str) -> dict | None:
+        with self._connect() as connection:
+            row = connection.execute("SELECT json FROM objects WHERE id = ?", (stix_id,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def all_objects(self, types: Iterable[str] | None = None) -> list[dict]:
+        """Every object (or those of the given STIX types), ordered by type then id."""
+        query, params = "SELECT json FROM objects", []
+        if types is not None:
+            params = list(types)
+            query += f" WHERE type IN ({', '.join('?' * len(params))})"
+        with self._connect() as connection:
+            rows = connection.execute(query + " ORDER BY type, id", params).fetchall()
+        return [json.loads(row[0]) for row in rows]
+
+    def counts_by_type(self) -> dict[str, int]:
+        with self._connect() as connection:
+            rows = connection.execute(
+                "SELECT type, COUNT(*) FROM objects GROUP BY type ORDER BY type"
+            ).fetchall()
+        return dict(rows)
+
+    def observables_created_between(self, start: datetime, end: datetime) -> list[ObservableRecord]:
+        with self._connect() as connection:
+            rows = connection.execute(
+                "SELECT json, first_seen_at FROM objects"
+                f" WHERE type IN ({_OBSERVABLE_TYPES_SQL})"
+                " AND first_seen_at >= ? AND first_seen_at < ? ORDER BY first_seen_at, id",
+                (utc_text(start), utc_text(end)),
+            ).fetchall()
+            markings = self._marking_names(connection)
+        return [_record(json.loads(text), parse_utc(seen), markings) for text, seen in rows]
+
+    def created_since(
+        self, after: datetime | None, after_id: str | None, limit: int
+    ) -> list[tuple[datetime, str]]:
+        query = f"SELECT first_seen_at, id FROM objects WHERE type IN ({_OBSERVABLE_TYPES_SQL})"
+        params: list[object] = []
+        if after is not None and after_id is not None:
+            query += " AND (first_seen_at, id) > (?, ?)"
+            params += [utc_text(after), after_id]
+        elif after is not None:
+            query += " AND first_seen_at > ?"
+            params.append(utc_text(after))
+        with self._connect() as connection:
+            rows = connection.execute(
+                query + " ORDER BY first_seen_at, id LIMIT ?", [*params, int(limit)]
+            ).fetchall()
+        return [(parse_utc(seen), stix_id) for seen, stix_id in rows]
+
+    def _marking_names(self, connection: sqlite3.Connection) -> dict[str, str]:
+        names = dict(TLP_BY_MARKING_ID)
+        rows = connection.execute("SELECT json FROM objects WHERE type = 'marking-definition'")
+        for (text,) in rows:
+            definition = json.loads(text)
+            name = _marking_name(definition)
+            if name and definition["id"] not in names:
+                names[definition["id"]] = name
+        return names
+
+    def threat_entities(self) -> list[ThreatEntity]:
+        return list(self._entities(None).values())
+
+    def _entities(self, ids: Iterable[str] | None) -> dict[str, ThreatEntity]:
+        types = ", ".join(f"'{t}'" for t in THREAT_ENTITY_TYPES)
+        with self._connect() as connection:
+            if ids is None:
+                rows = connection.execute(
+                    f"SELECT json FROM objects WHERE type IN ({types}) ORDER BY type, id"
+                ).fetchall()
+            else:
+                rows = []
+                for chunk in _chunks(sorted(set(ids))):
+                    rows += connection.execute(
+                        f"SELECT json FROM objects WHERE type IN ({types})"
+                        f" AND id IN ({', '.join('?' * len(chunk))})", chunk
+                    ).fetchall()
+        entities = (_entity(json.loads(text)) for (text,) in rows)
+        return {entity.stix_id: entity for entity in entities}
+
+    def threat_context(self, observable_stix_ids: list[str]) -> list[ThreatLink]:
+        observables = set(observable_stix_ids)
+        with self._connect() as connection:
+            direct = _relationships_touching(connection, observables)
+            indicator_of: dict[str, set[str]] = {}
+            for _, rel_type, source, target in direct:
+                if rel_type == "based-on" and source.startswith("indicator--"):
+                    indicator_of.setdefault(source, set()).add(target)
+            via_indicator = _relationships_touching(connection, set(indicator_of))
+        candidates: list[tuple[str, str, str, str, str | None]] = []  # obs, entity, via, type, ind
+        for _, rel_type, source, target in direct:
+            for obs, other in ((source, target), (target, source)):
+                if obs in observables and _is_threat_entity(other):
+                    candidates.append((obs, other, "direct", rel_type, None))
+        for _, rel_type, source, target in via_indicator:
+            for indicator, other in ((source, target), (target, source)):
+                if indicator in indicator_of and _is_threat_entity(other):
+                    for obs in indicator_of[indicator] & observables:
+                        candidates.append((obs, other, "indicator", rel_type, indicator))
+        entities = self._entities({entity_id for _, entity_id, *_ in candidates})
+        return [
+            ThreatLink(obs, entities[entity_id], via, rel_type, indicator)
+            for obs, entity_id, via, rel_type, indicator in sorted(
+                set(candidates), key=lambda c: (c[0], c[1], c[2], c[3], c[4] or "")
+            )
+            if entity_id in entities
+        ]
+
+
+def _shape_problem(obj: object) -> str | None:
+    if not isinstance(obj, dict):
+        return f"not a JSON object ({type(obj).__name__})"
+    stix_type, stix_id = obj.get("type"), obj.get("id")
+    if not isinstance(stix_type, str) or not isinstance(stix_id, str):
+        return "missing 'type' or 'id'"
+    if not stix_id.startswith(f"{stix_type}--"):
+        return f"id {stix_id!r} does not match type {stix_type!r}"
+    return None
+
+
+def _chunks(items: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(items), _SQL_CHUNK):
+        yield items[start: start + _SQL_CHUNK]
+
+
+def _relationships_touching(
+    connection: sqlite3.Connection, ids: set[str]
+) -> list[tuple[str, str, str, str]]:
+    found: dict[str, tuple[str, str, str, str]] = {}
+    for chunk in _chunks(sorted(ids)):
+        marks = ", ".join("?" * len(chunk))
+        rows = connection.execute(
+            f"SELECT id, relationship_type, source_ref, target_ref FROM relationships"
+            f" WHERE source_ref IN ({marks}) UNION"
+            f" SELECT id, relationship_type, source_ref, target_ref FROM relationships"
+            f" WHERE target_ref IN ({marks})", chunk + chunk
+        )
+        found.update((row[0], row) for row in rows)
+    return list(found.values())
+
+
+def _is_threat_entity(stix_id: str) -> bool:
+    return stix_id.split("--", 1)[0] in THREAT_ENTITY_TYPES
+
+
+def _entity(obj: dict) -> ThreatEntity:
+    aliases: list[str] = []
+    for key in ("aliases", "x_opencti_aliases"):
+        for alias in obj.get(key) or []:
+            if isinstance(alias, str) and alias not in aliases:
+                aliases.append(alias)
+    return ThreatEntity(obj["id"], obj["type"], str(obj.get("name") or obj["id"]), tuple(aliases))
+
+
+def _marking_name(definition: dict) -> str | None:
+    for key in ("name", "x_opencti_definition"):
+        if isinstance(definition.get(key), str):
+            return definition[key]
+    body = definition.get("definition")
+    if isinstance(body, str):
+        return body
+    if isinstance(body, dict) and isinstance(body.get("tlp"), str):
+        return f"TLP:{body['tlp'].upper()}"
+    if isinstance(body, dict) and isinstance(body.get("statement"), str):
+        return "statement"
+    return None
+
+
+def _hashes(obj: dict) -> dict[str, str]:
+    hashes: dict[str, str] = {}
+    for key, value in (obj.get("hashes") or {}).items():
+        name = str(key).upper().replace("_", "-")
+        name = {"SHA256": "SHA-256", "SHA1": "SHA-1", "SHA512": "SHA-512"}.get(name, name)
+        if isinstance(value, str):
+            hashes[name] = value
+    return hashes
+
+
+def _score(obj: dict) -> int | None:
+    score = obj.get("x_opencti_score")
+    if score is None:
+        score = _platform_property(obj, "score")
+    if isinstance(score, bool):
+        return None
+    if isinstance(score, int):
+        return score
+    if isinstance(score, str) and score.strip().isdigit():
+        return int(score)
+    return None
+
+
+def _labels(obj: dict) -> tuple[str, ...]:
+    for labels in (obj.get("x_opencti_labels"), obj.get("labels"),
+                   _platform_property(obj, "labels")):
+        if isinstance(labels, list) and labels:
+            return tuple(str(label) for label in labels)
+    return ()
+
+
+def _record(obj: dict, created_at: datetime, markings: dict[str, str]) -> ObservableRecord:
+    hashes = _hashes(obj) if obj["type"] == "file" else {}
+    if obj["type"] == "file":
+        strongest = next((hashes[h] for h in HASH_PREFERENCE if h in hashes), None)
+        value = strongest or next(iter(hashes.values()), None) or obj.get("name")
+    else:
+        value = obj.get("value")
+    marking_ids = tuple(str(ref) for ref in obj.get("object_marking_refs") or [])
+    return ObservableRecord(
+        internal_id=obj["id"],
+        stix_id=obj["id"],
+        entity_type=STIX_TO_ENTITY_TYPE[obj["type"]],
+        value="" if value is None else str(value),
+        created_at=created_at,
+        marking_ids=marking_ids,
+        marking_definitions=tuple(markings[m] for m in marking_ids if m in markings),
+        labels=_labels(obj),
+        score=_score(obj),
+        hashes=hashes,
+    )

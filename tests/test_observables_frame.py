@@ -1,0 +1,113 @@
+"""The `observables` table: contract columns, one row per record, status and TLP per row."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+
+from cti_assets.frames import OBSERVABLE_COLUMNS
+from cti_assets.observable import TLP_MARKING_IDS
+from cti_assets.observables_frame import counts_by_type_and_status, observables_frame
+from cti_assets.sources.base import ObservableRecord
+
+CREATED = datetime(2025, 3, 10, 12, tzinfo=UTC)
+EXPECTED_DTYPES = {name: ("object" if dtype == "list" else dtype)
+                   for name, dtype in OBSERVABLE_COLUMNS.items()}
+
+
+def record(entity_type: str, value: str, n: int = 0, **extra) -> ObservableRecord:
+    return ObservableRecord(internal_id=f"internal-{n}", stix_id=f"x--{n}",
+                            entity_type=entity_type, value=value,
+                            created_at=CREATED + timedelta(seconds=n), **extra)
+
+
+def dtypes_of(frame: pd.DataFrame) -> dict[str, str]:
+    return {name: str(dtype) for name, dtype in frame.dtypes.items()}
+
+
+def test_columns_and_dtypes_follow_the_contract():
+    frame = observables_frame([record("IPv4-Addr", "198.51.100.1", labels=("c2",), score=70)])
+    assert list(frame.columns) == list(OBSERVABLE_COLUMNS)
+    assert dtypes_of(frame) == EXPECTED_DTYPES
+
+
+def test_empty_input_gives_an_empty_typed_frame():
+    frame = observables_frame([])
+    assert len(frame) == 0
+    assert list(frame.columns) == list(OBSERVABLE_COLUMNS)
+    assert dtypes_of(frame) == EXPECTED_DTYPES
+
+
+def test_every_record_gets_a_row_with_a_status():
+    records = [
+        record("IPv4-Addr", " 198.51.100.1 ", 0),
+        record("IPv4-Addr", "999.1.2.3", 1),
+        record("StixFile", "A" * 40, 2),
+        record("Email-Addr", "a@b.example", 3),
+        record("Domain-Name", "", 4),
+    ]
+    frame = observables_frame(records)
+    assert list(frame["stix_id"]) == [r.stix_id for r in records]
+    assert list(frame["value"]) == [r.value for r in records]
+    assert list(frame["status"]) == ["ok", "rejected", "ok", "rejected", "rejected"]
+    ok, rejected = frame[frame.status == "ok"], frame[frame.status == "rejected"]
+    assert ok["reason"].isna().all() and ok["normalized_value"].notna().all()
+    assert rejected["reason"].notna().all() and rejected["normalized_value"].isna().all()
+    assert frame.loc[0, "normalized_value"] == "198.51.100.1"
+    assert frame.loc[2, ["normalized_value", "hash_type"]].tolist() == ["a" * 40, "SHA-1"]
+    assert frame.loc[3, "reason"].startswith("unsupported_type")
+    assert list(frame["created_at"]) == [r.created_at for r in records]
+
+
+def test_tlp_is_the_most_restrictive_marking_or_the_unmarked_policy(monkeypatch):
+    monkeypatch.delenv("CTI_UNMARKED_TLP", raising=False)
+    records = [
+        record("IPv4-Addr", "198.51.100.1", 0,
+               marking_ids=(TLP_MARKING_IDS["TLP:GREEN"], TLP_MARKING_IDS["TLP:AMBER+STRICT"])),
+        record("IPv4-Addr", "198.51.100.2", 1, marking_definitions=("TLP:RED", "PAP:CLEAR")),
+        record("IPv4-Addr", "198.51.100.3", 2, marking_definitions=("PAP:RED",)),
+        record("IPv4-Addr", "198.51.100.4", 3),
+    ]
+    assert list(observables_frame(records)["tlp"]) == [
+        "TLP:AMBER+STRICT", "TLP:RED", "TLP:CLEAR", "TLP:CLEAR"]
+    assert list(observables_frame(records, unmarked_tlp="TLP:AMBER")["tlp"])[2:] == [
+        "TLP:AMBER", "TLP:AMBER"]
+    monkeypatch.setenv("CTI_UNMARKED_TLP", "TLP:GREEN")
+    assert observables_frame(records)["tlp"].iloc[3] == "TLP:GREEN"
+
+
+def test_lists_and_scores_survive_a_parquet_round_trip(tmp_path):
+    records = [record("Url", "http://a.test", 0, labels=("phishing", "kit"), score=55,
+                      marking_ids=(TLP_MARKING_IDS["TLP:AMBER"],)),
+               record("Url", "http://b.test", 1)]
+    frame = observables_frame(records)
+    frame.to_parquet(tmp_path / "observables.parquet")
+    back = pd.read_parquet(tmp_path / "observables.parquet")
+    assert [list(labels) for labels in back["labels"]] == [["phishing", "kit"], []]
+    assert back["existing_score"].tolist()[0] == 55 and pd.isna(back["existing_score"][1])
+    assert back["created_at"].tolist() == frame["created_at"].tolist()
+
+
+def test_counts_by_type_and_status():
+    frame = observables_frame([
+        record("IPv4-Addr", "198.51.100.1", 0), record("IPv4-Addr", "300.1.1.1", 1),
+        record("IPv4-Addr", "198.51.100.2", 2), record("Url", "https://a.test/", 3),
+    ])
+    counts = counts_by_type_and_status(frame)
+    assert counts == {"IPv4-Addr": {"ok": 2, "rejected": 1}, "Url": {"ok": 1, "rejected": 0}}
+    assert all(type(n) is int for by_status in counts.values() for n in by_status.values())
+    assert counts_by_type_and_status(observables_frame([])) == {}
+
+
+def test_many_records_keep_one_row_each():
+    kinds = ["IPv4-Addr", "Domain-Name", "Url", "StixFile"]
+    values = ["10.0.{}.{}", "host{}.example{}", "http://h{}.example/{}", "{:032x}{:08x}"]
+    records = [record(kinds[i % 4], values[i % 4].format(i % 250, i % 300), i)
+               for i in range(20_000)]
+    frame = observables_frame(records)
+    assert len(frame) == len(records)
+    assert frame["stix_id"].is_unique
+    counts = counts_by_type_and_status(frame)
+    assert sum(sum(by_status.values()) for by_status in counts.values()) == len(records)
+    assert counts["IPv4-Addr"]["rejected"] > 0  # octets 256..299 are out of range
