@@ -76,13 +76,17 @@ def normalise(value: str) -> str:
     return text.lower().rstrip(".")
 
 
-def _digest(value: str, seed: int) -> bytes:
-    return hashlib.sha256(f"{seed}\x00{normalise(value)}".encode()).digest()
+def _digest(normalised: str, seed: int) -> bytes:
+    return hashlib.sha256(f"{seed}\x00{normalised}".encode()).digest()
 
 
 def profile_of(value: str, seed: int = 0) -> str:
     """The profile the sandbox gives `value` when no override is set."""
-    bucket = int.from_bytes(_digest(value, seed)[:4], "big") % 10000
+    return _profile_from_digest(_digest(normalise(value), seed))
+
+
+def _profile_from_digest(digest: bytes) -> str:
+    bucket = int.from_bytes(digest[:4], "big") % 10000
     for cut, profile in _PROFILE_CUTS:
         if bucket < cut:
             return profile
@@ -129,8 +133,9 @@ class Facts:
 @lru_cache(maxsize=65536)
 def facts_for(value: str, seed: int = 0, forced_profile: str | None = None) -> Facts:
     """Facts about `value`; `forced_profile` overrides the hash-derived profile."""
-    digest = _digest(value, seed)
-    profile = forced_profile or profile_of(value, seed)
+    normalised = normalise(value)
+    digest = _digest(normalised, seed)
+    profile = forced_profile or _profile_from_digest(digest)
     rng = random.Random(int.from_bytes(digest[4:12], "big"))
     total = rng.randint(66, 74)
     family = actor = scanner = None
@@ -193,7 +198,7 @@ def facts_for(value: str, seed: int = 0, forced_profile: str | None = None) -> F
         vulns = ()
         first_seen = BASE_EPOCH - rng.randint(100, 3000) * 86400
     return Facts(
-        value=normalise(value), profile=profile, family=family, actor=actor,
+        value=normalised, profile=profile, family=family, actor=actor,
         org=rng.choice(ORGS), asn=64512 + rng.randint(0, 1000), country=rng.choice(COUNTRIES),
         city=rng.choice(CITIES), ports=ports, vulns=vulns, shodan_tags=tags,
         engines_malicious=bad, engines_suspicious=sus, engines_harmless=harmless,
@@ -279,16 +284,24 @@ def _vt_stats(f: Facts, file_kind: bool) -> dict[str, int]:
 
 
 def _vt_results(f: Facts, file_kind: bool) -> dict[str, dict[str, Any]]:
-    engines = ENGINE_NAMES[: f.engines_total]
-    results: dict[str, dict[str, Any]] = {}
-    bad_result = f.family.lower() if (file_kind and f.family) else "malicious"
+    family = f.family if file_kind else None
     harmless = 0 if file_kind else f.engines_harmless
-    for index, engine in enumerate(engines):
-        if index < f.engines_malicious:
+    return _engine_results(f.engines_total, f.engines_malicious, f.engines_suspicious, harmless,
+                           file_kind, family)  # fmt: skip
+
+
+@lru_cache(maxsize=8192)
+def _engine_results(total: int, malicious: int, suspicious: int, harmless: int,
+                    file_kind: bool, family: str | None) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Per-engine verdicts; shared between answers with the same counts (never mutated)."""
+    results: dict[str, dict[str, Any]] = {}
+    bad_result = family.lower() if family else "malicious"
+    for index, engine in enumerate(ENGINE_NAMES[:total]):
+        if index < malicious:
             category, result = "malicious", bad_result
-        elif index < f.engines_malicious + f.engines_suspicious:
+        elif index < malicious + suspicious:
             category, result = "suspicious", "suspicious"
-        elif index < f.engines_malicious + f.engines_suspicious + harmless:
+        elif index < malicious + suspicious + harmless:
             category, result = "harmless", "clean"
         else:
             category, result = "undetected", None if file_kind else "unrated"

@@ -514,20 +514,22 @@ def serve_forever(
     rate_limits: dict[str, float] | None = None,
 ) -> None:
     """Run a sandbox in the foreground until SIGINT/SIGTERM, printing `export VAR=...` lines."""
+    try:
+        sandbox = ProviderSandbox(port=port, host=host, latency_ms=latency_ms,
+                                  rate_limits=rate_limits)  # fmt: skip
+        sandbox.start()
+    except OSError as exc:
+        raise SystemExit(f"provider sandbox: cannot listen on {host}:{port}: "
+                         f"{exc.strerror or exc}") from None  # fmt: skip
+    except (ValueError, TypeError) as exc:
+        raise SystemExit(f"provider sandbox: {exc}") from None
     done = threading.Event()
 
     def _stop(signum: int, frame: object) -> None:
         done.set()
 
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    sandbox = ProviderSandbox(port=port, host=host, latency_ms=latency_ms,
-                              rate_limits=rate_limits)  # fmt: skip
     try:
-        try:
-            sandbox.start()
-        except OSError as exc:
-            raise SystemExit(f"provider sandbox: cannot listen on {host}:{port}: "
-                             f"{exc.strerror or exc}") from None  # fmt: skip
         for name, url in sandbox.base_urls.items():
             print(f"export {name}={url}", flush=True)
         print(f"# provider sandbox on {sandbox.url} (admin: {sandbox.url}/_sandbox/stats); "

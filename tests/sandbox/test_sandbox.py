@@ -503,3 +503,10 @@ def test_serve_forever_reports_a_busy_port(sb):
 
     with pytest.raises(SystemExit, match="cannot listen on 127.0.0.1"):
         serve_forever(port=sb.port)
+
+
+def test_serve_forever_rejects_unknown_provider_in_rate_limits():
+    from cti_assets.sandbox import serve_forever
+
+    with pytest.raises(SystemExit, match="unknown provider 'vtotal'"):
+        serve_forever(port=0, rate_limits={"vtotal": 1})
