@@ -1,0 +1,510 @@
+"""The Source interface on a real OpenCTI platform, through pycti's `OpenCTIApiClient`.
+
+pycti has no retries, wraps HTTP failures in bare ValueErrors, and its bundle importer
+swallows failed sub-requests (a 5xx while adding a label or an external reference is logged
+and the object still counts as imported). This module adds what a scheduled pipeline needs:
+retries with backoff on connection errors and 5xx (tenacity), a transport that records every
+request's outcome so a swallowed failure fails its object, honest created/updated/failed
+counts, and one readable SourceError (no traceback, never the token) when the platform is
+unreachable or refuses us.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from cti_assets.sources.base import (
+    OBSERVABLE_TYPES,
+    ObservableRecord,
+    SourceError,
+    ThreatEntity,
+    ThreatLink,
+    WriteStats,
+)
+
+T = TypeVar("T")
+
+# OpenCTI entity types of the threat entities, and the STIX type each maps to.
+THREAT_TYPES: dict[str, str] = {
+    "Threat-Actor-Group": "threat-actor",
+    "Threat-Actor-Individual": "threat-actor",
+    "Intrusion-Set": "intrusion-set",
+    "Campaign": "campaign",
+    "Malware": "malware",
+}
+_HASH_PREFERENCE = ("SHA-256", "SHA-1", "MD5")
+_TRANSIENT_STATUS = {429, 500, 502, 503, 504}
+_TRANSIENT_GRAPHQL = ("LOCK_ERROR", "Request timed out", "Bad Gateway")
+_AUTH_ERRORS = ("AUTH_REQUIRED", "FORBIDDEN_ACCESS", "AUTH_FAILURE")
+_PYCTI_LOGGERS = ("api", "admin", "worker")
+_CHUNK = 100
+
+_THREAT_FRAGMENTS = "\n".join(
+    f"... on {graphql_type} {{ name aliases }}"
+    for graphql_type in ("ThreatActorGroup", "ThreatActorIndividual", "IntrusionSet",
+                         "Campaign", "Malware")
+)
+_OBSERVABLE_FIELDS = """
+    id standard_id entity_type created_at observable_value x_opencti_score
+    objectLabel { id value }
+    objectMarking { id standard_id definition_type definition }
+    ... on StixFile { hashes { algorithm hash } }
+"""
+_WATERMARK_FIELDS = "id standard_id created_at"
+_THREAT_FIELDS = f"id standard_id entity_type\n{_THREAT_FRAGMENTS}"
+_END_FIELDS = f"... on BasicObject {{ id standard_id entity_type }}\n{_THREAT_FRAGMENTS}"
+_RELATIONSHIP_FIELDS = f"""
+    id standard_id relationship_type
+    from {{ {_END_FIELDS} }}
+    to {{ {_END_FIELDS} }}
+"""
+_EXISTING_QUERY = """
+    query CtiAssetsExisting($filters: FilterGroup, $first: Int) {
+      %s(filters: $filters, first: $first) {
+        edges { node { id standard_id x_opencti_stix_ids } }
+      }
+    }
+"""
+_ME_QUERY = "query CtiAssetsMe { me { id name } }"
+
+
+class _SwallowedError(Exception):
+    """A request pycti swallowed, or an object it silently did not import."""
+
+    def __init__(self, message: str, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class _RecordingAdapter(HTTPAdapter):
+    """Transport that remembers each response's status and GraphQL errors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_status: int | None = None
+        self.problems: list[tuple[str, bool]] = []  # (what, transient)
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        self.last_status = None
+        try:
+            response = super().send(request, **kwargs)
+        except requests.RequestException as error:
+            self.problems.append((f"connection failed ({type(error).__name__})", True))
+            raise
+        self.last_status = response.status_code
+        if response.status_code != 200:
+            self.problems.append((f"HTTP {response.status_code}",
+                                  response.status_code in _TRANSIENT_STATUS))
+            return response
+        try:
+            body = response.json()
+        except ValueError:
+            self.problems.append(("a response that is not JSON", False))
+            return response
+        if isinstance(body, dict) and body.get("errors"):
+            first = body["errors"][0] if isinstance(body["errors"], list) else {}
+            name = str(first.get("name") or (first.get("extensions") or {}).get("code") or "")
+            self.problems.append((f"GraphQL error {name}".strip(),
+                                  any(t in name for t in _TRANSIENT_GRAPHQL)))
+        return response
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _iso(moment: datetime) -> str:
+    return _utc(moment).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse_time(text: str) -> datetime:
+    return _utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+
+
+def redact_url(url: str) -> str:
+    """The URL without credentials, query or fragment: safe to show."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _filters(*filters: dict) -> dict:
+    return {"mode": "and", "filters": list(filters), "filterGroups": []}
+
+
+def _chunks(items: list[str], size: int = _CHUNK) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+class OpenCTISource:
+    """Observables from OpenCTI, and enrichment written back to it, through pycti."""
+
+    name = "opencti"
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        ssl_verify: bool = True,
+        timeout_s: float = 30,
+        page_size: int = 500,
+        *,
+        max_attempts: int = 4,
+        backoff_s: float = 1.0,
+        backoff_max_s: float = 30.0,
+    ) -> None:
+        if not url or not urlsplit(url).scheme.startswith("http"):
+            raise SourceError("OPENCTI_URL must be an http(s) URL, e.g. http://localhost:8080")
+        if not token or token == "ChangeMe":  # noqa: S105 - pycti's placeholder value
+            raise SourceError("OPENCTI_TOKEN is empty or still 'ChangeMe'")
+        if page_size < 1 or max_attempts < 1:
+            raise SourceError("page_size and max_attempts must be at least 1")
+        self.url = url.rstrip("/")
+        self._token = token
+        self._ssl_verify = ssl_verify
+        self._timeout_s = timeout_s
+        self._page_size = page_size
+        self._max_attempts = max_attempts
+        self._backoff_s = backoff_s
+        self._backoff_max_s = backoff_max_s
+        self._api: Any = None
+        self._transport = _RecordingAdapter()
+
+    def __repr__(self) -> str:
+        return f"OpenCTISource(url={redact_url(self.url)!r})"
+
+    # --- client and error handling ---------------------------------------------------------
+    def _client(self) -> Any:
+        if self._api is None:
+            from pycti import OpenCTIApiClient
+
+            root = logging.getLogger()
+            guard = logging.NullHandler() if not root.handlers else None
+            if guard:  # pycti calls logging.basicConfig(); keep it from configuring the root
+                root.addHandler(guard)
+            try:
+                api = OpenCTIApiClient(
+                    self.url,
+                    self._token,
+                    log_level="error",
+                    ssl_verify=self._ssl_verify,
+                    perform_health_check=False,
+                    requests_timeout=self._timeout_s,
+                    bundle_send_to_queue=False,
+                )
+            except ValueError as error:
+                raise SourceError(f"cannot configure the OpenCTI client: {error}") from None
+            finally:
+                if guard:
+                    root.removeHandler(guard)
+            for logger_name in _PYCTI_LOGGERS:  # we report every failure ourselves
+                logging.getLogger(logger_name).setLevel(logging.CRITICAL)
+            api.session.mount("http://", self._transport)
+            api.session.mount("https://", self._transport)
+            self._api = api
+        return self._api
+
+    def _is_transient(self, error: BaseException) -> bool:
+        if isinstance(error, _SwallowedError):
+            return error.transient
+        if isinstance(error, requests.exceptions.SSLError):
+            return False
+        if isinstance(error, requests.ConnectionError | requests.Timeout):
+            return True
+        if isinstance(error, ValueError):
+            if self._transport.last_status in _TRANSIENT_STATUS:
+                return True
+            return any(marker in str(error) for marker in _TRANSIENT_GRAPHQL)
+        return False
+
+    def _call(self, what: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run one pycti call, retried on transient failures; SourceError when it gives up."""
+        retrying = Retrying(
+            stop=stop_after_attempt(self._max_attempts),
+            wait=wait_exponential(multiplier=self._backoff_s, max=self._backoff_max_s),
+            retry=retry_if_exception(self._is_transient),
+            reraise=True,
+        )
+        try:
+            return retrying(function, *args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - every failure becomes one clear message
+            raise SourceError(self._describe(what, error)) from None
+
+    def _describe(self, what: str, error: BaseException) -> str:
+        where = redact_url(self.url)
+        attempts = f" after {self._max_attempts} attempts" if self._is_transient(error) else ""
+        if isinstance(error, requests.exceptions.SSLError):
+            return (f"TLS verification failed for OpenCTI at {where}: install the platform's "
+                    "CA certificate or set OPENCTI_SSL_VERIFY=false for a test platform")
+        if isinstance(error, requests.Timeout):
+            return f"OpenCTI at {where} did not answer {what} within {self._timeout_s:g} s" \
+                   f"{attempts}"
+        if isinstance(error, requests.ConnectionError):
+            return f"OpenCTI at {where} is unreachable ({what}{attempts}): check OPENCTI_URL"
+        text = str(error.args[0] if error.args else error)
+        if isinstance(error, ValueError) and error.args and isinstance(error.args[0], dict):
+            detail = error.args[0]
+            text = f"{detail.get('name')}: {detail.get('error_message')}"
+        text = text.replace(self._token, "***")[:300]
+        status = self._transport.last_status
+        if any(code in text for code in _AUTH_ERRORS) or status in (401, 403):
+            return f"OpenCTI at {where} refused the token ({text}): check OPENCTI_TOKEN"
+        if status == 404:
+            return f"no OpenCTI GraphQL API at {where}/graphql (HTTP 404): check OPENCTI_URL"
+        if status is not None and status != 200:
+            return f"OpenCTI at {where} answered HTTP {status} to {what}{attempts}"
+        return f"OpenCTI rejected {what}: {text}"
+
+    def _pages(self, what: str, list_function: Callable[..., dict], **kwargs: Any
+               ) -> Iterator[dict]:
+        """Every entity of a pycti listing, one retried request per page."""
+        after = None
+        first = kwargs.pop("first", self._page_size)
+        while True:
+            page = self._call(what, list_function, first=first, after=after,
+                              withPagination=True, **kwargs)
+            yield from page["entities"]
+            info = page.get("pagination") or {}
+            if not info.get("hasNextPage") or not info.get("endCursor"):
+                return
+            after = info["endCursor"]
+
+    # --- Source protocol -------------------------------------------------------------------
+    def check(self) -> None:
+        api = self._client()
+        result = self._call("the identity check", api.query, _ME_QUERY)
+        if not (result.get("data") or {}).get("me"):
+            raise SourceError(f"OpenCTI at {redact_url(self.url)} did not say who we are: "
+                              "check OPENCTI_TOKEN")
+
+    def observables_created_between(self, start: datetime, end: datetime) -> list[ObservableRecord]:
+        if _utc(start) >= _utc(end):
+            raise SourceError(f"empty window: start {_iso(start)} is not before end {_iso(end)}")
+        api = self._client()
+        nodes = self._pages(
+            "the observable listing",
+            api.stix_cyber_observable.list,
+            filters=_filters(
+                {"key": "created_at", "values": [_iso(start)], "operator": "gte", "mode": "or"},
+                {"key": "created_at", "values": [_iso(end)], "operator": "lt", "mode": "or"},
+                {"key": "entity_type", "values": list(OBSERVABLE_TYPES), "operator": "eq",
+                 "mode": "or"},
+            ),
+            orderBy="created_at",
+            orderMode="asc",
+            customAttributes=_OBSERVABLE_FIELDS,
+        )
+        records = [_observable_record(node) for node in nodes]
+        return sorted(records, key=lambda r: (r.created_at, r.stix_id))
+
+    def created_since(
+        self, after: datetime | None, after_id: str | None, limit: int
+    ) -> list[tuple[datetime, str]]:
+        if limit < 1:
+            return []
+        api = self._client()
+        clauses = [{"key": "entity_type", "values": list(OBSERVABLE_TYPES), "operator": "eq",
+                    "mode": "or"}]
+        if after is not None:
+            clauses.append({"key": "created_at", "values": [_iso(after)], "operator": "gte",
+                            "mode": "or"})
+        boundary = (_utc(after), after_id or "") if after is not None else None
+        found: list[tuple[datetime, str]] = []
+        pages = self._pages("the watermark query", api.stix_cyber_observable.list,
+                            first=limit, filters=_filters(*clauses), orderBy="created_at",
+                            orderMode="asc", customAttributes=_WATERMARK_FIELDS)
+        for node in pages:
+            key = (_parse_time(node["created_at"]), node["standard_id"])
+            if boundary is None or key > boundary:
+                found.append(key)
+            # Stop once `limit` are found and the tie group at the cut-off is complete.
+            if len(found) > limit and key[0] > sorted(found)[limit - 1][0]:
+                break
+        return sorted(found)[:limit]
+
+    def threat_entities(self) -> list[ThreatEntity]:
+        api = self._client()
+        nodes = self._pages("the threat entity listing", api.stix_domain_object.list,
+                            types=list(THREAT_TYPES), customAttributes=_THREAT_FIELDS)
+        entities = [_threat_entity(node) for node in nodes]
+        return sorted((e for e in entities if e is not None), key=lambda e: e.stix_id)
+
+    def threat_context(self, observable_stix_ids: list[str]) -> list[ThreatLink]:
+        api = self._client()
+        wanted = sorted(set(observable_stix_ids))
+        links: set[ThreatLink] = set()
+        threat_types = list(THREAT_TYPES)
+        for chunk in _chunks(wanted):
+            members = set(chunk)
+            for rel in self._pages("the relationship listing", api.stix_core_relationship.list,
+                                   fromOrToId=chunk, elementWithTargetTypes=threat_types,
+                                   customAttributes=_RELATIONSHIP_FIELDS):
+                source, target = rel.get("from") or {}, rel.get("to") or {}
+                if source.get("standard_id") in members:
+                    observable, other = source, target
+                elif target.get("standard_id") in members:
+                    observable, other = target, source
+                else:
+                    continue
+                entity = _threat_entity(other)
+                if entity is not None:
+                    links.add(ThreatLink(observable["standard_id"], entity, "direct",
+                                         rel["relationship_type"]))
+            based_on: dict[str, list[tuple[str, str]]] = {}
+            for rel in self._pages("the indicator listing", api.stix_core_relationship.list,
+                                   toId=chunk, relationship_type=["based-on"],
+                                   fromTypes=["Indicator"],
+                                   customAttributes=_RELATIONSHIP_FIELDS):
+                indicator, observable = rel.get("from") or {}, rel.get("to") or {}
+                if observable.get("standard_id") in members and indicator.get("id"):
+                    based_on.setdefault(indicator["id"], []).append(
+                        (indicator["standard_id"], observable["standard_id"])
+                    )
+            for indicator_chunk in _chunks(sorted(based_on)):
+                for rel in self._pages("the indicator relationship listing",
+                                       api.stix_core_relationship.list, fromId=indicator_chunk,
+                                       relationship_type=["indicates", "attributed-to"],
+                                       toTypes=threat_types,
+                                       customAttributes=_RELATIONSHIP_FIELDS):
+                    entity = _threat_entity(rel.get("to") or {})
+                    for indicator_id, observable_id in based_on.get(rel["from"]["id"], []):
+                        if entity is not None:
+                            links.add(ThreatLink(observable_id, entity, "indicator",
+                                                 rel["relationship_type"], indicator_id))
+        return sorted(links, key=lambda link: (link.observable_stix_id, link.entity.stix_id,
+                                               link.via, link.relationship_type,
+                                               link.indicator_stix_id or ""))
+
+    def write_bundle(self, bundle: dict) -> WriteStats:
+        """Import the bundle object by object (pycti's GraphQL importer, `update=True`).
+
+        Not `api.stix2.import_bundle`: it retries connection errors for minutes and reports
+        objects whose import failed as imported. Objects already present count as updated.
+        """
+        if not isinstance(bundle, dict) or bundle.get("type") != "bundle":
+            raise SourceError("write_bundle expects a STIX bundle (type 'bundle')")
+        objects = bundle.get("objects")
+        if not isinstance(objects, list):
+            raise SourceError("write_bundle: the bundle has no 'objects' list")
+        stats = WriteStats()
+        valid = []
+        for index, obj in enumerate(objects):
+            if isinstance(obj, dict) and isinstance(obj.get("id"), str) and obj.get("type"):
+                valid.append(obj)
+            else:
+                stats.failed += 1
+                stats.failures.append(f"object {index}: not a STIX object with type and id")
+        if not valid:
+            return stats
+        from pycti.utils.opencti_stix2_splitter import OpenCTIStix2Splitter
+
+        existing = self._existing_ids([obj["id"] for obj in valid])
+        _, incompatible, parts = OpenCTIStix2Splitter().split_bundle_with_expectations(
+            {"type": "bundle", "id": bundle.get("id"), "objects": copy.deepcopy(valid)}, False
+        )
+        for item in incompatible:
+            stats.failed += 1
+            stats.failures.append(f"{item.get('id')}: refused by pycti's bundle splitter")
+        aborted: str | None = None
+        for part in parts:
+            for item in part["objects"]:
+                if aborted is not None:
+                    stats.failed += 1
+                    stats.failures.append(f"{item['id']}: not attempted ({aborted})")
+                    continue
+                try:
+                    self._call(f"the import of {item['id']}", self._import_one, item)
+                except SourceError as error:
+                    stats.failed += 1
+                    stats.failures.append(f"{item['id']}: {error}")
+                    if self._transport.problems and all(t for _, t in self._transport.problems):
+                        aborted = "the platform was failing"
+                    continue
+                if item["id"] in existing:
+                    stats.updated += 1
+                else:
+                    stats.created += 1
+        return stats
+
+    def _import_one(self, item: dict) -> None:
+        api = self._client()
+        cache = getattr(api.stix2, "mapping_cache", None)
+        cache_key = item["id"] + (api.get_draft_id() or "")
+        if cache is not None:
+            cache.pop(cache_key, None)
+        self._transport.problems.clear()
+        api.stix2.import_item(copy.deepcopy(item), update=True)
+        if self._transport.problems:
+            raise _SwallowedError("; ".join(what for what, _ in self._transport.problems),
+                           all(transient for _, transient in self._transport.problems))
+        if cache is not None and item["type"] != "marking-definition" and cache_key not in cache:
+            raise _SwallowedError("pycti sent nothing for it (unsupported or incomplete)", False)
+
+    def _existing_ids(self, ids: list[str]) -> set[str]:
+        """Which of these STIX ids the platform already holds (as standard or stix id)."""
+        api = self._client()
+        found: set[str] = set()
+        groups = {
+            "stixCoreRelationships": [i for i in ids if i.startswith("relationship--")],
+            "stixCoreObjects": [i for i in ids if not i.startswith("relationship--")],
+        }
+        for field, group in groups.items():
+            for chunk in _chunks(sorted(set(group))):
+                result = self._call(
+                    "the existence check", api.query, _EXISTING_QUERY % field,
+                    {"filters": _filters({"key": "ids", "values": chunk}), "first": len(chunk)},
+                )
+                for edge in ((result.get("data") or {}).get(field) or {}).get("edges") or []:
+                    node = edge["node"]
+                    found.update([node.get("standard_id"), *(node.get("x_opencti_stix_ids") or [])])
+        return found & set(ids)
+
+
+def _observable_record(node: dict) -> ObservableRecord:
+    hashes: dict[str, str] = {}
+    for entry in node.get("hashes") or []:
+        if entry.get("algorithm") and entry.get("hash"):
+            hashes[str(entry["algorithm"]).upper()] = str(entry["hash"])
+    if node["entity_type"] == "StixFile":
+        value = next((hashes[h] for h in _HASH_PREFERENCE if h in hashes), None)
+        value = value or node.get("observable_value") or ""
+    else:
+        value = node.get("observable_value") or ""
+    markings = node.get("objectMarking") or []
+    return ObservableRecord(
+        internal_id=node["id"],
+        stix_id=node["standard_id"],
+        entity_type=node["entity_type"],
+        value=str(value),
+        created_at=_parse_time(node["created_at"]),
+        marking_ids=tuple(sorted(m["standard_id"] for m in markings if m.get("standard_id"))),
+        marking_definitions=tuple(sorted(m["definition"] for m in markings
+                                         if m.get("definition"))),
+        labels=tuple(sorted(label["value"] for label in node.get("objectLabel") or []
+                            if label.get("value"))),
+        score=node.get("x_opencti_score"),
+        hashes=hashes,
+    )
+
+
+def _threat_entity(node: dict) -> ThreatEntity | None:
+    stix_type = THREAT_TYPES.get(node.get("entity_type") or "")
+    if stix_type is None or not node.get("standard_id") or not node.get("name"):
+        return None
+    return ThreatEntity(
+        stix_id=node["standard_id"],
+        entity_type=stix_type,
+        name=node["name"],
+        aliases=tuple(sorted(a for a in node.get("aliases") or [] if a)),
+    )
