@@ -36,9 +36,9 @@ class BundleError(ValueError):
 
 @dataclass
 class ImportReport:
-    """What an import did: the files read, objects written, and per STIX type counts."""
+    """What an import did: how many files and objects, new vs already present, per type."""
 
-    files: list[str] = field(default_factory=list)
+    files: int = 0
     objects: int = 0
     created: int = 0
     updated: int = 0
@@ -102,7 +102,7 @@ def import_bundles(
     objects: list[dict] = []
     for path in paths:
         objects += load_bundle_file(path)
-        report.files.append(str(path))
+        report.files += 1
     stats = store.write_objects(objects, first_seen_at=created_at)
     if stats.failed:  # load_bundle_file already refused these shapes; kept as a guard
         raise BundleError("; ".join(stats.failures))

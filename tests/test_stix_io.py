@@ -68,6 +68,7 @@ def test_importing_twice_leaves_the_same_counts(store):
     second = import_bundles(store, [SAMPLE])
     assert store.counts_by_type() == counts
     assert (second.created, second.updated) == (0, first.objects)
+    assert first.files == second.files == 1
 
 
 def test_created_at_override_stamps_only_new_objects(store, tmp_path):

@@ -80,7 +80,8 @@ def utc_text(moment: datetime) -> str:
 
 
 def parse_utc(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    """The inverse of utc_text."""
+    return datetime.fromisoformat(text)
 
 
 def _stix_time(value: object) -> str | None:
@@ -225,6 +226,17 @@ class LocalStixStore:
         with self._connect() as connection:
             row = connection.execute("SELECT json FROM objects WHERE id = ?", (stix_id,)).fetchone()
         return json.loads(row[0]) if row else None
+
+    def first_seen(self, stix_ids: Iterable[str]) -> dict[str, datetime]:
+        """When each of the given objects entered the store (ids not in it are left out)."""
+        seen: dict[str, datetime] = {}
+        with self._connect() as connection:
+            for chunk in _chunks(sorted(set(stix_ids))):
+                rows = connection.execute(
+                    "SELECT id, first_seen_at FROM objects"
+                    f" WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
+                seen.update((stix_id, parse_utc(text)) for stix_id, text in rows)
+        return seen
 
     def all_objects(self, types: Iterable[str] | None = None) -> list[dict]:
         """Every object (or those of the given STIX types), ordered by type then id."""

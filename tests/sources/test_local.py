@@ -82,6 +82,9 @@ def test_reimport_is_idempotent_and_keeps_first_seen(store, clock):
     assert (second.created, second.updated) == (0, 2)
     assert store.counts_by_type() == {"ipv4-addr": 2}
     assert {r.created_at for r in everything(store)} == {DAY + timedelta(hours=5)}
+    ids = [obj["id"] for obj in objects["objects"]]
+    assert store.first_seen([*ids, "ipv4-addr--absent"]) == dict.fromkeys(ids, clock.now
+                                                                          - timedelta(days=3))
 
 
 def test_newer_modified_replaces_older_does_not(store):
