@@ -510,3 +510,55 @@ def test_serve_forever_rejects_unknown_provider_in_rate_limits():
 
     with pytest.raises(SystemExit, match="unknown provider 'vtotal'"):
         serve_forever(port=0, rate_limits={"vtotal": 1})
+
+
+HOSTILE = "a/b?c=d#e..%2F%\r\nX: y"
+
+
+@pytest.mark.parametrize(
+    ("provider", "url_of", "prefix"),
+    [
+        ("virustotal", lambda sb, seg: f"{sb.base_urls['VIRUSTOTAL_BASE_URL']}/files/{seg}",
+         "/virustotal/api/v3/files/"),
+        ("shodan", lambda sb, seg: f"{sb.base_urls['SHODAN_BASE_URL']}/shodan/host/{seg}",
+         "/shodan/shodan/host/"),
+        ("shodan_internetdb", lambda sb, seg: f"{sb.base_urls['SHODAN_INTERNETDB_URL']}/{seg}",
+         "/internetdb/"),
+        ("greynoise", lambda sb, seg: f"{sb.base_urls['GREYNOISE_BASE_URL']}/v3/community/{seg}",
+         "/greynoise/v3/community/"),
+        ("securitytrails",
+         lambda sb, seg: f"{sb.base_urls['SECURITYTRAILS_BASE_URL']}/domain/{seg}",
+         "/securitytrails/v1/domain/"),
+    ],
+)  # fmt: skip
+def test_hostile_values_are_bad_input_never_a_new_path(sb, provider, url_of, prefix):
+    segment = quote(HOSTILE, safe="")
+    response = requests.get(url_of(sb, segment), params={"key": "k"},
+                            headers={"x-apikey": "k", "APIKEY": "k"}, timeout=TIMEOUT)
+    assert response.status_code == 400
+    record = sb.requests[-1]
+    assert (record.provider, record.path, record.observable) == (provider, prefix + segment,
+                                                                 HOSTILE)  # fmt: skip
+    assert set(record.query) == {"key"}
+
+
+def test_ipv6_lookups(sb):
+    ipv6 = "2a03:2880:f10c:83:face:b00c:0:25de"
+    sb.set_profile(ipv6, "malicious")
+    assert vt(sb, "ip_addresses", ipv6).json()["data"]["id"] == ipv6
+    assert shodan(sb, ipv6).json()["ip_str"] == ipv6
+    assert abuse(sb, ipv6).json()["data"]["ipVersion"] == 6
+    assert greynoise(sb, ipv6).status_code == 400  # community is IPv4 only
+
+
+def test_daily_quota_resets_at_utc_midnight():
+    wall = FakeClock()
+    wall.now = 1_767_268_800.0  # 2026-01-01T12:00:00Z
+    with ProviderSandbox(daily_quota={"abuseipdb": 1}, wall_clock=wall) as sandbox:
+        first = abuse(sandbox, MAL_IP)
+        assert first.headers["X-RateLimit-Reset"] == "1767312000"  # 2026-01-02T00:00:00Z
+        assert first.headers["X-RateLimit-Remaining"] == "0"
+        refused = abuse(sandbox, MAL_IP)
+        assert refused.status_code == 429 and refused.headers["Retry-After"] == str(12 * 3600)
+        wall.now += 12 * 3600
+        assert abuse(sandbox, MAL_IP).status_code == 200
