@@ -169,7 +169,7 @@ def build() -> list[dict]:
         sco("hostname", "vpn-gw01.corp.example", [GREEN], None, ["internal"]),
         sco("hostname", "WKS-FIN-042", [AMBER], None, ["internal"]),
         sco("hostname", "_ldap._tcp.dc01.corp.example", [GREEN]),
-        sco("x-opencti-hostname", "relay7.ashfall-updates.invalid", [RED], 80),
+        sco("hostname", "relay7.ashfall-updates.invalid", [RED], 80),
         url_gate, url_phish,
         sco("url", "http://kestrel-telemetry.test/api/v2/check?id=1337&os=win", [AMBER], 70),
         sco("url", "https://BÜCHER-angebot.example/Angebot/./index.html#top", [GREEN]),

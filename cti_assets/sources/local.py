@@ -45,8 +45,10 @@ OPENCTI_EXTENSIONS = (
     "extension-definition--ea279b3e-5c71-4632-ac08-831c66a786ba",
     "extension-definition--f93e2c80-4231-4f9a-af8b-95c9bd566a82",
 )
-# Properties merged (union, order kept) when an object without `modified` is written again.
-_LIST_PROPERTIES = ("labels", "x_opencti_labels", "object_marking_refs", "external_references")
+# When an object without `modified` is written again, list properties are merged as a union
+# (order kept) and mappings such as `hashes` key by key; other properties are replaced.
+_LIST_PROPERTIES = ("labels", "x_opencti_labels", "object_marking_refs", "external_references",
+                    "x_opencti_external_references")
 _SQL_CHUNK = 500
 _OBSERVABLE_TYPES_SQL = ", ".join(f"'{t}'" for t in OBSERVABLE_STIX_TYPES)
 
@@ -113,6 +115,10 @@ def _merge(stored: dict, incoming: dict) -> dict:
         old, new = stored.get(key), incoming.get(key)
         if isinstance(old, list) and isinstance(new, list):
             merged[key] = old + [item for item in new if item not in old]
+    for key, new in incoming.items():
+        old = stored.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            merged[key] = {**old, **new}
     return merged
 
 

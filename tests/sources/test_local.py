@@ -105,6 +105,12 @@ def test_objects_without_modified_are_merged(store):
     stored = store.get(sid("ipv4-addr", "198.51.100.3"))
     assert stored["x_opencti_labels"] == ["c2", "scanner"]
     assert stored["x_opencti_score"] == 85
+    file_id = sid("file", "f")
+    store.write_bundle(bundle({"type": "file", "id": file_id, "hashes": {"MD5": "a" * 32,
+                                                                         "SHA-256": "b" * 64}}))
+    store.write_bundle(bundle({"type": "file", "id": file_id, "hashes": {"SHA-256": "b" * 64},
+                               "x_opencti_score": 90}))
+    assert store.get(file_id)["hashes"] == {"MD5": "a" * 32, "SHA-256": "b" * 64}
 
 
 def test_malformed_objects_are_counted_not_written(store):
