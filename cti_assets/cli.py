@@ -77,7 +77,9 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     from cti_assets.sandbox import serve_forever
 
     rate_limits = json.loads(args.rate_limits) if args.rate_limits else None
-    serve_forever(port=args.port, host="127.0.0.1", latency_ms=args.latency_ms, rate_limits=rate_limits)
+    serve_forever(
+        port=args.port, host="127.0.0.1", latency_ms=args.latency_ms, rate_limits=rate_limits
+    )
     return 0
 
 
@@ -140,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE.json")
     p.add_argument("--created-at", help="ISO-8601 creation time recorded for new observables")
 
-    p = add("export", cmd_export, "Write the local store, or one partition's enrichment, as a bundle")
+    p = add(
+        "export", cmd_export, "Write the local store, or one partition's enrichment, as a bundle"
+    )
     p.add_argument("--out", default="export.json")
     p.add_argument("--partition", help="Day (YYYY-MM-DD) whose write-back bundle to export")
 
@@ -188,7 +192,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 - last line of defence: one line, no traceback
         from cti_assets.providers.http import redact
 
-        print(f"cti-assets {args.command}: {type(error).__name__}: {redact(str(error))}", file=sys.stderr)
+        print(
+            f"cti-assets {args.command}: {type(error).__name__}: {redact(str(error))}",
+            file=sys.stderr,
+        )
         return 2
 
 

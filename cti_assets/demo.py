@@ -23,7 +23,15 @@ from cti_assets import settings
 DEMO_DAYS = ("2026-11-20", "2026-11-21")
 DEMO_KEY = "demo-sandbox-key"  # the sandbox accepts any key; real keys never go to it
 KEYED_PROVIDERS = ("VIRUSTOTAL", "SHODAN", "ABUSEIPDB", "GREYNOISE", "SECURITYTRAILS")
-SCO_TYPES = {"ipv4-addr", "ipv6-addr", "domain-name", "hostname", "x-opencti-hostname", "url", "file"}
+SCO_TYPES = {
+    "ipv4-addr",
+    "ipv6-addr",
+    "domain-name",
+    "hostname",
+    "x-opencti-hostname",
+    "url",
+    "file",
+}
 POOL_LIMITS = {
     "virustotal": 1,
     "securitytrails": 1,
@@ -122,7 +130,9 @@ def materialise(partition_keys, run_config: dict | None = None, job_name: str = 
             print(f"  ok  {mat.asset_key.to_user_string():<28} {detail}")
         for event in result.all_events:
             if event.event_type == dg.DagsterEventType.STEP_FAILURE:
-                print(f"  FAILED {event.step_key}: {event.event_specific_data.error.message.strip()}")
+                print(
+                    f"  FAILED {event.step_key}: {event.event_specific_data.error.message.strip()}"
+                )
         if not result.success:
             failed.append(key)
     return failed
@@ -142,7 +152,9 @@ def print_scores(partition_keys, n: int = 12) -> None:
     for row in ranked.head(n).itertuples():
         score = "-" if pd.isna(row.score) else int(row.score)
         conf = "-" if pd.isna(row.confidence) else int(row.confidence)
-        print(f"{score:>5} {conf:>4}  {row.verdict:<10} {row.entity_type:<12} {row.normalized_value}")
+        print(
+            f"{score:>5} {conf:>4}  {row.verdict:<10} {row.entity_type:<12} {row.normalized_value}"
+        )
         print(f"{'':>12}{row.explanation}")
 
 

@@ -11,9 +11,7 @@ def test_round_trip_per_partition(tmp_path):
 
     @dg.asset(partitions_def=daily)
     def table(context: dg.AssetExecutionContext) -> pd.DataFrame:
-        return pd.DataFrame(
-            {"day": [context.partition_key], "tags": [["a", "b"]], "score": [7]}
-        )
+        return pd.DataFrame({"day": [context.partition_key], "tags": [["a", "b"]], "score": [7]})
 
     @dg.asset(partitions_def=daily)
     def downstream(table: pd.DataFrame) -> pd.DataFrame:
@@ -21,7 +19,9 @@ def test_round_trip_per_partition(tmp_path):
 
     io_manager = ParquetIOManagerFactory(base_path=str(tmp_path))
     for day in ("2026-01-01", "2026-01-02"):
-        result = dg.materialize([table, downstream], partition_key=day, resources={"io_manager": io_manager})
+        result = dg.materialize(
+            [table, downstream], partition_key=day, resources={"io_manager": io_manager}
+        )
         assert result.success
 
     assert stored_partitions("table", str(tmp_path)) == ["2026-01-01", "2026-01-02"]
