@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from pyrate_limiter import Limiter, Rate, SQLiteBucket
+from pyrate_limiter import BucketFactory, Limiter, Rate, RateItem, SQLiteBucket, TimeClock
 from pyrate_limiter.exceptions import BucketFullException, LimiterDelayException
 
 from cti_assets import settings as data_settings
 from cti_assets.providers import base
 
 REDIS_URL_ENV = "CTI_RATELIMIT_REDIS_URL"
+LEAK_EVERY_S = 30.0
 WINDOW_MS: dict[str, int] = {
     "second": 1_000,
     "minute": 60_000,
@@ -75,6 +76,21 @@ def rates_for(limits: dict[str, float | int | None]) -> list[Rate]:
     return [r for i, r in enumerate(rates) if all(r.limit < later.limit for later in rates[i + 1:])]
 
 
+class _OneBucket(BucketFactory):
+    """A single-bucket factory without pyrate-limiter's background Leaker thread (which dies
+    with an AssertionError once its bucket is disposed); SharedLimiter leaks on acquire."""
+
+    def __init__(self, bucket) -> None:
+        self.bucket = bucket
+        self.clock = TimeClock()
+
+    def wrap_item(self, name: str, weight: int = 1) -> RateItem:
+        return RateItem(name, self.clock.now(), weight=weight)
+
+    def get(self, _item: RateItem):
+        return self.bucket
+
+
 class SharedLimiter:
     """One provider's machine-wide limiter: blocking acquire, quota ledger, remaining budget."""
 
@@ -102,10 +118,13 @@ class SharedLimiter:
         self._bucket = None
         self._redis = None
         self._limiter: Limiter | None = None
+        self._next_leak = 0.0
         if self.rates:
             self._bucket = self._make_bucket(redis_url)
+            # each put counts and inserts atomically under the bucket's file lock (or a Redis
+            # script); retry_until_max_delay re-checks after every wait, as multi-process needs
             self._limiter = Limiter(
-                self._bucket,
+                _OneBucket(self._bucket),
                 raise_when_fail=True,
                 max_delay=int(max_wait_s * 1000),
                 retry_until_max_delay=True,
@@ -147,6 +166,7 @@ class SharedLimiter:
                            f"{until.isoformat()} (reported by the provider)", None)
         if self._limiter is None:
             return None
+        self._leak()
         try:
             self._limiter.try_acquire(self.provider)
         except (LimiterDelayException, BucketFullException) as exc:
@@ -157,6 +177,14 @@ class SharedLimiter:
             return Blocked(base.ERR_RATE, f"no {self.provider} rate-limit slot within the "
                            f"allowed wait ({exc.rate})", window)
         return None
+
+    def _leak(self) -> None:
+        """Drop bucket items older than the longest window, at most every LEAK_EVERY_S."""
+        now = time.time()
+        if now < self._next_leak or self._bucket is None:
+            return
+        self._next_leak = now + LEAK_EVERY_S
+        self._bucket.leak(int(now * 1000))
 
     # --- quota ledger ------------------------------------------------------------------------
     def mark_exhausted(self, window: str, reason: str, until: datetime | None = None) -> datetime:
@@ -241,8 +269,6 @@ class SharedLimiter:
         return min(candidates) if candidates else None
 
     def close(self) -> None:
-        if self._limiter is not None and self._bucket is not None:
-            self._limiter.dispose(self._bucket)
         if isinstance(self._bucket, SQLiteBucket):
             self._bucket.conn.close()
         self._ledger.close()

@@ -1,0 +1,99 @@
+"""ResponseCache: TTLs on an injected clock, errors refused, raw bodies deduplicated."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+
+import pytest
+
+from cti_assets.providers import base
+from cti_assets.providers.cache import ResponseCache
+from cti_assets.providers.http import register_secret, sha256_hex
+
+
+class Clock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def cache(tmp_path, clock):
+    store = ResponseCache(tmp_path / "cache.sqlite", clock=clock)
+    yield store
+    store.close()
+
+
+def answer(value="203.0.113.7", status=base.OK, body=b'{"ok": 1}', **fields):
+    return base.LookupResult(
+        provider=base.GREYNOISE, entity_type="IPv4-Addr", value=value, status=status,
+        fields=fields or {"noise": True, "tags": ["a", "b"]},
+        fetched_at=datetime(2027, 1, 15, tzinfo=UTC),
+        raw_digest=sha256_hex(body) if body else None, http_status=200, message="m",
+    )
+
+
+def test_hit_within_ttl_and_miss_after(cache, clock):
+    result = answer()
+    assert cache.put(result, b'{"ok": 1}', ttl_s=60)
+    hit = cache.get(base.GREYNOISE, "IPv4-Addr", "203.0.113.7")
+    assert hit.from_cache and hit.status == base.OK
+    assert hit.fields == {"noise": True, "tags": ["a", "b"]}
+    assert hit.raw_digest == result.raw_digest and hit.fetched_at == result.fetched_at
+    assert cache.raw_body(hit.raw_digest) == b'{"ok": 1}'
+    clock.now += 61
+    assert cache.get(base.GREYNOISE, "IPv4-Addr", "203.0.113.7") is None
+
+
+def test_key_includes_provider_and_type(cache):
+    cache.put(answer(), b"{}", ttl_s=60)
+    assert cache.get(base.ABUSEIPDB, "IPv4-Addr", "203.0.113.7") is None
+    assert cache.get(base.GREYNOISE, "IPv6-Addr", "203.0.113.7") is None
+
+
+@pytest.mark.parametrize("status", [base.ERROR, base.SKIPPED, base.DEFERRED])
+def test_only_answers_are_cached(cache, status):
+    assert not cache.put(answer(status=status), b"{}", ttl_s=60)
+    assert cache.get(base.GREYNOISE, "IPv4-Addr", "203.0.113.7") is None
+
+
+def test_not_found_is_cached_and_replaced_by_a_newer_answer(cache, clock):
+    assert cache.put(answer(status=base.NOT_FOUND), b'{"noise": false}', ttl_s=10)
+    assert cache.get(base.GREYNOISE, "IPv4-Addr", "203.0.113.7").status == base.NOT_FOUND
+    cache.put(answer(), b'{"ok": 2}', ttl_s=100)
+    clock.now += 50
+    assert cache.get(base.GREYNOISE, "IPv4-Addr", "203.0.113.7").status == base.OK
+
+
+def test_identical_bodies_are_stored_once_and_purged_with_their_answers(cache, clock, tmp_path):
+    cache.put(answer("203.0.113.1"), b'{"same": true}', ttl_s=10)
+    cache.put(answer("203.0.113.2"), b'{"same": true}', ttl_s=1000)
+    with sqlite3.connect(tmp_path / "cache.sqlite") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM raw_bodies").fetchone()[0] == 1
+    clock.now += 20
+    assert cache.purge_expired() == 1
+    assert cache.raw_body(sha256_hex(b'{"same": true}')) is not None
+    clock.now += 2000
+    assert cache.purge_expired() == 1
+    assert cache.raw_body(sha256_hex(b'{"same": true}')) is None
+
+
+def test_a_body_echoing_a_key_is_scrubbed(cache, tmp_path):
+    register_secret("echoed-key-123456")
+    cache.put(answer(), b'{"you_sent": "echoed-key-123456"}', ttl_s=60)
+    assert b"echoed-key-123456" not in (tmp_path / "cache.sqlite").read_bytes()
+
+
+def test_default_path_is_in_the_data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("CTI_DATA_DIR", str(tmp_path))
+    store = ResponseCache()
+    assert store.path == tmp_path / "cache.sqlite"
+    store.close()
