@@ -214,6 +214,11 @@ class OpenCTIDouble:
         with self._lock:
             self._failures.extend([(f"field:{field}", status)] * n)
 
+    def clear_failures(self) -> None:
+        """Drop the injected failures not yet served."""
+        with self._lock:
+            self._failures.clear()
+
     # --- seeding ---------------------------------------------------------------------------
     def _store(self, node: dict, aliases: list[str]) -> dict:
         with self._lock:

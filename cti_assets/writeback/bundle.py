@@ -1,0 +1,498 @@
+"""Turns a partition's scores and threat context into one STIX 2.1 bundle for write-back.
+
+Pure and deterministic: the same frames and `valid_from` give a byte-identical bundle, and
+every id is derived (pycti's `generate_id` helpers, never now()), so a rerun is an upsert.
+It fixes what OpenCTI's enrichment connectors get wrong (anchors.md Part A):
+
+- one Note per observable, with an id keyed on the observable and the author only, so a
+  rerun updates that note instead of adding a new one (connectors#5825);
+- the score is never lowered under the default `keep_higher` policy;
+- indicators live for hours to weeks depending on how volatile the type is, not years;
+- every derived object carries the source observable's markings (no hard-coded TLP:WHITE).
+
+Rejected observables write nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+from pycti import Identity, Indicator, Note, StixCoreRelationship
+
+# The STIX 2.1 / OpenCTI namespace; used here only for the bundle id.
+_NAMESPACE = uuid.UUID("00abedb4-aa42-466c-9c01-fed23315a9b7")
+# The author never changes, so its timestamps are a constant (keeps its bytes stable).
+_AUTHOR_TIMESTAMP = "2024-01-01T00:00:00.000Z"
+
+TLP_MARKING_IDS: dict[str, str] = {
+    "TLP:CLEAR": "marking-definition--613f2e26-407d-48c7-9eca-b8e91df99dc9",
+    "TLP:WHITE": "marking-definition--613f2e26-407d-48c7-9eca-b8e91df99dc9",
+    "TLP:GREEN": "marking-definition--34098fce-860f-48ae-8e50-ebd3cc5e41da",
+    "TLP:AMBER": "marking-definition--f88d31f6-486f-44da-b317-01333bde0b82",
+    "TLP:AMBER+STRICT": "marking-definition--826578e1-40ad-459f-bc73-ede076f81f37",
+    "TLP:RED": "marking-definition--5e57c739-391a-4eb3-b6be-7d15ca92d5ed",
+}
+
+# OpenCTI entity type -> STIX SCO type and the property holding the value.
+_STIX_TYPE: dict[str, str] = {
+    "IPv4-Addr": "ipv4-addr",
+    "IPv6-Addr": "ipv6-addr",
+    "Domain-Name": "domain-name",
+    "Hostname": "hostname",
+    "Url": "url",
+    "StixFile": "file",
+}
+
+# Indicator lifetimes: an IP is reassigned within days (cloud, residential, VPN exits), a URL
+# is usually taken down within a couple of weeks, a domain lives longer, a hash never changes
+# meaning. A rerun refreshes valid_until, so short lifetimes cost nothing for live threats.
+DEFAULT_LIFETIME_HOURS: dict[str, int] = {
+    "IPv4-Addr": 7 * 24,
+    "IPv6-Addr": 7 * 24,
+    "Url": 14 * 24,
+    "Domain-Name": 30 * 24,
+    "Hostname": 30 * 24,
+    "StixFile": 365 * 24,
+}
+
+# Provider fields whose values become labels, e.g. `cti:greynoise:scanner`.
+_TAG_FIELDS = ("tags", "classification", "categories")
+_MAX_TAG_LABELS = 20
+_HASH_PREFERENCE = ("SHA-256", "SHA-1", "MD5")
+SCORE_POLICIES = ("keep_higher", "replace")
+_TYPE_ORDER = {"identity": 0, "indicator": 2, "note": 3, "relationship": 4}
+
+
+@dataclass
+class WritebackConfig:
+    """What the write-back creates and how."""
+
+    indicator_threshold: int = 70
+    indicator_lifetime_hours: dict[str, int] = field(
+        default_factory=lambda: dict(DEFAULT_LIFETIME_HOURS)
+    )
+    score_policy: str = "keep_higher"  # or "replace"
+    author_name: str = "cti-assets"
+    label_prefix: str = "cti"
+
+    def __post_init__(self) -> None:
+        if self.score_policy not in SCORE_POLICIES:
+            raise ValueError(
+                f"score_policy {self.score_policy!r} is not one of {', '.join(SCORE_POLICIES)}"
+            )
+        if not 0 <= self.indicator_threshold <= 100:
+            raise ValueError("indicator_threshold must lie in 0..100")
+
+
+def stix_time(moment: datetime) -> str:
+    """STIX timestamp with milliseconds, UTC, `Z` suffix (naive datetimes are taken as UTC)."""
+    moment = pd.Timestamp(moment).to_pydatetime()
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def author_identity(name: str) -> dict:
+    """The Identity every derived object points to as created_by_ref."""
+    return {
+        "type": "identity",
+        "spec_version": "2.1",
+        "id": Identity.generate_id(name, "organization"),
+        "created": _AUTHOR_TIMESTAMP,
+        "modified": _AUTHOR_TIMESTAMP,
+        "name": name,
+        "identity_class": "organization",
+        "description": "Automated enrichment and scoring pipeline (cti-assets).",
+    }
+
+
+def note_id(author_name: str, observable_stix_id: str) -> str:
+    """One note per (author, observable): independent of the evidence, so reruns update it."""
+    return Note.generate_id(None, f"{author_name} enrichment summary of {observable_stix_id}")
+
+
+def stix_pattern(entity_type: str, value: str, hash_type: str | None = None) -> str:
+    """The STIX pattern matching one observable, with quotes and backslashes escaped."""
+    escaped = value.replace("\\", "\\\\").replace("'", "\\'")
+    if entity_type == "StixFile":
+        if hash_type not in _HASH_PREFERENCE:
+            raise ValueError(f"file pattern needs a hash type in {_HASH_PREFERENCE}")
+        return f"[file:hashes.'{hash_type}' = '{escaped}']"
+    return f"[{_STIX_TYPE[entity_type]}:value = '{escaped}']"
+
+
+def build_bundle(
+    scores: pd.DataFrame,
+    context: pd.DataFrame | None,
+    observables: pd.DataFrame,
+    config: WritebackConfig,
+    valid_from: datetime,
+) -> dict:
+    """One STIX 2.1 bundle (plain dicts) for every scored, non-rejected observable."""
+    when = stix_time(valid_from)
+    until_base = pd.Timestamp(when).to_pydatetime()
+    author = author_identity(config.author_name)
+    source_rows = _rows_by_stix_id(observables)
+    links_by_id = _links_by_stix_id(context)
+    objects: dict[str, dict] = {}
+    for row in scores.sort_values("stix_id").to_dict("records"):
+        row = {key: _clean(value) for key, value in row.items()}
+        if row.get("observable_status") == "rejected" or row.get("entity_type") not in _STIX_TYPE:
+            continue
+        source = source_rows.get(row["stix_id"], {})
+        if source.get("status") == "rejected":
+            continue
+        derived = _observable_objects(
+            row, source, links_by_id.get(row["stix_id"], []), config, author["id"], when,
+            until_base,
+        )
+        for obj in derived:
+            objects[obj["id"]] = obj
+    if objects:
+        objects[author["id"]] = author
+    ordered = sorted(objects.values(), key=lambda o: (_TYPE_ORDER.get(o["type"], 1), o["id"]))
+    ids = json.dumps([o["id"] for o in ordered] + [when])
+    return {
+        "type": "bundle",
+        "id": f"bundle--{uuid.uuid5(_NAMESPACE, ids)}",
+        "objects": ordered,
+    }
+
+
+def _observable_objects(
+    row: dict,
+    source: dict,
+    links: list[dict],
+    config: WritebackConfig,
+    author_id: str,
+    when: str,
+    until_base: datetime,
+) -> list[dict]:
+    entity_type = row["entity_type"]
+    markings = _markings(source.get("marking_ids"), row.get("tlp") or source.get("tlp"))
+    components = _json_list(row.get("components"))
+    score = _score_to_write(row, config.score_policy)
+    verdict = str(row.get("verdict") or "unknown")
+    confidence = _confidence(row.get("confidence"))
+    observable = _observable(row, source, components, config, score, verdict, markings)
+    objects = [observable]
+    note = {
+        "type": "note",
+        "spec_version": "2.1",
+        "id": note_id(config.author_name, row["stix_id"]),
+        "created": when,
+        "modified": when,
+        "created_by_ref": author_id,
+        "abstract": f"{config.author_name}: {verdict}"
+        + (f", score {score}" if score is not None else ""),
+        "content": _note_content(row, components, links, score, verdict),
+        "object_refs": [row["stix_id"]],
+        "note_types": ["analysis"],
+        "object_marking_refs": markings,
+    }
+    if confidence is not None:
+        note["confidence"] = confidence
+    objects.append(note)
+    indicator = None
+    final_score = row.get("final_score")
+    if (
+        verdict == "malicious"
+        and final_score is not None
+        and int(final_score) >= config.indicator_threshold
+    ):
+        hours = config.indicator_lifetime_hours.get(entity_type)
+        if hours is None:
+            raise ValueError(f"no indicator lifetime configured for {entity_type}")
+        value = row.get("normalized_value") or source.get("normalized_value")
+        hash_type = _hash_type(row, source) if entity_type == "StixFile" else None
+        pattern = stix_pattern(entity_type, str(value), hash_type)
+        indicator = {
+            "type": "indicator",
+            "spec_version": "2.1",
+            "id": Indicator.generate_id(pattern),
+            "created": when,
+            "modified": when,
+            "created_by_ref": author_id,
+            "name": str(value),
+            "description": f"{verdict} according to {config.author_name}"
+            f" (score {int(final_score)})",
+            "indicator_types": ["malicious-activity"],
+            "pattern": pattern,
+            "pattern_type": "stix",
+            "valid_from": when,
+            "valid_until": stix_time(until_base + timedelta(hours=hours)),
+            "labels": [f"{config.label_prefix}:{_label_part(verdict)}"],
+            "x_opencti_score": int(final_score),
+            "x_opencti_main_observable_type": entity_type,
+            "object_marking_refs": markings,
+        }
+        if confidence is not None:
+            indicator["confidence"] = confidence
+        objects.append(indicator)
+        objects.append(
+            _relationship("based-on", indicator["id"], row["stix_id"], when, author_id,
+                          markings, confidence, "indicator derived from the observable")
+        )
+    for link in _unique_links(links):
+        if indicator is not None:
+            relationship = _relationship(
+                "indicates", indicator["id"], link["entity_id"], when, author_id, markings,
+                confidence, _link_description(link),
+            )
+        elif link.get("via") == "direct":
+            continue  # the source already holds this link; nothing new to say
+        else:
+            relationship = _relationship(
+                "related-to", row["stix_id"], link["entity_id"], when, author_id, markings,
+                confidence, _link_description(link),
+            )
+        objects.append(relationship)
+    return objects
+
+
+def _observable(
+    row: dict,
+    source: dict,
+    components: list[dict],
+    config: WritebackConfig,
+    score: int | None,
+    verdict: str,
+    markings: list[str],
+) -> dict:
+    entity_type = row["entity_type"]
+    raw_value = source.get("value") or row.get("normalized_value")
+    observable: dict[str, Any] = {
+        "type": _STIX_TYPE[entity_type],
+        "spec_version": "2.1",
+        "id": row["stix_id"],
+    }
+    if entity_type == "StixFile":
+        observable["hashes"] = {_hash_type(row, source): str(raw_value)}
+    else:
+        observable["value"] = str(raw_value)
+    if score is not None:
+        observable["x_opencti_score"] = score
+    labels = set(_string_list(source.get("labels")))
+    labels.add(f"{config.label_prefix}:{_label_part(verdict)}")
+    labels.update(_tag_labels(components, config.label_prefix))
+    observable["x_opencti_labels"] = sorted(labels)
+    references = _external_references(components, entity_type, row.get("normalized_value"))
+    if references:
+        observable["x_opencti_external_references"] = references
+    if markings:
+        observable["object_marking_refs"] = markings
+    return observable
+
+
+def _relationship(
+    relationship_type: str,
+    source_ref: str,
+    target_ref: str,
+    when: str,
+    author_id: str,
+    markings: list[str],
+    confidence: int | None,
+    description: str,
+) -> dict:
+    relationship = {
+        "type": "relationship",
+        "spec_version": "2.1",
+        "id": StixCoreRelationship.generate_id(relationship_type, source_ref, target_ref),
+        "created": when,
+        "modified": when,
+        "created_by_ref": author_id,
+        "relationship_type": relationship_type,
+        "source_ref": source_ref,
+        "target_ref": target_ref,
+        "description": description,
+        "object_marking_refs": markings,
+    }
+    if confidence is not None:
+        relationship["confidence"] = confidence
+    return relationship
+
+
+def _score_to_write(row: dict, policy: str) -> int | None:
+    final = row.get("final_score")
+    if final is None:
+        return None
+    final = int(final)
+    existing = row.get("existing_score")
+    if policy == "keep_higher" and existing is not None and int(existing) > final:
+        return int(existing)
+    return final
+
+
+def _markings(marking_ids: object, tlp: object) -> list[str]:
+    """The source's markings; its effective TLP added when the source carried none."""
+    markings = set(_string_list(marking_ids))
+    tlp_id = TLP_MARKING_IDS.get(str(tlp).upper()) if tlp else None
+    if tlp_id and not markings & set(TLP_MARKING_IDS.values()):
+        markings.add(tlp_id)
+    return sorted(markings)
+
+
+def _note_content(
+    row: dict, components: list[dict], links: list[dict], score: int | None, verdict: str
+) -> str:
+    lines = [
+        f"**Verdict:** {verdict}",
+        f"**Score written:** {score if score is not None else 'unchanged'}"
+        f" (model {_fmt(row.get('score'))}, final {_fmt(row.get('final_score'))},"
+        f" previous {_fmt(row.get('existing_score'))})",
+        f"**Confidence:** {_fmt(row.get('confidence'))}",
+        f"**Policy:** {_fmt(row.get('policy_action'))}",
+        "",
+        str(row.get("explanation") or "No explanation recorded."),
+    ]
+    if components:
+        lines += ["", "| provider | rule | field | value | contribution |", "|---|---|---|---|---|"]
+        for item in sorted(components, key=lambda c: json.dumps(c, sort_keys=True, default=str)):
+            cells = [item.get(key) for key in ("provider", "rule", "field", "value",
+                                                "contribution")]
+            lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
+    if links:
+        lines += ["", "**Threat context:**"]
+        for link in _unique_links(links):
+            lines.append(f"- {_link_description(link)}")
+    return "\n".join(lines)
+
+
+def _link_description(link: dict) -> str:
+    origin = link.get("provider") or link.get("via") or "source"
+    name = link.get("name") or link["entity_id"]
+    text = f"{link.get('entity_type', 'entity')} {name} (via {origin}"
+    if link.get("reported_name") and link.get("reported_name") != name:
+        text += f", reported as {link['reported_name']}"
+    return text + ")"
+
+
+def _unique_links(links: list[dict]) -> list[dict]:
+    """One link per threat entity, the first in a stable order winning."""
+    chosen: dict[str, dict] = {}
+    for link in sorted(links, key=lambda item: json.dumps(item, sort_keys=True, default=str)):
+        if isinstance(link.get("entity_id"), str) and link["entity_id"] not in chosen:
+            chosen[link["entity_id"]] = link
+    return [chosen[key] for key in sorted(chosen)]
+
+
+def _external_references(
+    components: list[dict], entity_type: str, value: object
+) -> list[dict]:
+    if not value:
+        return []
+    try:
+        from cti_assets.providers.registry import provider_page_url
+    except ImportError:
+        return []
+    references = []
+    for provider in sorted({str(c["provider"]) for c in components if c.get("provider")}):
+        try:
+            url = provider_page_url(provider, entity_type, str(value))
+        except (KeyError, ValueError):
+            url = None
+        if url:
+            references.append(
+                {"source_name": provider, "url": url, "description": f"{provider} report"}
+            )
+    return references
+
+
+def _tag_labels(components: list[dict], prefix: str) -> list[str]:
+    labels: set[str] = set()
+    for item in components:
+        if item.get("field") not in _TAG_FIELDS or not item.get("provider"):
+            continue
+        values = item.get("value")
+        for value in values if isinstance(values, list) else [values]:
+            if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
+                labels.add(f"{prefix}:{_label_part(item['provider'])}:{_label_part(value)}")
+    return sorted(labels)[:_MAX_TAG_LABELS]
+
+
+def _label_part(value: object) -> str:
+    text = re.sub(r"\s+", "-", str(value).strip().lower())
+    return text[:60] or "unknown"
+
+
+def _hash_type(row: dict, source: dict) -> str:
+    hash_type = source.get("hash_type") or row.get("hash_type")
+    if hash_type not in _HASH_PREFERENCE:
+        value = str(source.get("value") or row.get("normalized_value") or "")
+        hash_type = {32: "MD5", 40: "SHA-1", 64: "SHA-256"}.get(len(value))
+    if hash_type is None:
+        raise ValueError(f"cannot tell the hash type of file observable {row['stix_id']}")
+    return hash_type
+
+
+def _confidence(value: object) -> int | None:
+    """Confidence as STIX wants it (0..100); a 0..1 fraction is scaled."""
+    if value is None:
+        return None
+    number = float(value)
+    if 0 < number <= 1 and not float(number).is_integer():
+        number *= 100
+    return max(0, min(100, round(number)))
+
+
+def _rows_by_stix_id(frame: pd.DataFrame) -> dict[str, dict]:
+    if frame is None or frame.empty:
+        return {}
+    return {
+        row["stix_id"]: {key: _clean(value) for key, value in row.items()}
+        for row in frame.to_dict("records")
+    }
+
+
+def _links_by_stix_id(context: pd.DataFrame | None) -> dict[str, list[dict]]:
+    if context is None or context.empty:
+        return {}
+    links: dict[str, list[dict]] = {}
+    for row in context.to_dict("records"):
+        links.setdefault(row["stix_id"], []).extend(_json_list(_clean(row.get("links"))))
+    return links
+
+
+def _json_list(value: object) -> list[dict]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = json.loads(value) if value.strip() else []
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _string_list(value: object) -> list[str]:
+    if value is None or isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, Iterable):
+        return [str(item) for item in value if item is not None and str(item)]
+    return []
+
+
+def _clean(value: object) -> object:
+    """pandas' missing markers (NA, NaN, NaT) as None; numpy arrays as lists."""
+    if hasattr(value, "tolist") and not isinstance(value, str):
+        value = value.tolist()
+    if isinstance(value, list | dict):
+        return value
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _fmt(value: object) -> str:
+    return "n/a" if value is None else str(value)
+
+
+def _cell(value: object) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    return text.replace("|", "\\|").replace("\n", " ")
