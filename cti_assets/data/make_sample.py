@@ -109,9 +109,9 @@ def build() -> list[dict]:
               "identity_class": "organization"}
 
     heron = sdo("threat-actor", ThreatActorGroup.generate_id("Ashen Heron"), "Ashen Heron",
-                aliases=["HERON-07", "Grey Wader"], threat_actor_types=["crime-syndicate"])
+                aliases=["HERON-07", "Grey Wader", "Ashen Relay"], threat_actor_types=["crime-syndicate"])
     lantern = sdo("threat-actor", ThreatActorGroup.generate_id("Quiet Lantern"), "Quiet Lantern",
-                  aliases=["Lantern Group"], threat_actor_types=["spy"])
+                  aliases=["Lantern Group", "Night Lantern"], threat_actor_types=["spy"])
     kestrel = sdo("intrusion-set", IntrusionSet.generate_id("Glass Kestrel"), "Glass Kestrel",
                   aliases=["GK-12"])
     tide = sdo("intrusion-set", IntrusionSet.generate_id("Copper Tide"), "Copper Tide",
@@ -121,11 +121,11 @@ def build() -> list[dict]:
     harbor = sdo("campaign", Campaign.generate_id("Operation Silent Harbor"),
                  "Operation Silent Harbor")
     nimbus = sdo("malware", Malware.generate_id("NimbusLoader"), "NimbusLoader",
-                 is_family=True, malware_types=["downloader"], aliases=["NimLoad", "nimbus-ldr"])
+                 is_family=True, malware_types=["downloader"], aliases=["NimLoad", "nimbus-ldr", "CrimsonLynx"])
     driftwood = sdo("malware", Malware.generate_id("Driftwood RAT"), "Driftwood RAT",
-                    is_family=True, malware_types=["remote-access-trojan"], aliases=["DriftRAT"])
+                    is_family=True, malware_types=["remote-access-trojan"], aliases=["DriftRAT", "ShadowPetal"])
     pebble = sdo("malware", Malware.generate_id("Pebblecrypt"), "Pebblecrypt",
-                 is_family=True, malware_types=["ransomware"], aliases=["PebbleLock", "PBC"])
+                 is_family=True, malware_types=["ransomware"], aliases=["PebbleLock", "PBC", "GlassHeron"])
 
     ip_c2 = sco("ipv4-addr", "198.51.100.23", [AMBER], 80, ["c2"])
     ip_c2b = sco("ipv4-addr", "203.0.113.45", [RED], 90, ["c2", "driftwood"])
