@@ -113,6 +113,12 @@ class ResponseCache:
             )
         return gone
 
+    def __enter__(self) -> ResponseCache:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()

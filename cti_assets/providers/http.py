@@ -144,6 +144,7 @@ class Outcome:
     latency_ms: float | None = None
     retry_after_s: float | None = None
     quota_window: str | None = None  # "day" / "month" when the provider said its quota is spent
+    quota_until: datetime | None = None  # when the provider says the spent quota resets
     quota_remaining: int | None = None
 
     @property
@@ -210,6 +211,7 @@ def error_text(answer: HttpAnswer, limit: int = 300) -> str:
     return redact(" ".join(text.split())[:limit])
 
 
+ADJECTIVE = {"day": "daily", "month": "monthly"}
 _MONTH = re.compile(r"(?i)month|usage limits? for your account")
 _DAY = re.compile(r"(?i)\bdaily\b|per day|a day|/day|lookups/day|\bday\b")
 
@@ -241,6 +243,17 @@ def send(session: requests.Session, request: Request, timeout_s: float) -> HttpA
         return HttpAnswer(None, {}, b"", _ms(started), f"connection error: {redact(exc)}")
     headers = {k.lower(): v for k, v in response.headers.items()}
     return HttpAnswer(response.status_code, headers, body, _ms(started))
+
+
+def _reset_time(answer: HttpAnswer, retry_after: float | None) -> datetime | None:
+    """When a spent quota resets: X-RateLimit-Reset (epoch) or now + Retry-After, if given."""
+    reset = int_header(answer.headers, "x-ratelimit-reset")
+    now = time.time()
+    if reset is not None and now < reset < now + 32 * 86_400:
+        return datetime.fromtimestamp(reset, UTC)
+    if retry_after is not None and 0 < retry_after < 32 * 86_400:
+        return datetime.fromtimestamp(now + retry_after, UTC)
+    return None
 
 
 def _ms(started: float) -> float:
@@ -342,7 +355,8 @@ class ProviderClient:
         if self.limiter is not None and outcome.quota_remaining is not None:
             self.limiter.record_reported("day", outcome.quota_remaining)
         if self.limiter is not None and outcome.reason == base.ERR_QUOTA:
-            self.limiter.mark_exhausted(outcome.quota_window or "day", outcome.message or "")
+            self.limiter.mark_exhausted(outcome.quota_window or "day", outcome.message or "",
+                                        until=outcome.quota_until)
         return outcome
 
     def classify(self, entity_type: str, value: str, answer: HttpAnswer) -> Outcome:
@@ -392,13 +406,15 @@ class ProviderClient:
         text = error_text(answer)
         window = quota_window_of(text)
         remaining = int_header(answer.headers, "x-ratelimit-remaining")
+        retry_after = retry_after_seconds(answer.headers)
         if window is not None:
             return Outcome(base.ERROR, base.ERR_QUOTA, http_status=429, quota_window=window,
-                           quota_remaining=remaining,
-                           message=f"HTTP 429: {window}ly quota exhausted: {text}")
+                           quota_remaining=remaining, quota_until=_reset_time(answer, retry_after),
+                           message=f"HTTP 429: {ADJECTIVE[window]} quota exhausted: {text}")
+        too_long = retry_after is not None and retry_after > self.settings.max_retry_after_s
+        note = f" (Retry-After {retry_after:.0f} s: longer than a run waits)" if too_long else ""
         return Outcome(base.ERROR, base.ERR_RATE, http_status=429, quota_remaining=remaining,
-                       retry_after_s=retry_after_seconds(answer.headers),
-                       message=f"HTTP 429: rate limited: {text}")
+                       retry_after_s=retry_after, message=f"HTTP 429: rate limited: {text}{note}")
 
     def _fetched(self, entity_type: str, value: str, outcome: Outcome, attempts: int) -> Fetched:
         body = outcome.body if outcome.status in (base.OK, base.NOT_FOUND) else None

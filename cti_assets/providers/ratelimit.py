@@ -268,7 +268,25 @@ class SharedLimiter:
             candidates.append(max(0, reported))
         return min(candidates) if candidates else None
 
+    def __enter__(self) -> SharedLimiter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def close(self) -> None:
         if isinstance(self._bucket, SQLiteBucket):
             self._bucket.conn.close()
         self._ledger.close()
+
+
+def remaining(provider: str, window: str, settings=None, *, path: str | Path | None = None,
+              ) -> int | None:
+    """Requests `provider` has left in `window` on this machine (see SharedLimiter.remaining);
+    the limits come from `settings`, else from the environment (config.settings_from_env)."""
+    if settings is None:
+        from cti_assets.providers.config import settings_from_env
+
+        settings = settings_from_env(provider)
+    with SharedLimiter.for_settings(settings, path=path) as limiter:
+        return limiter.remaining(window)

@@ -255,3 +255,17 @@ def test_connection_refused_is_transient(sb):
                        base_url=f"http://127.0.0.1:{port}/api/v2", max_retries=0)
     result = make_client(base.ABUSEIPDB, settings).lookup(*SAMPLES[base.ABUSEIPDB])
     assert (result.status, result.reason) == (base.ERROR, base.ERR_TRANSIENT)
+
+
+def test_retry_after_longer_than_allowed_is_not_waited_for(sb):
+    value = SAMPLES[base.VIRUSTOTAL][1]
+    sb.set_rate_limit(base.VIRUSTOTAL, 1 / 60)
+    try:
+        client = client_for(sb, base.VIRUSTOTAL, max_retry_after_s=2.0)
+        assert client.lookup("IPv4-Addr", value).status in (base.OK, base.NOT_FOUND)
+        result = client.lookup("IPv4-Addr", "45.83.64.77")
+    finally:
+        sb.set_rate_limit(base.VIRUSTOTAL, None)
+    assert (result.status, result.reason) == (base.ERROR, base.ERR_RATE)
+    assert "longer than a run waits" in result.message
+    assert sb.request_count(base.VIRUSTOTAL) == 2

@@ -78,3 +78,16 @@ def test_error_text_reads_each_envelope():
     assert text(b'{"message": "Unauthorized"}') == "Unauthorized"
     assert text(b'{"detail": "Not Found"}') == "Not Found"
     assert text(b"<html>\r\n502</html>") == "<html> 502</html>"
+
+
+def test_quota_reset_time_prefers_the_reset_header():
+    import time
+
+    from cti_assets.providers.http import _reset_time
+
+    soon = int(time.time()) + 3600
+    answer = HttpAnswer(429, {"x-ratelimit-reset": str(soon)}, b"{}", 1.0)
+    assert int(_reset_time(answer, 99).timestamp()) == soon
+    later = _reset_time(HttpAnswer(429, {}, b"{}", 1.0), 120)
+    assert 100 < later.timestamp() - time.time() <= 120
+    assert _reset_time(HttpAnswer(429, {"x-ratelimit-reset": "1"}, b"{}", 1.0), None) is None

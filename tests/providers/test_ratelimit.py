@@ -99,6 +99,16 @@ def test_for_settings_uses_the_settings_limits(tmp_path):
     limiter.close()
 
 
+def test_module_remaining_reads_the_environment(tmp_path, monkeypatch):
+    from cti_assets.providers.ratelimit import remaining
+
+    monkeypatch.setenv("VIRUSTOTAL_PER_DAY", "7")
+    path = tmp_path / "rl.sqlite"
+    with SharedLimiter("virustotal", {"day": 7}, path=path) as limiter:
+        assert limiter.acquire() is None
+    assert remaining("virustotal", "day", path=path) == 6
+
+
 def test_default_path_is_in_the_data_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("CTI_DATA_DIR", str(tmp_path))
     limiter = SharedLimiter("greynoise", {"day": 3})
