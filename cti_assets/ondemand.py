@@ -72,7 +72,7 @@ def enrich_now(values: list[str]) -> int:
     now = datetime.now(UTC)
     store.write_bundle({"type": "bundle", "id": "bundle--ondemand", "objects": objects})
     ids = {obj["id"] for obj in objects}
-    created = {sid: at for at, sid in store.created_since(None, None, 10_000_000) if sid in ids}
+    created = store.first_seen(sorted(ids))
     partitions = sorted({partition_key_for(created.get(sid, now)) for sid in ids})
     refresh = [obj["id"] for obj in objects]
     failed = materialise(partitions, run_config=run_config_refreshing(refresh))

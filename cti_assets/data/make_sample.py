@@ -109,7 +109,8 @@ def build() -> list[dict]:
               "identity_class": "organization"}
 
     heron = sdo("threat-actor", ThreatActorGroup.generate_id("Ashen Heron"), "Ashen Heron",
-                aliases=["HERON-07", "Grey Wader", "Ashen Relay"], threat_actor_types=["crime-syndicate"])
+                aliases=["HERON-07", "Grey Wader", "Ashen Relay"],
+                threat_actor_types=["crime-syndicate"])
     lantern = sdo("threat-actor", ThreatActorGroup.generate_id("Quiet Lantern"), "Quiet Lantern",
                   aliases=["Lantern Group", "Night Lantern"], threat_actor_types=["spy"])
     kestrel = sdo("intrusion-set", IntrusionSet.generate_id("Glass Kestrel"), "Glass Kestrel",
@@ -121,11 +122,14 @@ def build() -> list[dict]:
     harbor = sdo("campaign", Campaign.generate_id("Operation Silent Harbor"),
                  "Operation Silent Harbor")
     nimbus = sdo("malware", Malware.generate_id("NimbusLoader"), "NimbusLoader",
-                 is_family=True, malware_types=["downloader"], aliases=["NimLoad", "nimbus-ldr", "CrimsonLynx"])
+                 is_family=True, malware_types=["downloader"],
+                aliases=["NimLoad", "nimbus-ldr", "CrimsonLynx"])
     driftwood = sdo("malware", Malware.generate_id("Driftwood RAT"), "Driftwood RAT",
-                    is_family=True, malware_types=["remote-access-trojan"], aliases=["DriftRAT", "ShadowPetal"])
+                    is_family=True, malware_types=["remote-access-trojan"],
+                aliases=["DriftRAT", "ShadowPetal"])
     pebble = sdo("malware", Malware.generate_id("Pebblecrypt"), "Pebblecrypt",
-                 is_family=True, malware_types=["ransomware"], aliases=["PebbleLock", "PBC", "GlassHeron"])
+                 is_family=True, malware_types=["ransomware"],
+                aliases=["PebbleLock", "PBC", "GlassHeron"])
 
     ip_c2 = sco("ipv4-addr", "198.51.100.23", [AMBER], 80, ["c2"])
     ip_c2b = sco("ipv4-addr", "203.0.113.45", [RED], 90, ["c2", "driftwood"])
@@ -180,6 +184,20 @@ def build() -> list[dict]:
         file_sco({"MD5": fake_digest("md5", "pebblecrypt dropper")}, [GREEN]),
         file_sco({"SHA-256": fake_digest("sha256", "quiet lantern backdoor")}, [AMBER], None, 75),
         file_sco({"SHA-512": fake_digest("sha512", "unsupported digest")}, [GREEN]),  # rejected
+        # Fresh, unjudged sightings on public-looking addresses and made-up names: what the
+        # providers are asked about. Nothing here says they are malicious; the sandbox decides.
+        *[sco("ipv4-addr", ip, [GREEN]) for ip in (
+            "45.83.12.7", "45.137.22.90", "91.92.250.14", "103.77.41.9", "146.70.12.33",
+            "176.111.174.60", "194.26.29.102", "37.120.210.11")],
+        sco("ipv6-addr", "2a0d:5600:1:2::15", [GREEN]),
+        *[sco("domain-name", name, [GREEN]) for name in (
+            "qoravex-cdn-sync.net", "vellmoraq-login.com", "zentrix-docs-portal.xyz",
+            "plumvane-metrics.io")],
+        sco("hostname", "api.qoravex-cdn-sync.net", [CLEAR]),
+        sco("url", "http://qoravex-cdn-sync.net/dl/stage2.bin", [GREEN]),
+        sco("url", "https://vellmoraq-login.com/account/verify?u=1", [CLEAR]),
+        file_sco({"SHA-256": fake_digest("sha256", "fresh sighting one")}, [GREEN]),
+        file_sco({"SHA-1": fake_digest("sha1", "fresh sighting two")}, [CLEAR]),
     ]
 
     def indicate(observable: dict, kind: str, targets: list[tuple[str, dict]], score: int
