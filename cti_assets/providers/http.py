@@ -127,8 +127,7 @@ class HttpAnswer:
     @property
     def looks_html(self) -> bool:
         content_type = self.headers.get("content-type", "").lower()
-        head = self.body[:200].lstrip().lower()
-        return "html" in content_type or head.startswith((b"<!doctype", b"<html", b"<"))
+        return "html" in content_type or self.body[:200].lstrip().startswith(b"<")
 
 
 @dataclass
@@ -318,6 +317,7 @@ class ProviderClient:
             wait=self._wait,
             retry=tenacity.retry_if_result(self._should_retry),
             sleep=self._sleep,
+            before_sleep=self._log_retry,
             retry_error_callback=lambda state: state.outcome.result(),
         )
         outcome = retrying(attempt)
@@ -330,6 +330,12 @@ class ProviderClient:
             return False
         wait = outcome.retry_after_s
         return wait is None or wait <= self.settings.max_retry_after_s
+
+    def _log_retry(self, state: tenacity.RetryCallState) -> None:
+        outcome: Outcome = state.outcome.result()
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log.info("%s: attempt %d failed (%s: %s); retrying in %.2f s", self.provider,
+                 state.attempt_number, outcome.reason, redact(outcome.message), wait)
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
         outcome: Outcome = state.outcome.result()

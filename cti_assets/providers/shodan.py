@@ -3,8 +3,9 @@
 Since 2023 a free Shodan key without a membership gets 403 on host lookups. When that happens
 the shodan provider answers from InternetDB instead (ports, vulns, tags, hostnames; no org, ASN
 or country), says so in the result's message, and stops trying the host API for this client.
-A Shodan provider without any key is skipped (no_key): the shodan_internetdb provider already
-covers the keyless case, so calling InternetDB twice would only spend its budget.
+Without a key the client also answers from InternetDB, but the runner skips a keyless shodan
+provider (no_key) before the client is asked: the shodan_internetdb provider already covers that
+case, and calling InternetDB twice would only spend its budget.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from cti_assets.providers.http import (
 )
 
 FALLBACK_NOTE = "Shodan host API refused the key (403: no membership); answered from InternetDB"
+NO_KEY_NOTE = "no Shodan API key; answered from InternetDB"
 
 
 def _sorted_strings(values: Any) -> list[str]:
@@ -89,15 +91,17 @@ class ShodanClient(ProviderClient):
         }
 
     def fetch(self, entity_type: str, value: str) -> Fetched:
+        if not self.settings.api_key and self.internetdb is not None:
+            return self._from_internetdb(entity_type, value, NO_KEY_NOTE)
         if not self._membership_denied.is_set():
             fetched = super().fetch(entity_type, value)
             refused = fetched.result.reason == base.ERR_AUTH and fetched.result.http_status == 403
             if not refused or self.internetdb is None:
                 return fetched
             self._membership_denied.set()
-        return self._from_internetdb(entity_type, value)
+        return self._from_internetdb(entity_type, value, FALLBACK_NOTE)
 
-    def _from_internetdb(self, entity_type: str, value: str) -> Fetched:
+    def _from_internetdb(self, entity_type: str, value: str, note: str) -> Fetched:
         assert self.internetdb is not None
         fetched = self.internetdb.fetch(entity_type, value)
         result = fetched.result
@@ -106,7 +110,7 @@ class ShodanClient(ProviderClient):
             result.fields = self.complete_fields(
                 {k: v for k, v in result.fields.items() if k != "cpes"}
             )
-        result.message = FALLBACK_NOTE + (f"; {result.message}" if result.message else "")
+        result.message = note + (f"; {result.message}" if result.message else "")
         return fetched
 
     def close(self) -> None:

@@ -269,3 +269,11 @@ def test_retry_after_longer_than_allowed_is_not_waited_for(sb):
     assert (result.status, result.reason) == (base.ERROR, base.ERR_RATE)
     assert "longer than a run waits" in result.message
     assert sb.request_count(base.VIRUSTOTAL) == 2
+
+
+def test_shodan_client_without_key_answers_from_internetdb(sb):
+    value = "45.83.64.12"
+    sb.set_profile(value, "suspicious")
+    result = client_for(sb, base.SHODAN, api_key=None).lookup("IPv4-Addr", value)
+    assert result.status == base.OK and "no Shodan API key" in result.message
+    assert sb.request_count(base.SHODAN) == 0 and sb.request_count(base.INTERNETDB) == 1
