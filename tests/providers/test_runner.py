@@ -286,3 +286,18 @@ def test_stats_metadata_is_plain_and_combines(sb, env, cache):
     both = stats.combine(stats)
     assert both.calls == 2 and both.by_status[base.SKIPPED] == 2
     assert LookupStats().as_metadata()["rows"] == 0
+
+
+def test_calls_overlap_up_to_max_workers(sb, env, cache):
+    values = [f"45.83.69.{i}" for i in range(1, 13)]
+    observables = frame(*[observable(v) for v in values])
+    sb.set_latency(150)
+    try:
+        out, stats = lookup_frame(base.INTERNETDB, observables,
+                                  settings(env, base.INTERNETDB, max_workers=4), cache=cache)
+    finally:
+        sb.set_latency(0)
+    assert len(out) == 12 and stats.calls == 12
+    spans = [(r.started, r.ended) for r in sb.requests if r.ended is not None]
+    peak = max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
+    assert 2 <= peak <= 4  # parallel, and never more than the pool
