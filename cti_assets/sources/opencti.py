@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -245,8 +246,11 @@ class OpenCTISource:
         where = redact_url(self.url)
         attempts = f" after {self._max_attempts} attempts" if self._is_transient(error) else ""
         if isinstance(error, requests.exceptions.SSLError):
-            return (f"TLS verification failed for OpenCTI at {where}: install the platform's "
-                    "CA certificate or set OPENCTI_SSL_VERIFY=false for a test platform")
+            reason = re.search(r"\[SSL: ([A-Z_]+)\]", str(error))
+            return (f"TLS with OpenCTI at {where} failed"
+                    f" ({reason.group(1) if reason else 'handshake error'}): check the URL's "
+                    "scheme, trust the platform's CA certificate, or set OPENCTI_SSL_VERIFY=false"
+                    " for a test platform")
         if isinstance(error, requests.Timeout):
             return f"OpenCTI at {where} did not answer {what} within {self._timeout_s:g} s" \
                    f"{attempts}"

@@ -154,6 +154,15 @@ def test_unreachable_platform_is_retried_then_reported(double):
     double.start()  # the fixture's teardown expects a running server
 
 
+def test_tls_failure_is_one_clear_error_and_not_retried(double):
+    source = OpenCTISource(double.url.replace("http://", "https://"), "token", backoff_s=0)
+    with pytest.raises(SourceError, match="TLS with OpenCTI at https://127.0.0.1:.* failed") \
+            as caught:
+        source.check()
+    assert "OPENCTI_SSL_VERIFY" in str(caught.value)
+    assert "after" not in str(caught.value)  # a TLS problem is not transient
+
+
 def test_http_5xx_on_a_page_is_retried_and_the_read_completes(double):
     inside = seed_day(double)
     source = make_source(double, page_size=2)

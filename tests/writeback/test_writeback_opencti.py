@@ -246,3 +246,39 @@ def test_dry_run_writes_stable_json_under_the_data_dir(tmp_path, monkeypatch, sc
     dry_run(scenario["bundle"], path)
     assert path.read_bytes() == first
     assert json.loads(first) == scenario["bundle"]
+
+
+def test_every_observable_type_round_trips_through_pycti(double, source):
+    seeded = [
+        double.add_observable("IPv4-Addr", "198.51.100.20", DAY),
+        double.add_observable("IPv6-Addr", "2001:db8::20", DAY),
+        double.add_observable("Domain-Name", "bad.example", DAY),
+        double.add_observable("Hostname", "host.bad.example", DAY),
+        double.add_observable("Url", "http://bad.example/x?a='1'", DAY),
+        double.add_observable("StixFile", None, DAY, hashes={
+            "SHA-256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}),
+    ]
+    records = source.observables_created_between(DAY, DAY + timedelta(days=1))
+    observables = pd.DataFrame([{
+        "internal_id": r.internal_id, "stix_id": r.stix_id, "entity_type": r.entity_type,
+        "value": r.value, "normalized_value": r.value,
+        "hash_type": "SHA-256" if r.entity_type == "StixFile" else None, "tlp": "TLP:AMBER",
+        "marking_ids": list(r.marking_ids), "labels": [], "existing_score": None,
+        "created_at": r.created_at, "status": "ok", "reason": None} for r in records])
+    scores = pd.DataFrame([{
+        "stix_id": r.stix_id, "internal_id": r.internal_id, "entity_type": r.entity_type,
+        "normalized_value": r.value, "observable_status": "ok", "tlp": "TLP:AMBER",
+        "existing_score": None, "score": 80, "confidence": 70, "verdict": "malicious",
+        "components": "[]", "explanation": "test", "final_score": 80, "policy_action": "write",
+    } for r in records])
+    bundle = build_bundle(scores, None, observables, WritebackConfig(), DAY)
+
+    stats = source.write_bundle(bundle)
+
+    assert stats.failed == 0, stats.failures
+    assert stats.updated == len(seeded)  # no observable was duplicated
+    assert sum(double.count(t) for t in ("IPv4-Addr", "IPv6-Addr", "Domain-Name", "Hostname",
+                                         "Url", "StixFile")) == len(seeded)
+    patterns = sorted(i["x_opencti_main_observable_type"] for i in double.objects("Indicator"))
+    assert patterns == sorted(r.entity_type for r in records)
+    assert all(double.get(n["standard_id"])["x_opencti_score"] == 80 for n in seeded)
