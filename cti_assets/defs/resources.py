@@ -73,9 +73,11 @@ class ProviderResource(dg.ConfigurableResource):
     def provider_settings(self):  # -> ProviderSettings, imported lazily
         from dataclasses import replace
 
-        from cti_assets.providers.config import DEFAULTS
+        from cti_assets.providers.config import settings_from_env
 
-        settings = replace(DEFAULTS[self.provider], api_key=self.api_key or None)
+        # the key comes only from this resource (dg.EnvVar); everything else may also come from
+        # the run's environment (limits, retries, TTLs), with this resource's fields on top
+        settings = replace(settings_from_env(self.provider), api_key=self.api_key or None)
         overrides = {
             "base_url": self.base_url,
             "max_tlp": self.max_tlp,
