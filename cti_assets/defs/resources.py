@@ -69,6 +69,10 @@ class ProviderResource(dg.ConfigurableResource):
     timeout_s: float | None = None
     max_workers: int | None = None
     paid: bool = False
+    cache_ttl_s: dict[str, int] | None = Field(
+        default=None, description="Cache TTL per entity type, e.g. {'IPv4-Addr': 86400}"
+    )
+    not_found_ttl_s: int | None = Field(default=None, description="Cache TTL of not-found answers")
 
     def provider_settings(self):  # -> ProviderSettings, imported lazily
         from dataclasses import replace
@@ -89,6 +93,10 @@ class ProviderResource(dg.ConfigurableResource):
             "max_workers": self.max_workers,
         }
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+        if self.cache_ttl_s:
+            settings = replace(settings, cache_ttl_s={**settings.cache_ttl_s, **self.cache_ttl_s})
+        if self.not_found_ttl_s is not None:
+            settings = replace(settings, not_found_ttl_s=self.not_found_ttl_s)
         if self.paid:
             settings = replace(settings, paid=True)
         return settings
