@@ -433,11 +433,11 @@ def _hash_type(row: dict, source: dict) -> str:
 
 
 def _confidence(value: object) -> int | None:
-    """Confidence as STIX wants it (0..100); a 0..1 fraction is scaled."""
-    if value is None:
+    """Confidence as STIX wants it (0..100): a float in [0, 1] is a fraction and is scaled."""
+    if value is None or isinstance(value, bool):
         return None
     number = float(value)
-    if 0 < number <= 1 and not float(number).is_integer():
+    if isinstance(value, float) and 0 <= number <= 1:
         number *= 100
     return max(0, min(100, round(number)))
 

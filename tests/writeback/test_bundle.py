@@ -256,3 +256,12 @@ def test_nothing_to_write_gives_an_empty_bundle():
 def test_bad_config_is_refused():
     with pytest.raises(ValueError, match="score_policy"):
         WritebackConfig(score_policy="overwrite")
+
+
+@pytest.mark.parametrize(("given", "expected"), [(0.8, 80), (1.0, 100), (75, 75), (75.0, 75),
+                                                 (250, 100), (None, None)])
+def test_confidence_is_written_on_the_stix_0_to_100_scale(given, expected):
+    bundle = build(confidence=given)
+    ip_note = next(o for o in by_type(bundle, "note")
+                   if o["object_refs"] == ["ipv4-addr--2b3e2c17-3144-5591-9c88-a605220f8c0c"])
+    assert ip_note.get("confidence") == expected
