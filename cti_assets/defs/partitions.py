@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-PARTITIONS_START = os.environ.get("CTI_PARTITIONS_START", "2026-01-01")
+PARTITIONS_START = os.environ.get("CTI_PARTITIONS_START") or "2026-01-01"
 
 daily_partitions = dg.DailyPartitionsDefinition(
     start_date=PARTITIONS_START, timezone="UTC", end_offset=1
