@@ -1,0 +1,119 @@
+"""The whole graph on the embedded default against the provider sandbox: every observable has
+a row everywhere, a rerun spends no provider call and creates nothing new in the store, and a
+rescore of stored lookups makes no request at all."""
+
+import json
+
+import dagster as dg
+import pytest
+
+DAY = "2026-11-20"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def pipeline(tmp_path, monkeypatch):
+    from cti_assets import demo
+    from cti_assets.sandbox import ProviderSandbox
+
+    monkeypatch.setenv("CTI_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    for name in ("OPENCTI_URL", "CTI_SOURCE"):
+        monkeypatch.delenv(name, raising=False)
+    with ProviderSandbox(port=0) as sandbox:
+        for name, value in sandbox.base_urls.items():
+            monkeypatch.setenv(name, value)
+        for provider in demo.KEYED_PROVIDERS:
+            monkeypatch.setenv(f"{provider}_API_KEY", "test-key")
+        for name, value in {
+            "VIRUSTOTAL_PER_MINUTE": "6000",
+            "VIRUSTOTAL_PER_DAY": "100000",
+            "SECURITYTRAILS_PER_MONTH": "100000",
+            "SHODAN_PER_SECOND": "100",
+            "GREYNOISE_PER_SECOND": "100",
+            "ABUSEIPDB_PER_SECOND": "100",
+            "SHODAN_INTERNETDB_PER_SECOND": "100",
+            "SECURITYTRAILS_PER_SECOND": "100",
+        }.items():
+            monkeypatch.setenv(name, value)
+        demo.import_sample((DAY,))
+        defs = demo.load_defs()
+        yield defs, sandbox, dg.DagsterInstance.ephemeral()
+
+
+def run(defs, instance, job="enrichment", run_config=None):
+    result = defs.resolve_job_def(job).execute_in_process(
+        partition_key=DAY, instance=instance, raise_on_error=False, run_config=run_config
+    )
+    failures = [
+        e.event_specific_data.error.to_string()
+        for e in result.all_events
+        if e.event_type == dg.DagsterEventType.STEP_FAILURE
+    ]
+    assert result.success, failures
+    return result
+
+
+def test_whole_graph_then_rerun_then_rescore(pipeline):
+    from cti_assets.defs.io import read_partition
+    from cti_assets.sources.local import LocalStixStore
+
+    defs, sandbox, instance = pipeline
+    run(defs, instance)
+    first_calls = sandbox.request_count()
+    assert first_calls > 0
+
+    observables = read_partition("observables", DAY)
+    scores = read_partition("observable_scores", DAY)
+    assert len(observables) > 20
+    assert sorted(scores["stix_id"]) == sorted(observables["stix_id"])
+    for provider in ("virustotal", "abuseipdb", "greynoise", "shodan_internetdb"):
+        lookups = read_partition(f"{provider}_lookups", DAY)
+        assert sorted(lookups["stix_id"]) == sorted(observables["stix_id"])
+        assert lookups["status"].notna().all()
+    rejected = observables[observables["status"] == "rejected"]
+    assert len(rejected) >= 1 and rejected["reason"].notna().all()
+
+    # nothing above the provider's max TLP (AMBER) ever reached the sandbox
+    above = set(
+        observables[observables["tlp"].isin(["TLP:RED", "TLP:AMBER+STRICT"])][
+            "normalized_value"
+        ].dropna()
+    )
+    sent = {r.observable for r in sandbox.requests}
+    assert not (above & sent)
+
+    store = LocalStixStore()
+    counts_after_first = store.counts_by_type()
+    assert counts_after_first.get("note", 0) >= 1
+
+    sandbox.reset_log()
+    run(defs, instance)
+    assert sandbox.request_count() == 0
+    assert store.counts_by_type() == counts_after_first
+    assert read_partition("observable_scores", DAY)["score"].equals(scores["score"])
+
+    run(defs, instance, job="rescore")
+    assert sandbox.request_count() == 0
+
+
+def test_blocking_checks_pass_and_lineage_is_published(pipeline):
+    defs, _, instance = pipeline
+    result = run(defs, instance)
+    checks = result.get_asset_check_evaluations()
+    assert {c.check_name for c in checks} == {
+        "score_in_range",
+        "one_row_per_observable",
+        "no_duplicate_ids",
+        "every_score_explained",
+    }
+    assert all(c.passed for c in checks)
+    scores_event = next(
+        e
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey("observable_scores")
+    )
+    metadata = scores_event.event_specific_data.materialization.metadata
+    lineage = metadata["dagster/column_lineage"].value
+    assert "score" in lineage.deps_by_column
+    assert json.dumps(metadata["verdicts"].value)
