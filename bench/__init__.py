@@ -1,0 +1,1 @@
+"""Benchmarks of cti-assets against the connector model (see bench/README.md)."""

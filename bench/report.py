@@ -1,0 +1,126 @@
+"""The machine a benchmark ran on, and results.md / results.json from the figures."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+TARGETS = {
+    "throughput_ratio": ("wall / quota bound", "<=", 1.10),
+    "speedup": ("baseline wall / pipeline wall", ">=", 20.0),
+    "repeat_calls": ("provider calls when materialising the same partitions again", "<=", 0),
+    "backfill_extra_calls": ("backfill calls above unique observables per TTL", "<=", 0),
+    "rescore_wall_s": ("re-scoring 1,000,000 observables, seconds", "<=", 10.0),
+    "rescore_peak_gb": ("re-scoring peak memory, GB", "<=", 2.0),
+    "latency_s": ("new observable imported -> write-back note, seconds", "<=", 60.0),
+}
+
+
+def machine() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory_gb = None
+    try:
+        import psutil
+
+        memory_gb = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:
+        pass
+    versions = {}
+    for package in ("dagster", "pandas", "pyarrow", "requests", "pyrate-limiter"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": memory_gb,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def verdict(name: str, value) -> str:
+    if value is None:
+        return "NOT RUN"
+    _, op, target = TARGETS[name]
+    ok = value <= target if op == "<=" else value >= target
+    return "PASS" if ok else "MISS"
+
+
+def _fmt(value, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        value = f"{value:,.3f}".rstrip("0").rstrip(".")
+    return f"{value}{unit}"
+
+
+def figure_rows(results: dict) -> list[tuple[str, str, str, str]]:
+    """(figure, value, target, verdict) for the summary table."""
+    tp = results.get("throughput") or {}
+    bl = results.get("baseline") or {}
+    calls = results.get("calls") or {}
+    rescore = results.get("rescore") or {}
+    latency = results.get("latency") or {}
+    speedup = (round(bl["wall_s"] / tp["wall_s"], 2)
+               if tp.get("wall_s") and bl.get("wall_s") else None)  # fmt: skip
+    results.setdefault("figures", {})["speedup"] = speedup
+    repeat = calls.get("repeat", {}).get("calls_second_run")
+    backfill = calls.get("backfill", {})
+    extra = (backfill["calls"] - backfill["expected_calls"]
+             if "calls" in backfill and "expected_calls" in backfill else None)
+    label = " (extrapolated)" if bl.get("extrapolated") else ""
+    rows = [
+        ("Throughput: wall / quota bound", _fmt(tp.get("ratio_to_quota_bound")),
+         "<= 1.10", verdict("throughput_ratio", tp.get("ratio_to_quota_bound"))),
+        ("Speed-up over the connector model" + label, _fmt(speedup, "x"), ">= 20x",
+         verdict("speedup", speedup)),
+        ("Calls when materialising the same partitions again", _fmt(repeat), "0",
+         verdict("repeat_calls", repeat)),
+        ("30-day backfill: calls - unique observables per TTL", _fmt(extra), "0",
+         verdict("backfill_extra_calls", extra)),
+        ("Re-scoring 1M observables: wall", _fmt(rescore.get("wall_s"), " s"), "<= 10 s",
+         verdict("rescore_wall_s", rescore.get("wall_s"))),
+        ("Re-scoring 1M observables: peak memory", _fmt(rescore.get("peak_gb"), " GB"),
+         "<= 2 GB", verdict("rescore_peak_gb", rescore.get("peak_gb"))),
+        ("Latency: import -> write-back (sensor on)", _fmt(latency.get("latency_s"), " s"),
+         "<= 60 s", verdict("latency_s", latency.get("latency_s"))),
+    ]
+    return rows
+
+
+def write(results: dict, folder: Path, sections: list[str]) -> None:
+    """results.json (every figure) and results.md (summary table, then each section)."""
+    rows = figure_rows(results)
+    results["summary"] = [dict(zip(("figure", "value", "target", "verdict"), r, strict=True))
+                          for r in rows]  # fmt: skip
+    (folder / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    m = results["machine"]
+    lines = [
+        "# cti-assets benchmark results",
+        "",
+        f"Run {m['date']} on {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB RAM, "
+        f"Python {m['python']}, dagster {m['versions']['dagster']}, pandas "
+        f"{m['versions']['pandas']} ({m['os']}). Command: `{results['command']}`.",
+        "",
+        "| Figure | Value | Target | Verdict |",
+        "|---|---|---|---|",
+        *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows],
+        "",
+        *sections,
+    ]
+    (folder / "results.md").write_text("\n".join(lines).rstrip() + "\n")

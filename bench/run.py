@@ -1,0 +1,113 @@
+"""`make bench`: every benchmark of the issue in one run, written to bench/results.{md,json}.
+
+1. throughput against the quota bound, and the connector-model baseline side by side;
+2. calls spent re-materialising partitions and in a 30-day backfill;
+3. re-scoring a million observables from stored lookups;
+4. latency from a new observable to its write-back with the sensor running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+BENCHMARKS = ("throughput", "calls", "rescore", "latency")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    from bench import workload
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=1000, help="observables for throughput "
+                        "(1,000 by default; 10,000 as an option)")
+    parser.add_argument("--latency-ms", type=int, default=100)
+    parser.add_argument("--rate-limits", type=json.loads,
+                        default=dict(workload.DEFAULT_RATE_LIMITS),
+                        help="JSON {provider: requests per second}")
+    parser.add_argument("--baseline-sample", type=int, default=None, metavar="K",
+                        help="run the baseline on K observables and extrapolate (labelled)")
+    parser.add_argument("--mode", choices=("process", "thread"), default="process",
+                        help="one process (default, like the job) or thread per provider")
+    parser.add_argument("--rescore-n", type=int, default=1_000_000)
+    parser.add_argument("--latency-timeout-s", type=float, default=180.0)
+    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
+    parser.add_argument("--out", type=Path, default=REPO / "bench",
+                        help="folder of results.md and results.json")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from bench import report
+
+    unknown = set(args.rate_limits) - set(__import__("bench.workload").workload.API_PROVIDERS)
+    if unknown:
+        print(f"bench: unknown provider(s) in --rate-limits: {', '.join(sorted(unknown))}",
+              file=sys.stderr)
+        return 2
+    results: dict = {
+        "machine": report.machine(),
+        "command": " ".join(["bench/run.py", *(argv if argv is not None else sys.argv[1:])]),
+        "config": {"n": args.n, "latency_ms": args.latency_ms, "rate_limits": args.rate_limits,
+                   "mode": args.mode, "rescore_n": args.rescore_n},
+    }
+    sections: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="cti-bench-") as scratch:
+        scratch_dir = Path(scratch)
+        os.environ["CTI_DATA_DIR"] = str(scratch_dir / "data")
+        if "throughput" in args.only:
+            sections.append(run_throughput(args, results, scratch_dir))
+        if "calls" in args.only:
+            sections.append(run_module("calls", args, results, scratch_dir))
+        if "rescore" in args.only:
+            sections.append(run_module("rescore", args, results, scratch_dir))
+        if "latency" in args.only:
+            sections.append(run_module("latency", args, results, scratch_dir))
+    args.out.mkdir(parents=True, exist_ok=True)
+    report.write(results, args.out, sections)
+    print((args.out / "results.md").read_text())
+    return 0
+
+
+def run_throughput(args, results: dict, scratch: Path) -> str:
+    from bench import baseline, throughput
+    from bench.sandbox_proc import SandboxProcess
+
+    rates = {p: float(r) for p, r in args.rate_limits.items()}
+    with SandboxProcess(args.latency_ms, rates) as sandbox:
+        print(f"throughput: {args.n} observables through the pipeline's lookups", flush=True)
+        tp = throughput.measure(args.n, sandbox, rates, args.latency_ms,
+                                scratch / "throughput", mode=args.mode)
+        print(f"  wall {tp['wall_s']} s, quota bound {tp['quota_bound_s']} s", flush=True)
+        print("baseline: the connector model, one request at a time", flush=True)
+        started = time.perf_counter()
+        bl = baseline.measure(args.n, sandbox, args.latency_ms, rates, args.baseline_sample)
+        print(f"  {bl['wall_s']} s ({time.perf_counter() - started:.0f} s measured)", flush=True)
+    results["throughput"], results["baseline"] = tp, bl
+    return throughput.section(tp, bl)
+
+
+def run_module(name: str, args, results: dict, scratch: Path) -> str:
+    import importlib
+
+    module = importlib.import_module(f"bench.{name}")
+    print(f"{name}:", flush=True)
+    try:
+        results[name] = module.measure(args, scratch / name)
+    except Exception as exc:  # a benchmark that cannot run is reported, not hidden
+        results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        return f"## {name}\n\nNot measured: {type(exc).__name__}: {exc}\n"
+    return module.section(results[name])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

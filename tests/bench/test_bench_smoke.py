@@ -1,0 +1,51 @@
+"""Tiny-N runs of the benchmark code paths, so they cannot rot between `make bench` runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import baseline, throughput, workload
+from bench.sandbox_proc import SandboxProcess
+
+RATES = {p: 500.0 for p in workload.API_PROVIDERS}
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    with SandboxProcess(latency_ms=0, rate_limits=RATES) as process:
+        yield process
+
+
+def test_workload_is_deterministic_valid_and_public():
+    frame = workload.observables(60)
+    assert frame.equals(workload.observables(60))
+    assert (frame["status"] == "ok").all()
+    assert set(frame["entity_type"]) == {t for t, _ in workload.MIX}
+    calls = workload.expected_calls(frame)
+    assert calls["virustotal"] == 60
+    assert calls["greynoise"] == (frame["entity_type"] == "IPv4-Addr").sum()
+    assert workload.quota_bound_s(calls, RATES) == max(calls.values()) / 500.0
+
+
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_throughput_sends_each_observable_once_per_provider(sandbox, tmp_path, monkeypatch,
+                                                            mode):
+    monkeypatch.setenv("CTI_DATA_DIR", str(tmp_path))
+    result = throughput.measure(20, sandbox, RATES, 0, tmp_path / "tp", mode=mode)
+    for provider, expected in result["expected_calls"].items():
+        step = result["providers"][provider]
+        assert step["calls"] == expected
+        assert step["rows"] == 20
+        assert result["sandbox_requests"].get(provider, 0) == step["http_requests"]
+    assert result["ratio_to_quota_bound"] == pytest.approx(
+        result["wall_s"] / result["quota_bound_s"], rel=1e-2)
+    assert "## 1. Throughput" in throughput.section(result, None)
+
+
+def test_baseline_extrapolates_a_sample_by_calls(sandbox):
+    result = baseline.measure(20, sandbox, 0, RATES, sample=5)
+    measured = result["measured"]
+    assert result["extrapolated"] and result["measured_observables"] == 5
+    assert measured["sandbox_requests"] == measured["calls"]
+    scale = sum(result["expected_calls"].values()) / sum(measured["calls"].values())
+    assert result["wall_s"] == pytest.approx(measured["wall_s"] * scale, rel=1e-2)
