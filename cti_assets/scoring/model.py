@@ -1,0 +1,444 @@
+"""The scoring model: one explainable 0-100 score, confidence and verdict per observable.
+
+Why it exists: each anchor connector writes its own number (a VirusTotal 6 replaced an
+AbuseIPDB 100; one engine in seventy made an IP "malicious"; Shodan is always 50). Here every
+provider signal is an evidence rule; rules are evaluated as column operations over the whole
+merged frame, combined by noisy-OR (independent sources corroborate, none can lower another),
+nudged by threat links, capped by benign evidence unless malicious evidence is strong, and
+written down item by item in `components` and in one sentence in `explanation`.
+
+Formula (docs/scoring.md has the table of rules):
+    hazard_i = -ln(1 - p_i) for each malicious item, base = 100 * (1 - exp(-sum hazard_i))
+    contribution_i = base * hazard_i / sum hazard  (so contributions add up to base)
+    pre_cap = min(100, base + min(link_max_points, link points))
+    score = pre_cap if base >= benign_override_score else min(pre_cap, lowest benign cap)
+Not found, skipped, errors and deferred lookups never add evidence; they lower confidence.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cti_assets.frames import OBSERVABLE_OK
+from cti_assets.providers.base import (
+    ABUSEIPDB,
+    ALL_PROVIDERS,
+    GREYNOISE,
+    INTERNETDB,
+    NETWORK_CONTEXT,
+    NOT_FOUND,
+    OK,
+    SECURITYTRAILS,
+    SHODAN,
+    SKIP_OUT_OF_SCOPE,
+    SKIP_SPECIAL_USE,
+    SKIPPED,
+    VIRUSTOTAL,
+)
+from cti_assets.providers.fields import column
+from cti_assets.scoring import rules, text
+from cti_assets.scoring.rules import BENIGN_KIND, MALICIOUS_KIND, Hit, View
+
+MALICIOUS, SUSPICIOUS, BENIGN, UNKNOWN = "malicious", "suspicious", "benign", "unknown"
+VERDICTS = (MALICIOUS, SUSPICIOUS, BENIGN, UNKNOWN)
+THREAT_LINK_RULE = "threat_link"
+# Highest probability one item may claim, so that -ln(1 - p) stays finite.
+_P_MAX = 0.999
+
+SCORE_COLUMNS = (
+    "stix_id",
+    "internal_id",
+    "entity_type",
+    "normalized_value",
+    "observable_status",
+    "tlp",
+    "existing_score",
+    "score",
+    "confidence",
+    "verdict",
+    "components",
+    "explanation",
+    "special_use",
+    "linked",
+    "link_summary",
+    "provider_status",
+)
+
+
+@dataclass
+class ScoringWeights:
+    """Every weight and threshold of the model. `p` weights are the probability of malice one
+    item alone implies (0-1); caps and thresholds are on the 0-100 score scale."""
+
+    # VirusTotal
+    vt_malicious_weight: float = 0.95  # p of full engine evidence
+    vt_min_engines: int = 3  # fewer malicious engines than this is weak evidence
+    vt_weak_per_engine: float = 0.05  # p per engine below vt_min_engines (1/70 -> 5 points)
+    vt_engines_full: int = 10  # engines at which engine evidence is full...
+    vt_ratio_full: float = 0.15  # ...or this share of the engines that answered
+    vt_suspicious_weight: float = 0.25
+    vt_suspicious_full: int = 5
+    vt_reputation_weight: float = 0.10  # community reputation below 0
+    vt_reputation_full: int = 20
+    vt_votes_weight: float = 0.10  # more malicious than harmless community votes
+    vt_votes_full: int = 5
+    vt_category_weight: float = 0.50  # a vendor category naming malice
+    vt_category_keywords: tuple[str, ...] = (
+        "malicious", "malware", "phishing", "command and control", "botnet", "spyware",
+        "ransomware", "exploit", "compromised", "c2",
+    )
+    vt_harmless_min: int = 10  # 0 malicious and at least this many harmless engines...
+    vt_harmless_cap: float = 35  # ...caps the score here
+    vt_stale_days: int = 365  # older analyses count less towards confidence
+    # AbuseIPDB
+    abuse_confidence_weight: float = 0.80  # p at abuseConfidenceScore 100
+    abuse_reporters_weight: float = 0.25
+    abuse_reporters_full: int = 20  # distinct reporters at which that evidence is full
+    abuse_category_weight: float = 0.30
+    abuse_strong_categories: tuple[int, ...] = (4, 7, 20, 21)  # DDoS, phishing, exploited, web
+    abuse_tor_weight: float = 0.10  # an anonymiser, not malicious per se
+    abuse_whitelisted_cap: float = 15
+    abuse_benign_usage_types: tuple[str, ...] = ("Search Engine Spider", "Content Delivery Network")
+    abuse_benign_usage_cap: float = 30
+    # GreyNoise
+    gn_malicious_weight: float = 0.75
+    gn_suspicious_weight: float = 0.40
+    gn_noise_unknown_weight: float = 0.15  # opportunistic scanning, classification unknown
+    gn_riot_trust1_cap: float = 10
+    gn_riot_trust2_cap: float = 25
+    gn_benign_cap: float = 25  # known research scanner: not targeted, not "good"
+    # Shodan host API and InternetDB (one item per row; the host API wins when both report)
+    shodan_tag_weight: float = 0.60
+    shodan_malicious_tags: tuple[str, ...] = ("c2", "malware", "compromised", "doublepulsar")
+    shodan_vulns_weight: float = 0.10  # exposure, not malice
+    shodan_vulns_full: int = 10
+    # network_context (offline features)
+    special_use_cap: float = 0
+    nc_confusables_weight: float = 0.25
+    nc_entropy_weight: float = 0.15
+    nc_entropy_min: float = 3.5
+    nc_entropy_min_length: int = 12
+    nc_url_ip_host_weight: float = 0.15
+    nc_url_credentials_weight: float = 0.25
+    nc_url_port_weight: float = 0.05
+    # SecurityTrails
+    st_new_domain_weight: float = 0.20
+    st_new_domain_days: int = 30  # first seen at most this many days before the lookup
+    st_top_rank_max: int = 10_000
+    st_top_rank_cap: float = 30
+    # Threat links (points added to the score, bounded)
+    link_known_points: float = 10  # per entity linked directly or through an indicator
+    link_provider_name_points: float = 5  # per entity only named by a provider
+    link_max_points: float = 15
+    # Combination and verdicts (0-100)
+    benign_override_score: float = 70  # malicious evidence at least this ignores benign caps
+    malicious_threshold: float = 70
+    suspicious_threshold: float = 40
+    benign_max_score: float = 20  # benign needs benign evidence and a score at most this
+    min_confidence: float = 20  # a suspicious score below this confidence is "unknown"
+    # Confidence: reliability of each provider and credit per lookup outcome
+    provider_reliability: dict[str, float] = field(
+        default_factory=lambda: {
+            VIRUSTOTAL: 30, ABUSEIPDB: 25, GREYNOISE: 20, SHODAN: 10, INTERNETDB: 8,
+            SECURITYTRAILS: 5, NETWORK_CONTEXT: 5,
+        }
+    )
+    not_found_credit: float = 0.5  # "never seen" is an answer, a weaker one
+    stale_credit: float = 0.6  # VirusTotal analysis older than vt_stale_days
+    # Triage of expensive lookups
+    triage_uncertain_weight: float = 1.0  # priority for a score near the middle band
+    triage_urgency_weight: float = 1.0  # priority for a high preliminary score
+    triage_link_weight: float = 0.5  # priority for a link to a known threat entity
+    triage_low_confidence_weight: float = 0.5
+    triage_skip_benign_confidence: float = 50  # benign at least this sure: not worth a call
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> ScoringWeights:
+        """Weights from run config: unknown names are an error, lists become tuples."""
+        values = dict(values or {})
+        defaults = cls()
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown scoring weight(s): {', '.join(unknown)}")
+        kwargs = {}
+        for name, value in values.items():
+            default = getattr(defaults, name)
+            try:
+                if isinstance(default, tuple):
+                    kwargs[name] = tuple(type(default[0])(v) for v in value) if default else ()
+                elif isinstance(default, dict):
+                    kwargs[name] = {**default, **{str(k): float(v) for k, v in value.items()}}
+                else:
+                    kwargs[name] = type(default)(value)
+            except (TypeError, ValueError, AttributeError):
+                raise ValueError(
+                    f"scoring weight {name!r}: {value!r} is not a {type(default).__name__}"
+                ) from None
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able values (tuples as lists), the inverse of from_dict."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else (
+                dict(value) if isinstance(value, dict) else value
+            )
+        return out
+
+
+def score_frame(
+    merged: pd.DataFrame,
+    context: pd.DataFrame | None = None,
+    weights: ScoringWeights | None = None,
+) -> pd.DataFrame:
+    """Score every merged row (rejected observables get a null score and verdict unknown)."""
+    weights = weights or ScoringWeights()
+    view = View(merged)
+    hits = rules.evaluate(view, weights)
+    n_rows = view.size
+    hazard = np.zeros(n_rows)
+    for hit in hits:
+        if hit.kind == MALICIOUS_KIND:
+            hazard[hit.rows] += -np.log1p(-np.minimum(hit.amount, _P_MAX))
+    base = -100.0 * np.expm1(-hazard)
+    known, named, summary = _links(view, context)
+    bonus = np.minimum(
+        weights.link_max_points,
+        weights.link_known_points * known + weights.link_provider_name_points * named,
+    )
+    bonus[~view.scored] = 0
+    pre_cap = np.minimum(100.0, base + bonus)
+    cap, cap_hit = _caps(hits, n_rows)
+    capped = ~np.isinf(cap) & (base < weights.benign_override_score) & (cap < pre_cap)
+    final = np.where(capped, cap, pre_cap)
+    score = np.floor(final + 0.5)
+    confidence = np.floor(_confidence(view, weights) + 0.5)
+    benign_evidence = ~np.isinf(cap)
+    verdict = _verdicts(score, confidence, benign_evidence, view.scored, weights)
+
+    contributions = _contributions(hits, base, hazard, final - pre_cap, capped, cap_hit)
+    link_contribution = pre_cap - np.minimum(100.0, base)
+    components = _components(view, hits, contributions, link_contribution, summary)
+    explanation = _explanations(
+        view, hits, capped, cap_hit, link_contribution, summary, score, confidence, verdict,
+    )
+    score_values = pd.array(score, dtype="Int64")
+    score_values[~view.scored] = pd.NA
+    return _output(view, score_values, confidence, verdict, components, explanation, summary)
+
+
+def _links(view: View, context: pd.DataFrame | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n_rows = view.size
+    summary = np.full(n_rows, None, dtype=object)
+    if context is None or context.empty:
+        return np.zeros(n_rows), np.zeros(n_rows), summary
+    position = _align(view.stix_ids, context["stix_id"])
+    found = position >= 0
+
+    def gather(name: str) -> np.ndarray:
+        values = np.zeros(n_rows)
+        if name in context.columns:
+            source = pd.to_numeric(context[name], errors="coerce").fillna(0).to_numpy(float)
+            values[found] = source[position[found]]
+        return values
+
+    total = sum(gather(name) for name in
+                ("n_threat_actors", "n_intrusion_sets", "n_campaigns", "n_malware"))
+    known = np.minimum(gather("n_known_links"), total)
+    if "link_summary" in context.columns:
+        texts = context["link_summary"].astype(object).to_numpy()
+        summary[found] = texts[position[found]]
+        summary[pd.isna(summary)] = None
+    return known, total - known, summary
+
+
+def _align(stix_ids: pa.Array, other: pd.Series) -> np.ndarray:
+    """Row of `other` holding each stix_id (-1 when absent); no hashing when the orders match."""
+    other_ids = pa.array(other, from_pandas=True)
+    if isinstance(other_ids, pa.ChunkedArray):
+        other_ids = other_ids.combine_chunks()
+    other_ids = other_ids.cast(stix_ids.type)
+    if len(other_ids) == len(stix_ids) and pc.all(pc.equal(stix_ids, other_ids)).as_py():
+        return np.arange(len(stix_ids))
+    return pc.index_in(stix_ids, value_set=other_ids).fill_null(-1).to_numpy(
+        zero_copy_only=False)
+
+
+def _caps(hits: list[Hit], n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lowest benign cap per row, and which hit (index in `hits`) sets it."""
+    cap = np.full(n_rows, np.inf)
+    cap_hit = np.full(n_rows, -1)
+    for index, hit in enumerate(hits):
+        if hit.kind != BENIGN_KIND:
+            continue
+        lower = hit.amount < cap[hit.rows]
+        cap[hit.rows[lower]] = hit.amount[lower]
+        cap_hit[hit.rows[lower]] = index
+    return cap, cap_hit
+
+
+def _confidence(view: View, weights: ScoringWeights) -> np.ndarray:
+    """Share of the reliability of in-scope providers (present in the frame) that answered."""
+    answered = np.zeros(view.size)
+    possible = np.zeros(view.size)
+    for provider in view.providers:
+        reliability = float(weights.provider_reliability.get(provider, 0))
+        status = view.status(provider)
+        reason = view.reason(provider)
+        counted = view.in_scope(provider) & ~((status == SKIPPED) & (reason == SKIP_OUT_OF_SCOPE))
+        credit = np.select(
+            [status == OK, status == NOT_FOUND, (status == SKIPPED) & (reason == SKIP_SPECIAL_USE)],
+            [1.0, weights.not_found_credit, 1.0],
+            0.0,
+        )
+        if provider == VIRUSTOTAL:
+            credit = np.where(rules.vt_stale(view, weights), weights.stale_credit, credit)
+        answered += reliability * credit * counted
+        possible += reliability * counted
+    confidence = np.divide(100.0 * answered, possible, out=np.zeros(view.size), where=possible > 0)
+    confidence[~view.scored] = 0
+    return confidence
+
+
+def _verdicts(score, confidence, benign_evidence, scored, weights: ScoringWeights) -> np.ndarray:
+    verdict = np.select(
+        [
+            score >= weights.malicious_threshold,
+            (score >= weights.suspicious_threshold) & (confidence >= weights.min_confidence),
+            benign_evidence & (score <= weights.benign_max_score),
+        ],
+        [MALICIOUS, SUSPICIOUS, BENIGN],
+        UNKNOWN,
+    ).astype(object)
+    verdict[~scored] = UNKNOWN
+    return verdict
+
+
+def _contributions(hits, base, hazard, cap_delta, capped, cap_hit) -> list[np.ndarray]:
+    """Score points per hit row: malicious items share `base` in proportion to their hazard;
+    the binding benign cap carries the (negative) points it removed; other benign items 0."""
+    out = []
+    for index, hit in enumerate(hits):
+        rows = hit.rows
+        if hit.kind == MALICIOUS_KIND:
+            share = -np.log1p(-np.minimum(hit.amount, _P_MAX))
+            out.append(base[rows] * share / np.where(hazard[rows] > 0, hazard[rows], 1))
+        else:
+            binding = capped[rows] & (cap_hit[rows] == index)
+            out.append(np.where(binding, cap_delta[rows], 0.0))
+    return out
+
+
+def _components(view, hits, contributions, link_contribution, summary) -> pa.Array:
+    rows, fragments = [], []
+    for hit, contribution in zip(hits, contributions, strict=True):
+        head = f'{{"rule":"{hit.rule}","provider":"{hit.provider}","field":"{hit.field}","value":'
+        digests = view.digest_json(hit.provider, hit.rows)
+        rows.append(hit.rows)
+        fragments.append(text.cat(head, hit.value, ',"contribution":',
+                                  text.decimal1(contribution), ',"raw_digest":', digests, "}"))
+    link_rows = np.flatnonzero(link_contribution > 0)
+    if link_rows.size:
+        rows.append(link_rows)
+        fragments.append(text.cat(
+            f'{{"rule":"{THREAT_LINK_RULE}","provider":"threat_context","field":"links","value":',
+            text.json_text(summary[link_rows]), ',"contribution":',
+            text.decimal1(link_contribution[link_rows]), ',"raw_digest":null}',
+        ))
+    return text.cat("[", text.join_rows(view.size, rows, fragments, ","), "]")
+
+
+def _explanations(
+    view, hits, capped, cap_hit, link_contribution, summary, score, confidence, verdict,
+) -> pa.Array:
+    rows, phrases = [], []
+    for hit in hits:
+        if hit.kind == MALICIOUS_KIND:
+            rows.append(hit.rows)
+            phrases.append(hit.phrase)
+    link_rows = np.flatnonzero(link_contribution > 0)
+    if link_rows.size:
+        rows.append(link_rows)
+        phrases.append(text.cat("linked to ", summary[link_rows].astype(str)))
+    for index, hit in enumerate(hits):
+        if hit.kind == BENIGN_KIND:
+            binding = capped[hit.rows] & (cap_hit[hit.rows] == index)
+            rows.append(hit.rows)
+            phrases.append(text.where(
+                binding,
+                text.cat("capped at ", text.ints(hit.amount), " by ", hit.phrase),
+                text.cat(hit.phrase, " (benign)"),
+            ))
+    joined = text.join_rows(view.size, rows, phrases, "; ")
+    empty = pc.equal(joined, pa.scalar("", text.LARGE)).to_numpy(zero_copy_only=False)
+    joined = text.where(empty, "no malicious or benign evidence", joined)
+    gaps = view.gaps()
+    has_gaps = pc.not_equal(gaps, pa.scalar("", text.LARGE)).to_numpy(zero_copy_only=False)
+    joined = text.where(has_gaps, text.cat(joined, "; not answered: ", gaps), joined)
+    sentence = text.cat(text.labels(verdict), " (", text.ints(score), "/100, confidence ",
+                        text.ints(confidence), "): ", joined)
+    rejected = np.flatnonzero(~view.scored)
+    if rejected.size == 0:
+        return sentence
+    reasons = view.rejection_reasons()[rejected]
+    rejected_text = text.cat("unknown (no score): observable rejected: ", reasons)
+    # Rejected rows take their sentence from the end of the combined array.
+    pick = np.arange(view.size)
+    pick[rejected] = view.size + np.arange(rejected.size)
+    return pa.concat_arrays([sentence, rejected_text]).take(pa.array(pick))
+
+
+def _output(view, score, confidence, verdict, components, explanation, summary) -> pd.DataFrame:
+    frame = view.frame
+    n_rows = view.size
+
+    def passthrough(name: str, dtype: str):
+        if name in frame.columns:
+            return frame[name].astype(dtype).array
+        return pd.array([None] * n_rows, dtype=dtype)
+
+    data = {
+        "stix_id": passthrough("stix_id", "string"),
+        "internal_id": passthrough("internal_id", "string"),
+        "entity_type": passthrough("entity_type", "string"),
+        "normalized_value": passthrough("normalized_value", "string"),
+        "observable_status": passthrough("status", "string"),
+        "tlp": passthrough("tlp", "string"),
+        "existing_score": passthrough("existing_score", "Int64"),
+        "score": score,
+        "confidence": pd.array(confidence, dtype="Int64"),
+        "verdict": text.to_pandas(text.labels(verdict)),
+        "components": text.to_pandas(components),
+        "explanation": text.to_pandas(explanation),
+        "special_use": pd.array(view.special_use(), dtype="boolean"),
+        "linked": pd.array(summary != None, dtype="boolean"),  # noqa: E711 (elementwise)
+        "link_summary": pd.array(summary, dtype="string"),
+        "provider_status": text.to_pandas(view.status_json()),
+    }
+    if "existing_confidence" in frame.columns:
+        data["existing_confidence"] = frame["existing_confidence"].astype("Int64").array
+    return pd.DataFrame(data)
+
+
+def parse_components(text: str | None) -> list[dict]:
+    """The evidence items of one row's `components` JSON."""
+    return json.loads(text) if text else []
+
+
+def present_providers(frame: pd.DataFrame) -> list[str]:
+    """Providers with columns in a merged frame, in the canonical order."""
+    return [p for p in ALL_PROVIDERS if column(p, "status") in frame.columns]
+
+
+__all__ = [
+    "BENIGN", "MALICIOUS", "SUSPICIOUS", "UNKNOWN", "VERDICTS", "SCORE_COLUMNS",
+    "ScoringWeights", "score_frame", "parse_components", "present_providers", "OBSERVABLE_OK",
+]
