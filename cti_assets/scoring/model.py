@@ -217,7 +217,8 @@ def score_frame(
     bonus[~view.scored] = 0
     pre_cap = np.minimum(100.0, base + bonus)
     cap, cap_hit = _caps(hits, n_rows)
-    capped = ~np.isinf(cap) & (base < weights.benign_override_score) & (cap < pre_cap)
+    strong = np.floor(base + 0.5) >= weights.benign_override_score  # as the rounded score
+    capped = ~np.isinf(cap) & ~strong & (cap < pre_cap)
     final = np.where(capped, cap, pre_cap)
     score = np.floor(final + 0.5)
     confidence = np.floor(_confidence(view, weights) + 0.5)

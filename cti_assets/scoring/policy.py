@@ -1,0 +1,79 @@
+"""What to do with the score already on an observable: never a blind overwrite.
+
+The anchors' VirusTotal connector replaced an AbuseIPDB 100 with a VirusTotal 6 because
+"replace with lower score" defaulted to true. Here the policy is explicit and every row says
+what it did (`policy_action`), so the write-back and the explanation can show it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+KEEP_HIGHER = "keep_higher"
+REPLACE = "replace"
+REPLACE_IF_HIGHER_CONFIDENCE = "replace_if_higher_confidence"
+POLICIES = (KEEP_HIGHER, REPLACE, REPLACE_IF_HIGHER_CONFIDENCE)
+
+SET = "set"  # no existing score: ours is written
+KEPT_EXISTING = "kept_existing"  # the existing score stays (higher, equal, or more trusted)
+RAISED = "raised"  # ours is higher than the existing one
+REPLACED = "replaced"  # ours replaces a different existing score (policy "replace")
+REPLACED_HIGHER_CONFIDENCE = "replaced_higher_confidence"  # ours is lower but more confident
+NO_SCORE = "no_score"  # we have no score (rejected observable): nothing to write
+ACTIONS = (SET, KEPT_EXISTING, RAISED, REPLACED, REPLACED_HIGHER_CONFIDENCE, NO_SCORE)
+
+
+def apply_score_policy(scores: pd.DataFrame, policy: str = KEEP_HIGHER) -> pd.DataFrame:
+    """Add `final_score` (Int64) and `policy_action` to a copy of `scores`.
+
+    keep_higher: the higher of existing and new; never lowers an existing score.
+    replace: the new score, whatever the existing one.
+    replace_if_higher_confidence: a lower new score replaces the existing one only when our
+    confidence is strictly higher than `existing_confidence`; a missing existing confidence
+    (column absent or null) is unknown, so it falls back to keep_higher rather than assume 0.
+    """
+    if policy not in POLICIES:
+        raise ValueError(f"unknown score policy {policy!r}; choose one of {', '.join(POLICIES)}")
+    missing = {"score", "existing_score"} - set(scores.columns)
+    if missing:
+        raise ValueError(f"scores lack column(s): {', '.join(sorted(missing))}")
+    new = pd.to_numeric(scores["score"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    old = pd.to_numeric(scores["existing_score"], errors="coerce").to_numpy(
+        dtype=float, na_value=np.nan
+    )
+    has_new, has_old = ~np.isnan(new), ~np.isnan(old)
+    higher = has_new & has_old & (new > old)
+    lower = has_new & has_old & (new < old)
+    if policy == REPLACE:
+        replace_lower = lower
+        lower_action = REPLACED
+    elif policy == REPLACE_IF_HIGHER_CONFIDENCE:
+        replace_lower = lower & _more_confident(scores)
+        lower_action = REPLACED_HIGHER_CONFIDENCE
+    else:
+        replace_lower = np.zeros(len(scores), dtype=bool)
+        lower_action = KEPT_EXISTING
+    take_new = (has_new & ~has_old) | higher | replace_lower
+    final = np.where(take_new, new, old)
+    action = np.select(
+        [~has_new, ~has_old, higher, replace_lower],
+        [NO_SCORE, SET, RAISED, lower_action],
+        KEPT_EXISTING,
+    ).astype(object)
+    if policy == REPLACE:
+        action[higher] = REPLACED
+    out = scores.copy()
+    out["final_score"] = pd.array(np.where(np.isnan(final), None, final), dtype="Int64")
+    out["policy_action"] = pd.array(action, dtype="string")
+    return out
+
+
+def _more_confident(scores: pd.DataFrame) -> np.ndarray:
+    if "existing_confidence" not in scores.columns or "confidence" not in scores.columns:
+        return np.zeros(len(scores), dtype=bool)
+    ours = pd.to_numeric(scores["confidence"], errors="coerce").to_numpy(float, na_value=np.nan)
+    theirs = pd.to_numeric(scores["existing_confidence"], errors="coerce").to_numpy(
+        float, na_value=np.nan
+    )
+    return ~np.isnan(ours) & ~np.isnan(theirs) & (ours > theirs)
