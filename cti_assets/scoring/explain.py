@@ -142,7 +142,8 @@ def _add(deps: list[dict[str, str]], asset: str, column_name: str) -> None:
 
 
 def _headline(row: dict) -> str:
-    value = row.get("normalized_value") or row.get("value") or row.get("stix_id")
+    value = next((row[k] for k in ("normalized_value", "value", "stix_id") if _present(row.get(k))),
+                 "?")
     return (
         f"{value} ({row.get('entity_type')}, {row.get('stix_id')}): "
         f"{row.get('verdict')} — score {_show(row.get('score'))}/100, "

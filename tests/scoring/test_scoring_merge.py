@@ -1,0 +1,108 @@
+"""merged_enrichment: one row per observable, provider columns, typed fields."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from cti_assets.providers.fields import PROVIDER_FIELDS, column
+from cti_assets.scoring.merge import merge_lookups, merged_columns
+from tests.scoring.scoring_factories import (
+    Lookup,
+    lookup_frame,
+    observable,
+    observables_frame,
+)
+
+
+def _setup(n: int = 4):
+    rows = [observable(i) for i in range(n - 1)] + [observable(n - 1, status="rejected",
+                                                               reason="bad value")]
+    frame = observables_frame(rows)
+    types = dict(zip(frame["stix_id"], frame["entity_type"], strict=True))
+    return frame, types
+
+
+def test_one_row_per_observable_with_columns_of_present_providers_only():
+    observables, types = _setup()
+    ids = list(observables["stix_id"])
+    vt = lookup_frame("virustotal", {
+        ids[0]: Lookup(fields={"malicious": 3, "tags": ["a", "b"]}),
+        ids[1]: Lookup(status="not_found"),
+        ids[3]: Lookup(status="skipped", reason="rejected"),
+    }, types)
+    merged = merge_lookups(observables, {"virustotal": vt})
+    assert len(merged) == len(observables)
+    assert list(merged["stix_id"]) == ids
+    assert all(name in merged.columns for name in merged_columns("virustotal"))
+    assert not any(name.startswith("abuseipdb__") for name in merged.columns)
+    status = merged[column("virustotal", "status")]
+    assert list(status.fillna("<none>")) == ["ok", "not_found", "<none>", "skipped"]
+    assert merged.loc[3, "status"] == "rejected"
+    assert merged.loc[0, column("virustotal", "malicious")] == 3
+    assert merged.loc[0, column("virustotal", "tags")] == ["a", "b"]
+    assert pd.isna(merged.loc[1, column("virustotal", "malicious")])
+    assert merged[column("virustotal", "malicious")].dtype == "Int64"
+    assert merged[column("virustotal", "raw_digest")].notna().tolist() == [
+        True, False, False, False
+    ]
+
+
+def test_every_provider_field_gets_its_dtype():
+    observables, types = _setup(2)
+    sid = observables["stix_id"].iloc[0]
+    lookups = {
+        provider: lookup_frame(provider, {sid: Lookup(fields={})}, types)
+        for provider in PROVIDER_FIELDS
+    }
+    merged = merge_lookups(observables, lookups)
+    for provider, fields in PROVIDER_FIELDS.items():
+        for name, dtype in fields.items():
+            series = merged[column(provider, name)]
+            assert series.isna().all()
+            if dtype != "list":
+                assert str(series.dtype) == dtype, (provider, name)
+
+
+def test_lookup_rows_join_on_stix_id_whatever_their_order():
+    observables, types = _setup(5)
+    answers = {sid: Lookup(fields={"abuse_confidence_score": i * 10})
+               for i, sid in enumerate(observables["stix_id"])}
+    lookups = lookup_frame("abuseipdb", answers, types)
+    in_order = merge_lookups(observables, {"abuseipdb": lookups})
+    shuffled = merge_lookups(observables, {"abuseipdb": lookups.iloc[[3, 0, 4, 2, 1]]})
+    pd.testing.assert_frame_equal(in_order, shuffled)
+    assert list(in_order[column("abuseipdb", "abuse_confidence_score")]) == [0, 10, 20, 30, 40]
+
+
+def test_a_repeated_stix_id_keeps_its_last_row():
+    observables, types = _setup(2)
+    sid = observables["stix_id"].iloc[0]
+    first = lookup_frame("greynoise", {sid: Lookup(fields={"classification": "benign"})}, types)
+    last = lookup_frame("greynoise", {sid: Lookup(fields={"classification": "malicious"})}, types)
+    merged = merge_lookups(observables, {"greynoise": pd.concat([first, last])})
+    assert merged.loc[0, column("greynoise", "classification")] == "malicious"
+
+
+def test_bad_input_gets_a_clear_error():
+    observables, types = _setup(2)
+    sid = observables["stix_id"].iloc[0]
+    frame = lookup_frame("virustotal", {sid: Lookup()}, types)
+    with pytest.raises(ValueError, match="unknown provider 'virustotally'"):
+        merge_lookups(observables, {"virustotally": frame})
+    broken = frame.assign(fields="{not json")
+    with pytest.raises(ValueError, match="virustotal lookups: 'fields' is not valid JSON"):
+        merge_lookups(observables, {"virustotal": broken})
+    wrong_type = frame.assign(fields=json.dumps({"malicious": "many"}))
+    with pytest.raises(ValueError, match="virustotal field 'malicious' does not hold Int64"):
+        merge_lookups(observables, {"virustotal": wrong_type})
+    with pytest.raises(ValueError, match="lack column"):
+        merge_lookups(observables, {"virustotal": frame.drop(columns=["status"])})
+
+
+def test_no_providers_gives_the_observables_back():
+    observables, _ = _setup(3)
+    merged = merge_lookups(observables, {})
+    pd.testing.assert_frame_equal(merged, observables)
