@@ -18,6 +18,7 @@ Not found, skipped, errors and deferred lookups never add evidence; they lower c
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -227,13 +228,22 @@ def score_frame(
 
     contributions = _contributions(hits, base, hazard, final - pre_cap, capped, cap_hit)
     link_contribution = pre_cap - np.minimum(100.0, base)
-    components = _components(view, hits, contributions, link_contribution, summary)
-    explanation = _explanations(
-        view, hits, capped, cap_hit, link_contribution, summary, score, confidence, verdict,
-    )
+    gaps = view.gaps()
+    # Arrow's string kernels release the GIL: the two big text columns build side by side.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        components = pool.submit(
+            _components, view, hits, contributions, link_contribution, summary
+        )
+        explanation = pool.submit(
+            _explanations, view, hits, capped, cap_hit, link_contribution, summary, gaps,
+            score, confidence, verdict,
+        )
+        components, explanation = components.result(), explanation.result()
     score_values = pd.array(score, dtype="Int64")
     score_values[~view.scored] = pd.NA
-    return _output(view, score_values, confidence, verdict, components, explanation, summary)
+    out = _output(view, score_values, confidence, verdict, components, explanation, summary)
+    pa.default_memory_pool().release_unused()  # hand the text intermediates back to the OS
+    return out
 
 
 def _links(view: View, context: pd.DataFrame | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -339,62 +349,69 @@ def _contributions(hits, base, hazard, cap_delta, capped, cap_hit) -> list[np.nd
 
 
 def _components(view, hits, contributions, link_contribution, summary) -> pa.Array:
-    rows, fragments = [], []
-    for hit, contribution in zip(hits, contributions, strict=True):
-        head = f'{{"rule":"{hit.rule}","provider":"{hit.provider}","field":"{hit.field}","value":'
-        digests = view.digest_json(hit.provider, hit.rows)
-        rows.append(hit.rows)
-        fragments.append(text.cat(head, hit.value, ',"contribution":',
-                                  text.decimal1(contribution), ',"raw_digest":', digests, "}"))
     link_rows = np.flatnonzero(link_contribution > 0)
-    if link_rows.size:
-        rows.append(link_rows)
-        fragments.append(text.cat(
-            f'{{"rule":"{THREAT_LINK_RULE}","provider":"threat_context","field":"links","value":',
-            text.json_text(summary[link_rows]), ',"contribution":',
-            text.decimal1(link_contribution[link_rows]), ',"raw_digest":null}',
-        ))
-    return text.cat("[", text.join_rows(view.size, rows, fragments, ","), "]")
+    rows = [hit.rows for hit in hits] + ([link_rows] if link_rows.size else [])
+
+    def build(index: int, position: np.ndarray, last: np.ndarray) -> pa.Array:
+        opening, closing = text.where(position == 0, "[", ""), text.where(last, "]", "")
+        if index == len(hits):
+            return text.cat(
+                opening,
+                f'{{"rule":"{THREAT_LINK_RULE}","provider":"threat_context","field":"links",'
+                '"value":', text.json_text(summary[link_rows]), ',"contribution":',
+                text.decimal1(link_contribution[link_rows]), ',"raw_digest":null}', closing,
+            )
+        hit = hits[index]
+        head = f'{{"rule":"{hit.rule}","provider":"{hit.provider}","field":"{hit.field}","value":'
+        return text.cat(opening, head, hit.value, ',"contribution":',
+                        text.decimal1(contributions[index]), ',"raw_digest":',
+                        view.digest_json(hit.provider, hit.rows), "}", closing)
+
+    return text.join_rows(view.size, rows, build, ",", empty="[]")
 
 
 def _explanations(
-    view, hits, capped, cap_hit, link_contribution, summary, score, confidence, verdict,
+    view, hits, capped, cap_hit, link_contribution, summary, gaps, score, confidence, verdict,
 ) -> pa.Array:
-    rows, phrases = [], []
+    """"<verdict> (<score>/100, confidence <c>): <phrase>; <phrase>; not answered: <gaps>"."""
+    parts: list[tuple[np.ndarray, object]] = []
     for hit in hits:
         if hit.kind == MALICIOUS_KIND:
-            rows.append(hit.rows)
-            phrases.append(hit.phrase)
+            parts.append((hit.rows, hit.phrase))
     link_rows = np.flatnonzero(link_contribution > 0)
     if link_rows.size:
-        rows.append(link_rows)
-        phrases.append(text.cat("linked to ", summary[link_rows].astype(str)))
+        parts.append((link_rows, lambda: text.cat("linked to ", summary[link_rows].astype(str))))
     for index, hit in enumerate(hits):
         if hit.kind == BENIGN_KIND:
             binding = capped[hit.rows] & (cap_hit[hit.rows] == index)
-            rows.append(hit.rows)
-            phrases.append(text.where(
+            parts.append((hit.rows, lambda hit=hit, binding=binding: text.where(
                 binding,
                 text.cat("capped at ", text.ints(hit.amount), " by ", hit.phrase),
                 text.cat(hit.phrase, " (benign)"),
-            ))
-    joined = text.join_rows(view.size, rows, phrases, "; ")
-    empty = pc.equal(joined, pa.scalar("", text.LARGE)).to_numpy(zero_copy_only=False)
-    joined = text.where(empty, "no malicious or benign evidence", joined)
-    gaps = view.gaps()
+            )))
     has_gaps = pc.not_equal(gaps, pa.scalar("", text.LARGE)).to_numpy(zero_copy_only=False)
-    joined = text.where(has_gaps, text.cat(joined, "; not answered: ", gaps), joined)
-    sentence = text.cat(text.labels(verdict), " (", text.ints(score), "/100, confidence ",
-                        text.ints(confidence), "): ", joined)
+    gap_rows = np.flatnonzero(has_gaps & view.scored)
+    heads = text.cat(text.labels(verdict), " (", text.ints(score), "/100, confidence ",
+                     text.ints(confidence), "): ")
     rejected = np.flatnonzero(~view.scored)
-    if rejected.size == 0:
-        return sentence
-    reasons = view.rejection_reasons()[rejected]
-    rejected_text = text.cat("unknown (no score): observable rejected: ", reasons)
-    # Rejected rows take their sentence from the end of the combined array.
-    pick = np.arange(view.size)
-    pick[rejected] = view.size + np.arange(rejected.size)
-    return pa.concat_arrays([sentence, rejected_text]).take(pa.array(pick))
+    # Every scored row starts with its head; rejected rows are only their rejection sentence.
+    rows = [np.flatnonzero(view.scored)] + [r for r, _ in parts] + [gap_rows, rejected]
+
+    def build(index: int, position: np.ndarray, last: np.ndarray) -> pa.Array:
+        if index == 0:
+            head = heads.take(pa.array(rows[0]))
+            # A head that is also the last part of its row: no evidence at all.
+            return text.where(last, text.cat(head, "no malicious or benign evidence"), head)
+        separator = text.where(position <= 1, "", "; ")  # nothing right after the head
+        if index == len(rows) - 1:
+            return text.cat("unknown (no score): observable rejected: ",
+                            view.rejection_reasons()[rejected])
+        if index == len(rows) - 2:
+            return text.cat(separator, "not answered: ", gaps.take(pa.array(gap_rows)))
+        source = parts[index - 1][1]
+        return text.cat(separator, source() if callable(source) else source)
+
+    return text.join_rows(view.size, rows, build, "")
 
 
 def _output(view, score, confidence, verdict, components, explanation, summary) -> pd.DataFrame:

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from cti_assets.frames import OBSERVABLE_OK
 from cti_assets.providers.base import (
@@ -194,13 +193,27 @@ class View:
     def has(self, provider: str, *names: str) -> bool:
         return all(column(provider, name) in self.frame.columns for name in ("status", *names))
 
+    def codes(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """A low-cardinality column as codes (-1 for null) and its distinct values."""
+        def load():
+            if name not in self.frame.columns:
+                return np.full(self.size, -1, dtype=np.int64), np.array([], dtype=object)
+            codes, uniques = pd.factorize(self.frame[name], use_na_sentinel=True)
+            return codes.astype(np.int64), np.asarray(list(uniques), dtype=object)
+        return self._memo(("codes", name), load)
+
     def status(self, provider: str) -> np.ndarray:
-        return self._memo(("status", provider), lambda: _objects(self.frame, column(provider,
-                                                                                   "status")))
+        return self._memo(("status", provider), lambda: _expand(*self.codes(
+            column(provider, "status"))))
 
     def reason(self, provider: str) -> np.ndarray:
-        return self._memo(("reason", provider), lambda: _objects(self.frame, column(provider,
-                                                                                   "reason")))
+        return self._memo(("reason", provider), lambda: _expand(*self.codes(
+            column(provider, "reason"))))
+
+    def status_text(self, provider: str) -> tuple[np.ndarray, list[str]]:
+        """Codes per row into a short list of "status[:reason]" texts."""
+        return self._memo(("status_text", provider), lambda: _status_text(
+            *self.codes(column(provider, "status")), *self.codes(column(provider, "reason"))))
 
     def ok(self, provider: str) -> np.ndarray:
         return self._memo(("ok", provider), lambda: (self.status(provider) == OK) & self.scored)
@@ -264,15 +277,24 @@ class View:
         return np.where(pd.isna(reasons), "no reason given", reasons).astype(object)
 
     def status_json(self) -> pa.Array:
-        """{"provider": "status[:reason]", ...} per row."""
-        items = []
-        for provider in self.providers:
-            codes, texts = _status_text(self.status(provider), self.reason(provider))
-            labels = pa.array([f'"{provider}":{json.dumps(t)}' for t in texts], type=LARGE)
-            items.append(labels.take(pa.array(codes)))
-        if not items:
+        """{"provider": "status[:reason]", ...} per row, built once per distinct combination."""
+        if not self.providers:
             return const("{}", self.size)
-        return cat("{", pc.binary_join_element_wise(*items, pa.scalar(",", LARGE)), "}")
+        combined = np.zeros(self.size, dtype=np.int64)
+        per_provider = []
+        for provider in self.providers:
+            codes, texts = self.status_text(provider)
+            combined = combined * (len(texts) + 1) + codes
+            per_provider.append((provider, codes, texts))
+        row_codes, uniques = pd.factorize(combined)
+        first_rows = np.zeros(len(uniques), dtype=np.int64)
+        first_rows[row_codes[::-1]] = np.arange(self.size)[::-1]  # a row of each combination
+        documents = [
+            json.dumps({p: texts[codes[row]] for p, codes, texts in per_provider},
+                       separators=(",", ":"))
+            for row in first_rows
+        ]
+        return pa.array(documents, type=LARGE).take(pa.array(row_codes))
 
     def gaps(self) -> pa.Array:
         """Providers in scope that gave no answer (skipped, deferred, error, no row)."""
@@ -283,10 +305,10 @@ class View:
                    & ~((status == SKIPPED) & (reason == SKIP_OUT_OF_SCOPE)))
             if not gap.any():
                 continue
-            codes, labels = _status_text(status[gap], reason[gap])
+            codes, labels = self.status_text(provider)
             named = pa.array([f"{PROVIDER_LABELS[provider]} {t}" for t in labels], type=LARGE)
             rows.append(np.flatnonzero(gap))
-            texts.append(named.take(pa.array(codes)))
+            texts.append(named.take(pa.array(codes[gap])))
         return join_rows(self.size, rows, texts, ", ")
 
     def _memo(self, key, load):
@@ -584,16 +606,20 @@ def _objects(frame: pd.DataFrame, name: str) -> np.ndarray:
     return values[codes]
 
 
-def _status_text(status: np.ndarray, reason: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """Codes per row into a short list of "status[:reason]" texts (few distinct pairs)."""
-    status_codes, statuses = pd.factorize(pd.Series(status, dtype=object))
-    reason_codes, reasons = pd.factorize(pd.Series(reason, dtype=object))
+def _expand(codes: np.ndarray, uniques: np.ndarray) -> np.ndarray:
+    values = np.empty(len(uniques) + 1, dtype=object)
+    values[:-1] = uniques
+    values[-1] = None
+    return values[codes]
+
+
+def _status_text(status_codes, statuses, reason_codes, reasons) -> tuple[np.ndarray, list[str]]:
     pair = (status_codes + 1) * (len(reasons) + 1) + (reason_codes + 1)
     codes, pairs = pd.factorize(pair)
     texts = []
     for key in pairs:
         status_i, reason_i = divmod(int(key), len(reasons) + 1)
         text = statuses[status_i - 1] if status_i else "no lookup row"
-        texts.append(f"{text}:{reasons[reason_i - 1]}" if reason_i and reasons[reason_i - 1]
-                     else str(text))
-    return codes, texts
+        reason = reasons[reason_i - 1] if reason_i else None
+        texts.append(f"{text}:{reason}" if reason else str(text))
+    return codes.astype(np.int64), texts

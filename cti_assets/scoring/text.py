@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -83,27 +84,50 @@ def quoted_tokens(values) -> pa.Array:
     return pc.if_else(plain, quoted, encoded).fill_null("null")
 
 
-def join_rows(size: int, rows: list[np.ndarray], texts: list[pa.Array], separator: str) -> pa.Array:
-    """Per row, its texts joined by `separator` in list order ("" for rows with none).
+def join_rows(
+    size: int,
+    rows: list[np.ndarray],
+    build: Callable[[int, np.ndarray, np.ndarray], pa.Array] | list[pa.Array],
+    separator: str,
+    empty: str = "",
+) -> pa.Array:
+    """Per row, the texts of the parts that cover it, joined by `separator` in part order.
 
-    Each `rows` array holds distinct row positions, so slots are computed without sorting.
+    `rows[k]` holds the distinct row positions part k covers; `build(k, position, last)` makes
+    that part's texts, knowing for each of its rows its position in the row (0 = first) and
+    whether it comes last (so brackets go inside the fragments, not in another pass); `build`
+    may also simply be the list of texts. Rows no part covers get
+    `empty`. Slots are computed without sorting, and intermediates are freed as soon as
+    possible: at a million rows each copy of the text is hundreds of megabytes.
     """
-    if not rows:
-        return const("", size)
     counts = np.zeros(size, dtype=np.int64)
     for part in rows:
         counts[part] += 1
+    bare = np.flatnonzero(counts == 0)
+    counts[bare] = 1
     offsets = np.zeros(size + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     filled = offsets[:-1].copy()
     order = np.empty(offsets[-1], dtype=np.int64)
+    texts = []
     start = 0
-    for part in rows:
-        order[filled[part]] = np.arange(start, start + part.size)
+    for index, part in enumerate(rows):
+        slots = filled[part]
+        position = slots - offsets[part]
+        last = slots == offsets[part + 1] - 1
+        made = build[index] if isinstance(build, list) else build(index, position, last)
+        texts.append(made.cast(LARGE))
+        order[slots] = np.arange(start, start + part.size)
         filled[part] += 1
         start += part.size
-    fragments = pa.concat_arrays([t.cast(LARGE) for t in texts]).take(pa.array(order))
-    lists = pa.LargeListArray.from_arrays(pa.array(offsets), fragments)
+    order[offsets[bare]] = np.arange(start, start + bare.size)
+    texts.append(const(empty, bare.size))
+    fragments = pa.concat_arrays(texts)
+    del texts
+    ordered = fragments.take(pa.array(order))
+    del fragments, order
+    lists = pa.LargeListArray.from_arrays(pa.array(offsets), ordered)
+    del ordered
     return pc.binary_join(lists, pa.scalar(separator, LARGE))
 
 

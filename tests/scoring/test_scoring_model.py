@@ -141,6 +141,22 @@ def test_a_low_vt_score_does_not_replace_a_strong_abuseipdb_score():
     assert "AbuseIPDB confidence 100 from 312 reports" in both["explanation"]
 
 
+def test_the_explanation_is_one_sentence_naming_the_evidence():
+    merged = merged_one({
+        "virustotal": Lookup(fields={"malicious": 23, "harmless": 40, "undetected": 8}),
+        "abuseipdb": Lookup(fields={"abuse_confidence_score": 100, "total_reports": 312}),
+        "greynoise": Lookup(status="deferred", reason="budget"),
+    })
+    lynx = ThreatEntity("intrusion-set--1", "intrusion-set", "Crimson Lynx")
+    links = [ThreatLink(merged["stix_id"].iloc[0], lynx, "direct", "related-to")]
+    row = score_frame(merged, build_threat_context(merged, links, [lynx], None)).iloc[0]
+    assert row["explanation"] == (
+        f"malicious ({row['score']}/100, confidence {row['confidence']}): "
+        "VirusTotal 23/71 engines malicious; AbuseIPDB confidence 100 from 312 reports; "
+        "linked to intrusion set Crimson Lynx; not answered: GreyNoise deferred:budget"
+    )
+
+
 def test_verdicts_follow_the_thresholds():
     assert score_of({"greynoise": Lookup(fields={"classification": "malicious"})})[
         "verdict"] == MALICIOUS
