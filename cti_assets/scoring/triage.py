@@ -73,11 +73,14 @@ def triage(
         linked | (score >= weights.malicious_threshold), URGENT,
         np.where(score >= weights.benign_max_score, UNCERTAIN, LOW_PRIORITY),
     ).astype(object)
+    id_rank = np.empty(len(frame), dtype=np.int64)  # ties break by stix_id, computed once
+    id_rank[np.argsort(stix_ids.astype(str), kind="stable")] = np.arange(len(frame))
     parts = []
     for provider in sorted(budgets, key=EXPENSIVE_PROVIDERS.index):
-        deferred_before = np.isin(stix_ids, list(_deferred_ids(previously_deferred, provider)))
+        deferred_ids = _deferred_ids(previously_deferred, provider)
+        deferred_before = pd.Series(stix_ids, dtype=object).isin(deferred_ids).to_numpy()
         parts.append(_decide(frame, provider, budgets[provider], priority, deferred_before,
-                             certain_benign, base_reason))
+                             certain_benign, base_reason, id_rank))
     if not parts:
         return pd.DataFrame({name: [] for name in TRIAGE_COLUMNS})
     return pd.concat(parts, ignore_index=True)[list(TRIAGE_COLUMNS)]
@@ -85,15 +88,19 @@ def triage(
 
 def deferred_map(triage_df: pd.DataFrame, provider: str) -> dict[str, str]:
     """{stix_id: reason} of the observables the provider's lookup must defer this run."""
-    rows = triage_df[
-        (triage_df["provider"] == provider)
-        & ~triage_df["selected"].astype(bool)
-        & triage_df["reason"].isin(DEFERRED_REASONS)
-    ]
-    return dict(zip(rows["stix_id"].astype(str), rows["reason"].astype(str), strict=True))
+    mask = (
+        (triage_df["provider"].to_numpy(dtype=object) == provider)
+        & ~triage_df["selected"].to_numpy(dtype=bool)
+        & triage_df["reason"].isin(DEFERRED_REASONS).to_numpy(dtype=bool)
+    )
+    ids = triage_df["stix_id"].to_numpy(dtype=object)[mask]
+    reasons = triage_df["reason"].to_numpy(dtype=object)[mask]
+    return dict(zip(ids.tolist(), reasons.tolist(), strict=True))
 
 
-def _decide(frame, provider, budget, priority, deferred_before, certain_benign, base_reason):
+def _decide(
+    frame, provider, budget, priority, deferred_before, certain_benign, base_reason, id_rank
+):
     n_rows = len(frame)
     entity_type = frame["entity_type"].astype(object).to_numpy()
     status_ok = (
@@ -111,7 +118,7 @@ def _decide(frame, provider, budget, priority, deferred_before, certain_benign, 
     wanted = candidate & ~certain_benign
     reason[candidate & certain_benign] = DEFER_TRIAGE
     # Highest priority first; stix_id breaks ties so the choice is deterministic.
-    order = np.lexsort((frame["stix_id"].astype(str).to_numpy(), -provider_priority))
+    order = np.lexsort((id_rank, -provider_priority))
     ranked = order[wanted[order]]
     limit = ranked.size if budget is None else min(int(budget), ranked.size)
     selected = np.zeros(n_rows, dtype=bool)
