@@ -397,17 +397,21 @@ def _explanations(
     # Every scored row starts with its head; rejected rows are only their rejection sentence.
     rows = [np.flatnonzero(view.scored)] + [r for r, _ in parts] + [gap_rows, rejected]
 
+    has_evidence = np.zeros(view.size, dtype=bool)
+    for part_rows, _ in parts:
+        has_evidence[part_rows] = True
+
     def build(index: int, position: np.ndarray, last: np.ndarray) -> pa.Array:
         if index == 0:
             head = heads.take(pa.array(rows[0]))
-            # A head that is also the last part of its row: no evidence at all.
-            return text.where(last, text.cat(head, "no malicious or benign evidence"), head)
-        separator = text.where(position <= 1, "", "; ")  # nothing right after the head
+            bare = ~has_evidence[rows[0]]
+            return text.where(bare, text.cat(head, "no malicious or benign evidence"), head)
         if index == len(rows) - 1:
             return text.cat("unknown (no score): observable rejected: ",
                             view.rejection_reasons()[rejected])
         if index == len(rows) - 2:
-            return text.cat(separator, "not answered: ", gaps.take(pa.array(gap_rows)))
+            return text.cat("; not answered: ", gaps.take(pa.array(gap_rows)))
+        separator = text.where(position == 1, "", "; ")  # nothing right after the head
         source = parts[index - 1][1]
         return text.cat(separator, source() if callable(source) else source)
 

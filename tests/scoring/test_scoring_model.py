@@ -178,6 +178,11 @@ def test_a_suspicious_score_with_too_little_coverage_is_unknown():
     assert row["score"] >= weights.suspicious_threshold
     assert row["confidence"] < 60 and row["verdict"] == UNKNOWN
     assert "VirusTotal error:rate_limited" in row["explanation"]
+    silent = score_of({"virustotal": Lookup(status="error", reason="rate_limited")})
+    assert silent["explanation"] == (
+        f"unknown (0/100, confidence {silent['confidence']}): no malicious or benign evidence; "
+        "not answered: VirusTotal error:rate_limited"
+    )
 
 
 def test_rejected_observables_get_a_row_without_score():
