@@ -40,6 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--rescore-n", type=int, default=1_000_000)
     parser.add_argument("--latency-timeout-s", type=float, default=180.0)
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
+    parser.add_argument("--update", action="store_true",
+                        help="keep the other benchmarks' figures from the existing results.json")
     parser.add_argument("--out", type=Path, default=REPO / "bench",
                         help="folder of results.md and results.json")
     return parser.parse_args(argv)
@@ -60,25 +62,58 @@ def main(argv=None) -> int:
         "config": {"n": args.n, "latency_ms": args.latency_ms, "rate_limits": args.rate_limits,
                    "mode": args.mode, "rescore_n": args.rescore_n},
     }
-    sections: list[str] = []
+    previous = args.out / "results.json"
+    if args.update and previous.exists():
+        kept = json.loads(previous.read_text())
+        for name in ("throughput", "baseline", *BENCHMARKS[1:]):
+            if name in kept and name not in args.only and not (
+                    name == "baseline" and "throughput" in args.only):
+                results[name] = kept[name]
     with tempfile.TemporaryDirectory(prefix="cti-bench-") as scratch:
         scratch_dir = Path(scratch)
         os.environ["CTI_DATA_DIR"] = str(scratch_dir / "data")
         if "throughput" in args.only:
-            sections.append(run_throughput(args, results, scratch_dir))
+            run_throughput(args, results, scratch_dir)
         if "calls" in args.only:
-            sections.append(run_module("calls", args, results, scratch_dir))
+            run_module("calls", args, results, scratch_dir)
         if "rescore" in args.only:
-            sections.append(run_module("rescore", args, results, scratch_dir))
+            run_module("rescore", args, results, scratch_dir)
         if "latency" in args.only:
-            sections.append(run_module("latency", args, results, scratch_dir))
+            run_module("latency", args, results, scratch_dir)
     args.out.mkdir(parents=True, exist_ok=True)
-    report.write(results, args.out, sections)
+    report.write(results, args.out, sections_of(results))
     print((args.out / "results.md").read_text())
     return 0
 
 
-def run_throughput(args, results: dict, scratch: Path) -> str:
+def sections_of(results: dict) -> list[str]:
+    """The results.md sections of every benchmark present in `results`."""
+    import importlib
+
+    from bench import throughput
+
+    sections = []
+    if "throughput" in results:
+        sections.append(throughput.section(results["throughput"], results.get("baseline")))
+    for name in BENCHMARKS[1:]:
+        if name not in results:
+            continue
+        if "error" in results[name]:
+            sections.append(f"## {name}\n\nNot measured: {results[name]['error']}\n")
+        else:
+            sections.append(importlib.import_module(f"bench.{name}").section(results[name]))
+    return sections + [_meaning()]
+
+
+def _meaning() -> str:
+    """The README's "What the figures mean" section, repeated under the figures."""
+    readme = REPO / "bench" / "README.md"
+    heading = "## What the figures mean"
+    text = readme.read_text() if readme.exists() else ""
+    return heading + text.split(heading, 1)[1] if heading in text else ""
+
+
+def run_throughput(args, results: dict, scratch: Path) -> None:
     from bench import baseline, throughput
     from bench.sandbox_proc import SandboxProcess
 
@@ -93,10 +128,9 @@ def run_throughput(args, results: dict, scratch: Path) -> str:
         bl = baseline.measure(args.n, sandbox, args.latency_ms, rates, args.baseline_sample)
         print(f"  {bl['wall_s']} s ({time.perf_counter() - started:.0f} s measured)", flush=True)
     results["throughput"], results["baseline"] = tp, bl
-    return throughput.section(tp, bl)
 
 
-def run_module(name: str, args, results: dict, scratch: Path) -> str:
+def run_module(name: str, args, results: dict, scratch: Path) -> None:
     import importlib
 
     module = importlib.import_module(f"bench.{name}")
@@ -105,8 +139,6 @@ def run_module(name: str, args, results: dict, scratch: Path) -> str:
         results[name] = module.measure(args, scratch / name)
     except Exception as exc:  # a benchmark that cannot run is reported, not hidden
         results[name] = {"error": f"{type(exc).__name__}: {exc}"}
-        return f"## {name}\n\nNot measured: {type(exc).__name__}: {exc}\n"
-    return module.section(results[name])
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import math
+import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -132,3 +133,37 @@ def bench_settings(provider: str, base_urls: dict[str, str], rate: float,
 def quota_bound_s(calls: dict[str, int], rates: dict[str, float]) -> float:
     """The least wall time the quotas allow: max over providers of calls / rate."""
     return max((calls[p] / rates[p] for p in calls if calls[p]), default=0.0)
+
+
+def sco(index: int, salt: str = "") -> dict:
+    """The STIX SCO of observable `index`; a `salt` gives the same value another id (the same
+    IOC reported again as a new observable, e.g. by another feed on another day)."""
+    entity_type = entity_type_of(index)
+    stix_type = stix_type_of(entity_type)
+    value = value_of(index)
+    ident = uuid.uuid5(uuid.NAMESPACE_URL, f"cti-assets-bench|{stix_type}|{value}|{salt}")
+    obj = {"type": stix_type, "spec_version": "2.1", "id": f"{stix_type}--{ident}"}
+    if stix_type == "file":
+        obj["hashes"] = {"SHA-256": value}
+    else:
+        obj["value"] = value
+    return obj
+
+
+def import_day(store, indexes, day: str, salt: str = "") -> int:
+    """Import the observables of `indexes` as created on `day` at 09:00 UTC; how many new."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from cti_assets.stix_io import bundle_of, import_bundles
+
+    moment = datetime.fromisoformat(day).replace(hour=9, tzinfo=UTC)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"bench-{day}.json"
+        path.write_text(json.dumps(bundle_of([sco(i, salt) for i in indexes])))
+        return import_bundles(store, [path], moment).created
+
+
+def entity_types() -> list[str]:
+    return [entity_type for entity_type, _ in MIX]

@@ -49,3 +49,40 @@ def test_baseline_extrapolates_a_sample_by_calls(sandbox):
     assert measured["sandbox_requests"] == measured["calls"]
     scale = sum(result["expected_calls"].values()) / sum(measured["calls"].values())
     assert result["wall_s"] == pytest.approx(measured["wall_s"] * scale, rel=1e-2)
+
+
+def test_rescore_reads_merges_scores_and_writes_every_row(tmp_path):
+    from bench import rescore
+
+    sizes = rescore.write_history(tmp_path, 400)
+    assert set(sizes) == {"observables", *(f"{p}_lookups" for p in rescore.LOOKUP_PROVIDERS)}
+    result = rescore.rescore(tmp_path)
+    assert result["rows"] == 400
+    assert sum(result["verdicts"].values()) == 400
+    assert result["maxrss_kb"] > 0 and result["wall_s"] > 0
+    assert (tmp_path / f"observable_scores-{rescore.DAY}.parquet").exists()
+
+
+def test_stored_lookup_fields_are_the_providers_json():
+    import json
+
+    from bench import rescore
+    from cti_assets.providers.fields import PROVIDER_FIELDS
+
+    for provider in rescore.LOOKUP_PROVIDERS:
+        texts = rescore.fields_json(provider, 50, seed=3)
+        parsed = [json.loads(t) for t in texts]
+        assert all(set(p) == set(PROVIDER_FIELDS[provider]) for p in parsed)
+        assert len(set(texts)) > 40  # per-row values, not a handful of shared texts
+
+
+def test_backfill_expectation_counts_unique_values_per_provider():
+    from bench import calls
+
+    plan = calls.backfill_plan(days=5, pool=30, per_day=10)
+    assert len(plan) == 5 and all(len(v) == 10 for v in plan.values())
+    indexes = {i for v in plan.values() for i in v}
+    expected = calls.expected_unique(plan)
+    assert expected["virustotal"] == len(indexes)
+    assert expected["greynoise"] == sum(workload.entity_type_of(i) == "IPv4-Addr"
+                                        for i in indexes)

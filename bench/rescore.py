@@ -1,0 +1,243 @@
+"""Re-scoring history: one day of a million observables read back from stored lookups, merged,
+scored and written, as the `rescore` job does, with zero provider calls.
+
+The stored lookups are synthetic but shaped like the real ones: one Parquet file per asset as
+the IO manager writes them (outputs/<asset>/<day>.parquet), each in-scope row with its own
+fields JSON (values drawn per row, so nearly every JSON text is distinct), skips for types out
+of scope, some not_found and errors. The timed part runs in a fresh subprocess so its peak
+resident memory (ru_maxrss) is the job's alone.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench import workload
+from cti_assets import frames
+from cti_assets.providers import base
+from cti_assets.providers.fields import PROVIDER_FIELDS, PROVIDER_SCOPE
+from cti_assets.sandbox.data import ACTOR_NAMES, FAMILY_NAMES
+
+DAY = "2026-11-20"
+LOOKUP_PROVIDERS = (base.NETWORK_CONTEXT, *workload.API_PROVIDERS)
+_STRINGS = {
+    "classification": ["unknown", "unknown", "unknown", "benign", "malicious", "suspicious"],
+    "name": [*ACTOR_NAMES, "Google", "Cloudflare", None],
+    "usage_type": ["Data Center/Web Hosting/Transit", "Fixed Line ISP", "Commercial"],
+    "country_code": ["US", "DE", "NL", "RU", "CN", "BR", "FR"],
+    "isp": ["Example Hosting", "Transit Net", "Metro Fibre"],
+    "org": ["Example Hosting", "Transit Net", "Metro Fibre"],
+    "asn": ["AS64500", "AS14061", "AS16509"],
+    "trust_level": ["1", "2", None],
+    "range_name": [None],
+    "hash_type": ["SHA-256"],
+}
+_LISTS = {
+    "ports": [[80, 443], [22], [3389, 445], [], [8080, 8443, 22]],
+    "vulns": [[], ["CVE-2021-44228"], ["CVE-2019-0708", "CVE-2020-0796"]],
+    "threat_names": [[], [FAMILY_NAMES[0]], [FAMILY_NAMES[1], "trojan"]],
+    "categories": [[], [18, 14], [22]],  # AbuseIPDB report categories
+    "virustotal.categories": [[], ["malware"], ["phishing", "newly registered"]],
+    "tags": [[], ["scanner"], ["tor", "vpn"], ["malware"]],
+}
+_DEFAULT_LIST = [[], ["a.example-cdn.com"], ["ns1.registrar.com", "ns2.registrar.com"]]
+
+
+def _json_column(provider: str, name: str, dtype: str, rng: np.random.Generator,
+                 n: int) -> np.ndarray:
+    """The JSON text of one field for n rows."""
+    if dtype == "Int64":
+        if name.endswith("date"):
+            values = rng.integers(1_700_000_000, 1_790_000_000, n)
+        else:  # most observables have no detections, reports or votes
+            values = rng.integers(0, 100, n) * (rng.random(n) < 0.2)
+        values = values.astype(str).astype(object)
+    elif dtype == "Float64":
+        values = np.round(rng.uniform(1.0, 4.5, n), 3).astype(str).astype(object)
+    elif dtype == "boolean":
+        values = np.array(["true", "false", "null"], dtype=object)[rng.integers(0, 3, n)]
+    elif dtype == "list":
+        choices = _LISTS.get(f"{provider}.{name}", _LISTS.get(name, _DEFAULT_LIST))
+        pool = [json.dumps(v) for v in choices]
+        values = np.array(pool, dtype=object)[rng.integers(0, len(pool), n)]
+    elif name in ("last_seen", "first_seen", "last_reported_at"):
+        days = rng.integers(0, 365, n)
+        values = (np.datetime64("2025-11-20") + days).astype(str).astype(object)
+        values = '"' + values + '"'
+    else:
+        pool = [json.dumps(v) for v in _STRINGS.get(name, ["example", None])]
+        values = np.array(pool, dtype=object)[rng.integers(0, len(pool), n)]
+    return values
+
+
+def fields_json(provider: str, n: int, seed: int) -> np.ndarray:
+    """n fields JSON objects (sorted keys, as the runner writes them)."""
+    rng = np.random.default_rng(seed)
+    out = np.full(n, "{", dtype=object)
+    for i, (name, dtype) in enumerate(sorted(PROVIDER_FIELDS[provider].items())):
+        values = _json_column(provider, name, dtype, rng, n)
+        out = out + (", " if i else "") + f'"{name}": ' + values
+    return out + "}"
+
+
+def observables_table(n: int) -> pd.DataFrame:
+    """n observables in the workload's mix, built column-wise (OBSERVABLE_COLUMNS)."""
+    index = np.arange(n)
+    types = np.array(workload._CYCLE, dtype=object)[index % len(workload._CYCLE)]
+    values = np.array([workload.value_of(i) for i in range(n)], dtype=object)
+    stix_types = pd.Series(types).map(workload.stix_type_of).to_numpy(dtype=object)
+    stix_ids = stix_types + "--00000000-0000-4000-8000-" + pd.Series(index).map(
+        "{:012x}".format).to_numpy(dtype=object)  # fmt: skip
+    columns = {
+        "internal_id": pd.Series(index).map("{:024x}".format),
+        "stix_id": stix_ids,
+        "entity_type": types,
+        "value": values,
+        "normalized_value": values,
+        "hash_type": np.where(types == "StixFile", "SHA-256", None),
+        "tlp": "TLP:CLEAR",
+        "marking_ids": [[] for _ in range(n)],
+        "labels": [[] for _ in range(n)],
+        "existing_score": pd.array(np.where(index % 10 == 0, index % 100, -1), dtype="Int64"),
+        "created_at": pd.Timestamp(f"{DAY}T09:00:00Z"),
+        "status": "ok",
+        "reason": None,
+    }
+    frame = pd.DataFrame(columns)
+    frame.loc[frame["existing_score"] < 0, "existing_score"] = pd.NA
+    return frame.astype({k: v for k, v in frames.OBSERVABLE_COLUMNS.items() if v != "list"})
+
+
+def lookups_table(provider: str, observables: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """One LOOKUP_COLUMNS row per observable: ok / not_found / error in scope, else skipped."""
+    n = len(observables)
+    rng = np.random.default_rng(seed)
+    in_scope = observables["entity_type"].isin(PROVIDER_SCOPE[provider]).to_numpy()
+    draw = rng.random(n)
+    status = np.where(~in_scope, base.SKIPPED,
+                      np.where(draw < 0.85, base.OK,
+                               np.where(draw < 0.97, base.NOT_FOUND, base.ERROR)))  # fmt: skip
+    ok = status == base.OK
+    fields = np.full(n, "{}", dtype=object)
+    fields[ok] = fields_json(provider, int(ok.sum()), seed)
+    answered = (status == base.OK) | (status == base.NOT_FOUND)
+    digests = pd.Series(np.arange(n) + (seed << 32)).map("{:064x}".format).to_numpy(dtype=object)
+    frame = pd.DataFrame({
+        "stix_id": observables["stix_id"],
+        "entity_type": observables["entity_type"],
+        "normalized_value": observables["normalized_value"],
+        "provider": provider,
+        "status": status,
+        "reason": np.where(~in_scope, base.SKIP_OUT_OF_SCOPE,
+                           np.where(status == base.ERROR, base.ERR_TRANSIENT, None)),
+        "fields": fields,
+        "fetched_at": pd.Series(pd.Timestamp(f"{DAY}T09:05:00Z"), index=observables.index)
+        .where(answered),
+        "raw_digest": np.where(answered, digests, None),
+        "from_cache": False,
+        "latency_ms": np.where(answered, 100.0 + rng.random(n) * 10, np.nan),
+        "http_status": pd.array(np.where(ok, 200, np.where(answered, 404, -1)), dtype="Int64"),
+        "message": np.where(status == base.ERROR, "HTTP 503: upstream unavailable", None),
+    })  # fmt: skip
+    frame.loc[~answered, "http_status"] = pd.NA
+    return frame.astype(frames.LOOKUP_COLUMNS)
+
+
+def write_history(outputs: Path, n: int) -> dict:
+    """The stored observables and lookups of one day with n observables; sizes on disk."""
+    observables = observables_table(n)
+    sizes = {}
+    tables = {"observables": observables}
+    for seed, provider in enumerate(LOOKUP_PROVIDERS, start=1):
+        tables[f"{provider}_lookups"] = lookups_table(provider, observables, seed)
+    for asset, frame in tables.items():
+        path = outputs / asset / f"{DAY}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(path, index=False, engine="pyarrow")
+        sizes[asset] = path.stat().st_size
+    return sizes
+
+
+_TIMED = r"""
+import json, resource, sys, time
+t0 = time.perf_counter()
+import pandas as pd
+from cti_assets.defs.io import read_partition
+from cti_assets.scoring.merge import merge_lookups
+from cti_assets.scoring.model import score_frame
+base, day, providers = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
+phases = {"imports": time.perf_counter() - t0}
+t = time.perf_counter()
+observables = read_partition("observables", day, base)
+lookups = {p: read_partition(f"{p}_lookups", day, base) for p in providers}
+phases["read"] = time.perf_counter() - t; t = time.perf_counter()
+merged = merge_lookups(observables, lookups)
+del lookups
+phases["merge"] = time.perf_counter() - t; t = time.perf_counter()
+scores = score_frame(merged, None)
+phases["score"] = time.perf_counter() - t; t = time.perf_counter()
+try:
+    from cti_assets.scoring.policy import apply_score_policy
+except ImportError:
+    phases["policy_missing"] = 1
+else:
+    scores = apply_score_policy(scores, "keep_higher")
+    phases["policy"] = time.perf_counter() - t
+t = time.perf_counter()
+for name, frame in (("merged_enrichment", merged), ("observable_scores", scores)):
+    frame.to_parquet(f"{base}/{name}-{day}.parquet", index=False, engine="pyarrow")
+phases["write"] = time.perf_counter() - t
+print(json.dumps({"phases": phases, "rows": len(scores),
+                  "wall_s": time.perf_counter() - t0 - phases["imports"],
+                  "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                  "verdicts": scores["verdict"].value_counts().to_dict()}))
+"""
+
+
+def rescore(outputs: Path, profile_to: Path | None = None) -> dict:
+    """Read, merge, score, policy, write in a fresh interpreter; its figures."""
+    command = [sys.executable, "-c", _TIMED, str(outputs), DAY, ",".join(LOOKUP_PROVIDERS)]
+    if profile_to is not None:
+        command = [sys.executable, "-m", "pyinstrument", "-r", "text", "-o", str(profile_to),
+                   "-c", _TIMED, str(outputs), DAY, ",".join(LOOKUP_PROVIDERS)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"re-scoring failed: {done.stderr.strip()[-800:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure(args, scratch: Path) -> dict:
+    n = args.rescore_n
+    outputs = scratch / "outputs"
+    sizes = write_history(outputs, n)
+    result = rescore(outputs)
+    return {
+        "n": n,
+        "stored_mb": round(sum(sizes.values()) / 2**20, 1),
+        "wall_s": round(result["wall_s"], 3),
+        "phases_s": {k: round(v, 3) for k, v in result["phases"].items()},
+        "peak_gb": round(result["maxrss_kb"] / 2**20, 3),
+        "rows": result["rows"],
+        "verdicts": result["verdicts"],
+    }
+
+
+def section(result: dict) -> str:
+    phases = ", ".join(f"{k} {v:.2f} s" for k, v in result["phases_s"].items()
+                       if k != "imports")  # fmt: skip
+    return (
+        "## 3. Re-scoring\n\n"
+        f"{result['n']:,} observables of one day read back from stored Parquet "
+        f"({result['stored_mb']} MB: observables and seven lookup tables, written as the IO "
+        "manager writes them), merged, scored, score policy applied, merged_enrichment and "
+        "observable_scores written: the rescore job's work, in a fresh process, zero provider "
+        f"calls. Wall **{result['wall_s']:.2f} s** (target <= 10 s; {phases}; interpreter "
+        f"imports excluded), peak resident memory **{result['peak_gb']:.2f} GB** (target <= 2 "
+        f"GB; ru_maxrss of the process, imports included). Verdicts: {result['verdicts']}.\n"
+    )
