@@ -110,7 +110,9 @@ def _meaning() -> str:
     readme = REPO / "bench" / "README.md"
     heading = "## What the figures mean"
     text = readme.read_text() if readme.exists() else ""
-    return heading + text.split(heading, 1)[1] if heading in text else ""
+    meaning = heading + text.split(heading, 1)[1] if heading in text else ""
+    findings = REPO / "bench" / "findings.md"
+    return meaning + ("\n" + findings.read_text() if findings.exists() else "")
 
 
 def run_throughput(args, results: dict, scratch: Path) -> None:
