@@ -65,6 +65,7 @@ def main(argv=None) -> int:
     previous = args.out / "results.json"
     if args.update and previous.exists():
         kept = json.loads(previous.read_text())
+        results["command"] = f"{kept.get('command')}, then {results['command']}"
         for name in ("throughput", "baseline", *BENCHMARKS[1:]):
             if name in kept and name not in args.only and not (
                     name == "baseline" and "throughput" in args.only):
