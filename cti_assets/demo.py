@@ -116,8 +116,12 @@ def materialise(partition_keys, run_config: dict | None = None, job_name: str = 
     failed = []
     for key in partition_keys:
         print(f"\n== {job_name} {key}")
+        quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
         result = job.execute_in_process(
-            partition_key=key, instance=instance, raise_on_error=False, run_config=run_config
+            partition_key=key,
+            instance=instance,
+            raise_on_error=False,
+            run_config={**quiet, **(run_config or {})},
         )
         for event in result.get_asset_materialization_events():
             mat = event.event_specific_data.materialization
