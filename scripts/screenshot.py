@@ -73,6 +73,8 @@ def main() -> int:
     )
     try:
         wait_until_up(url, webserver)
+        # the first-visit community dialog would cover the graph; mark it seen
+        requests.post(f"{url}/graphql", json={"query": "mutation { setNuxSeen }"}, timeout=30)
         with tempfile.TemporaryDirectory() as profile:
             subprocess.run(  # noqa: S603
                 [

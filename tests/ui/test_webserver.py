@@ -116,6 +116,7 @@ def test_asset_graph_and_a_partitioned_run(webserver):
     # import one observable into the store the webserver's runs read
     from cti_assets.sources.local import LocalStixStore
 
+    Path(env["CTI_DATA_DIR"]).mkdir(parents=True, exist_ok=True)
     store = LocalStixStore(Path(env["CTI_DATA_DIR"]) / "store.sqlite")
     from datetime import UTC, datetime
 
