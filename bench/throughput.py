@@ -28,8 +28,9 @@ def _lookup_step(provider: str, frame: pd.DataFrame, base_urls: dict[str, str], 
                  latency_ms: float, data_dir: Path, gate) -> dict:
     """One provider's step: open the shared cache and limiter, wait at the gate, look up."""
     settings = workload.bench_settings(provider, base_urls, rate, latency_ms)
+    bucket_file = data_dir / "ratelimit" / f"{settings.name}.sqlite"
     with ResponseCache(data_dir / "cache.sqlite") as cache, \
-            SharedLimiter.for_settings(settings, path=data_dir / "ratelimit.sqlite") as limiter:
+            SharedLimiter.for_settings(settings, path=bucket_file) as limiter:
         gate.wait()
         started = time.perf_counter()
         lookups, stats = lookup_frame(provider, frame, settings, cache=cache, limiter=limiter)

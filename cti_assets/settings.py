@@ -29,9 +29,15 @@ def cache_path() -> Path:
     return data_dir() / "cache.sqlite"
 
 
-def ratelimit_path() -> Path:
-    """SQLite file holding the rate-limit buckets shared by every process on the machine."""
-    return data_dir() / "ratelimit.sqlite"
+def ratelimit_path(provider: str | None = None) -> Path:
+    """SQLite file holding a provider's rate-limit bucket and quota ledger, shared by every
+    process on the machine. One file per provider, so providers never wait on each other's
+    file lock."""
+    if provider is None:
+        return data_dir() / "ratelimit.sqlite"
+    folder = data_dir() / "ratelimit"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{provider}.sqlite"
 
 
 def outputs_base() -> str:

@@ -107,7 +107,7 @@ class SharedLimiter:
             raise ValueError(f"provider name {provider!r} is not a plain identifier")
         self.provider = provider
         self.limits = {w: limits.get(w) for w in WINDOW_MS}
-        self.path = Path(path) if path is not None else data_settings.ratelimit_path()
+        self.path = Path(path) if path is not None else data_settings.ratelimit_path(provider)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.rates = rates_for(self.limits)
         self._ledger = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)

@@ -112,7 +112,7 @@ def test_module_remaining_reads_the_environment(tmp_path, monkeypatch):
 def test_default_path_is_in_the_data_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("CTI_DATA_DIR", str(tmp_path))
     limiter = SharedLimiter("greynoise", {"day": 3})
-    assert limiter.path == tmp_path / "ratelimit.sqlite" and limiter.path.exists()
+    assert limiter.path == tmp_path / "ratelimit" / "greynoise.sqlite" and limiter.path.exists()
     limiter.close()
 
 
