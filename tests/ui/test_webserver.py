@@ -63,7 +63,8 @@ def webserver(tmp_path):
         "run_coordinator:\n  module: dagster.core.run_coordinator\n  class: DefaultRunCoordinator\n"
     )
     port = free_port()
-    with ProviderSandbox(port=0) as sandbox:
+    log_path = tmp_path / "webserver.log"  # a file, not a pipe: an unread pipe blocks the run
+    with ProviderSandbox(port=0) as sandbox, log_path.open("w") as log:
         env = {
             **os.environ,
             **sandbox.base_urls,
@@ -84,8 +85,8 @@ def webserver(tmp_path):
             ],
             cwd=ROOT,
             env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         url = f"http://127.0.0.1:{port}"
         try:
@@ -96,7 +97,7 @@ def webserver(tmp_path):
                         break
                 except requests.ConnectionError:
                     pass
-                assert process.poll() is None, process.stderr.read().decode()[-2000:]
+                assert process.poll() is None, log_path.read_text()[-2000:]
                 time.sleep(0.5)  # waiting for a child process to listen, not for timing
             yield url, env
         finally:
@@ -163,3 +164,17 @@ def test_asset_graph_and_a_partitioned_run(webserver):
     assert status == "SUCCESS"
     scores = Path(env["CTI_DATA_DIR"]) / "outputs" / "observable_scores" / "2026-11-20.parquet"
     assert scores.exists()
+
+    # a real asset backfill through launchPartitionBackfill, at a lower priority than sensor runs
+    from cti_assets.backfill import launch_backfill
+
+    backfill_id = launch_backfill("2026-11-19", "2026-11-20", url=url, job="rescore")
+    backfill = graphql(
+        url,
+        "query($id: String!) { partitionBackfillOrError(backfillId: $id) { "
+        "... on PartitionBackfill { id partitionNames tags { key value } } } }",
+        {"id": backfill_id},
+    )["partitionBackfillOrError"]
+    assert backfill["id"] == backfill_id
+    assert backfill["partitionNames"] == ["2026-11-19", "2026-11-20"]
+    assert {"key": "dagster/priority", "value": "-10"} in backfill["tags"]
