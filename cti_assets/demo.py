@@ -19,19 +19,11 @@ from importlib import resources
 from pathlib import Path
 
 from cti_assets import settings
+from cti_assets.observable import STIX_TO_ENTITY_TYPE
 
 DEMO_DAYS = ("2026-11-20", "2026-11-21")
 DEMO_KEY = "demo-sandbox-key"  # the sandbox accepts any key; real keys never go to it
 KEYED_PROVIDERS = ("VIRUSTOTAL", "SHODAN", "ABUSEIPDB", "GREYNOISE", "SECURITYTRAILS")
-SCO_TYPES = {
-    "ipv4-addr",
-    "ipv6-addr",
-    "domain-name",
-    "hostname",
-    "x-opencti-hostname",
-    "url",
-    "file",
-}
 POOL_LIMITS = {
     "virustotal": 1,
     "securitytrails": 1,
@@ -66,7 +58,7 @@ def split_sample(days: tuple[str, ...], folder: Path) -> list[tuple[str, Path]]:
     per_day: list[list[dict]] = [[] for _ in days]
     observable_index = 0
     for obj in bundle["objects"]:
-        if obj["type"] in SCO_TYPES:
+        if obj["type"] in STIX_TO_ENTITY_TYPE:
             per_day[observable_index % len(days)].append(obj)
             observable_index += 1
         else:

@@ -56,17 +56,19 @@ MAX_URL_LENGTH = 8192
 URL_SCHEMES = {"http": 80, "https": 443, "ftp": 21}
 HASH_TYPES_BY_LENGTH = {32: "MD5", 40: "SHA-1", 64: "SHA-256"}
 
-# Accepted spellings of entity types -> the OpenCTI name.
-_TYPE_ALIASES = {
+# STIX SCO type -> OpenCTI entity type. OpenCTI exports Hostname as the custom SCO `hostname`;
+# older exports used `x-opencti-hostname`.
+STIX_TO_ENTITY_TYPE: dict[str, str] = {
     "ipv4-addr": "IPv4-Addr",
     "ipv6-addr": "IPv6-Addr",
     "domain-name": "Domain-Name",
     "hostname": "Hostname",
     "x-opencti-hostname": "Hostname",
     "url": "Url",
-    "stixfile": "StixFile",
     "file": "StixFile",
 }
+# Accepted spellings of entity types -> the OpenCTI name.
+_TYPE_ALIASES = {**STIX_TO_ENTITY_TYPE, "stixfile": "StixFile"}
 
 _DEFANGED_DOTS = ("[.]", "(.)", "{.}", "[dot]", "(dot)", "{dot}")
 _DEFANGED_SCHEMES = {"hxxp": "http", "hxxps": "https", "fxp": "ftp", "fxps": "ftps"}

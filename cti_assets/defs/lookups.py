@@ -5,6 +5,8 @@ and a slow or exhausted provider never blocks the others. The clients, cache, sh
 limits and TLP gate live in `cti_assets.providers`; these assets only wire them to partitions.
 """
 
+import json
+
 import dagster as dg
 import pandas as pd
 from pydantic import Field
@@ -80,12 +82,16 @@ def run_provider(
     return frame, cached_stats.combine(forced_stats)
 
 
+def _status_counts(frame: pd.DataFrame) -> dg.MetadataValue:
+    return dg.MetadataValue.json(
+        {str(k): int(v) for k, v in frame["status"].value_counts().items()}
+    )
+
+
 def _metadata(stats, frame: pd.DataFrame) -> dict:
     metadata = dict(stats.as_metadata())
     metadata["rows"] = len(frame)
-    metadata["status_counts"] = dg.MetadataValue.json(
-        {str(k): int(v) for k, v in frame["status"].value_counts().items()}
-    )
+    metadata["status_counts"] = _status_counts(frame)
     return metadata
 
 
@@ -142,15 +148,11 @@ def network_context_lookups(
     from cti_assets.providers.network_context import network_context_frame
 
     frame = network_context_frame(observables)
-    special = frame["fields"].str.contains('"is_special_use": true', regex=False, na=False)
+    special = sum(
+        bool(json.loads(fields).get("is_special_use")) for fields in frame["fields"].dropna()
+    )
     context.add_output_metadata(
-        {
-            "rows": len(frame),
-            "special_use": int(special.sum()),
-            "status_counts": dg.MetadataValue.json(
-                {str(k): int(v) for k, v in frame["status"].value_counts().items()}
-            ),
-        }
+        {"rows": len(frame), "special_use": special, "status_counts": _status_counts(frame)}
     )
     return frame
 

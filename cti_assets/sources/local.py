@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cti_assets import settings
-from cti_assets.observable import TLP_BY_MARKING_ID
+from cti_assets.observable import STIX_TO_ENTITY_TYPE, TLP_BY_MARKING_ID
 from cti_assets.sources.base import (
     THREAT_ENTITY_TYPES,
     ObservableRecord,
@@ -27,17 +27,6 @@ from cti_assets.sources.base import (
     WriteStats,
 )
 
-# STIX SCO type -> OpenCTI entity type. OpenCTI exports Hostname as the custom SCO `hostname`;
-# older exports used `x-opencti-hostname`.
-STIX_TO_ENTITY_TYPE: dict[str, str] = {
-    "ipv4-addr": "IPv4-Addr",
-    "ipv6-addr": "IPv6-Addr",
-    "domain-name": "Domain-Name",
-    "hostname": "Hostname",
-    "x-opencti-hostname": "Hostname",
-    "url": "Url",
-    "file": "StixFile",
-}
 OBSERVABLE_STIX_TYPES: tuple[str, ...] = tuple(STIX_TO_ENTITY_TYPE)
 HASH_PREFERENCE: tuple[str, ...] = ("SHA-256", "SHA-1", "MD5")
 # Where OpenCTI's own exports put score, labels and other platform properties of an object.

@@ -10,7 +10,6 @@ from cti_assets.providers import base
 from cti_assets.providers.config import settings_from_env
 from cti_assets.providers.fields import PROVIDER_FIELDS
 from cti_assets.providers.registry import make_client
-from cti_assets.sandbox import ProviderSandbox
 
 KEYS = {
     "VIRUSTOTAL_API_KEY": "vt-test-key",
@@ -30,19 +29,6 @@ SAMPLES = {
 }
 PROVIDERS = list(SAMPLES)
 KEYED = [p for p in PROVIDERS if p != base.INTERNETDB]
-
-
-@pytest.fixture(scope="module")
-def sandbox():
-    with ProviderSandbox() as sb:
-        yield sb
-
-
-@pytest.fixture
-def sb(sandbox):
-    sandbox.reset()
-    yield sandbox
-    sandbox.reset()
 
 
 def client_for(sb, provider, **overrides):

@@ -13,7 +13,6 @@ from cti_assets.providers.cache import ResponseCache
 from cti_assets.providers.config import settings_from_env
 from cti_assets.providers.ratelimit import SharedLimiter
 from cti_assets.providers.runner import LookupStats, lookup_frame
-from cti_assets.sandbox import ProviderSandbox
 
 KEYS = {
     "VIRUSTOTAL_API_KEY": "vt-test-key",
@@ -45,19 +44,6 @@ def observable(value, entity_type="IPv4-Addr", tlp="TLP:GREEN", status="ok", sti
 
 def frame(*rows):
     return pd.DataFrame(list(rows), columns=list(frames.OBSERVABLE_COLUMNS))
-
-
-@pytest.fixture(scope="module")
-def sandbox():
-    with ProviderSandbox() as sb:
-        yield sb
-
-
-@pytest.fixture
-def sb(sandbox):
-    sandbox.reset()
-    yield sandbox
-    sandbox.reset()
 
 
 @pytest.fixture

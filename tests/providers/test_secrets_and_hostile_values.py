@@ -19,7 +19,6 @@ from cti_assets.providers.http import redact
 from cti_assets.providers.ratelimit import SharedLimiter
 from cti_assets.providers.registry import make_client
 from cti_assets.providers.runner import lookup_frame
-from cti_assets.sandbox import ProviderSandbox
 
 CANARY = "canary-7f3a9c1e55d0-SECRET"
 KEY_VARS = ("VIRUSTOTAL_API_KEY", "SHODAN_API_KEY", "ABUSEIPDB_API_KEY", "GREYNOISE_API_KEY",
@@ -31,19 +30,6 @@ TARGETS = {
     base.GREYNOISE: ("IPv4-Addr", "45.83.70.4"),
     base.SECURITYTRAILS: ("Domain-Name", "canary-check.com"),
 }
-
-
-@pytest.fixture(scope="module")
-def sandbox():
-    with ProviderSandbox() as sb:
-        yield sb
-
-
-@pytest.fixture
-def sb(sandbox):
-    sandbox.reset()
-    yield sandbox
-    sandbox.reset()
 
 
 def _env(sb):
