@@ -69,7 +69,7 @@ class RequestRecord:
     headers: dict[str, str]  # lowercase names
     status: int | None  # None while the request is still being answered
     started: float  # time.monotonic()
-    ended: float | None
+    ended: float | None  # when the reply was ready to send
     observable: str | None
 
     def redacted(self) -> dict[str, Any]:
@@ -492,9 +492,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             record.ended = time.monotonic()
             return
-        self._write(reply, method)
+        # Recorded before the reply goes out: a client that has its answer sees it in the log.
         record.status = reply.status
         record.ended = time.monotonic()
+        self._write(reply, method)
 
     def _write(self, reply: Reply, method: str) -> None:
         self.send_response(reply.status)
