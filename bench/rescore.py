@@ -21,7 +21,7 @@ import pandas as pd
 from bench import workload
 from cti_assets import frames
 from cti_assets.providers import base
-from cti_assets.providers.fields import PROVIDER_FIELDS, PROVIDER_SCOPE
+from cti_assets.providers.fields import PROVIDER_FIELDS, PROVIDER_SCOPE, is_list
 from cti_assets.sandbox.data import ACTOR_NAMES, FAMILY_NAMES
 
 DAY = "2026-11-20"
@@ -62,7 +62,7 @@ def _json_column(provider: str, name: str, dtype: str, rng: np.random.Generator,
         values = np.round(rng.uniform(1.0, 4.5, n), 3).astype(str).astype(object)
     elif dtype == "boolean":
         values = np.array(["true", "false", "null"], dtype=object)[rng.integers(0, 3, n)]
-    elif dtype == "list":
+    elif is_list(dtype):
         choices = _LISTS.get(f"{provider}.{name}", _LISTS.get(name, _DEFAULT_LIST))
         pool = [json.dumps(v) for v in choices]
         values = np.array(pool, dtype=object)[rng.integers(0, len(pool), n)]

@@ -8,7 +8,7 @@ for evidence.
 
 from __future__ import annotations
 
-# dtype names are pandas extension dtypes; "list" columns hold Python lists of str/int.
+# dtype names are pandas extension dtypes, or "list[int]" / "list[str]" for JSON lists.
 PROVIDER_FIELDS: dict[str, dict[str, str]] = {
     "network_context": {
         "is_special_use": "boolean",  # private, reserved, bogon, special-use IP or name
@@ -27,11 +27,11 @@ PROVIDER_FIELDS: dict[str, dict[str, str]] = {
         "hash_type": "string",  # MD5, SHA-1, SHA-256
     },
     "shodan_internetdb": {
-        "ports": "list",
-        "vulns": "list",
-        "tags": "list",
-        "cpes": "list",
-        "hostnames": "list",
+        "ports": "list[int]",
+        "vulns": "list[str]",
+        "tags": "list[str]",
+        "cpes": "list[str]",
+        "hostnames": "list[str]",
     },
     "greynoise": {
         "noise": "boolean",
@@ -39,7 +39,7 @@ PROVIDER_FIELDS: dict[str, dict[str, str]] = {
         "classification": "string",  # malicious, suspicious, benign, unknown
         "name": "string",  # the actor / organisation name GreyNoise reports
         "trust_level": "string",  # RIOT trust level "1", "2", "3"
-        "tags": "list",
+        "tags": "list[str]",
         "last_seen": "string",
     },
     "abuseipdb": {
@@ -51,7 +51,7 @@ PROVIDER_FIELDS: dict[str, dict[str, str]] = {
         "usage_type": "string",
         "country_code": "string",
         "isp": "string",
-        "categories": "list",  # report category ids, most frequent first
+        "categories": "list[int]",  # report category ids, most frequent first
         "last_reported_at": "string",
     },
     "virustotal": {
@@ -62,28 +62,28 @@ PROVIDER_FIELDS: dict[str, dict[str, str]] = {
         "reputation": "Int64",
         "votes_malicious": "Int64",
         "votes_harmless": "Int64",
-        "tags": "list",
-        "threat_names": "list",  # popular_threat_classification names/label, URL threat_names
-        "categories": "list",  # vendor category strings (domains, URLs)
+        "tags": "list[str]",
+        "threat_names": "list[str]",  # popular_threat_classification names, URL threat_names
+        "categories": "list[str]",  # vendor category strings (domains, URLs)
         "last_analysis_date": "Int64",  # epoch seconds
     },
     "securitytrails": {
         "apex_domain": "string",
         "alexa_rank": "Int64",
-        "a_records": "list",
-        "ns_records": "list",
-        "mx_records": "list",
+        "a_records": "list[str]",
+        "ns_records": "list[str]",
+        "mx_records": "list[str]",
         "subdomain_count": "Int64",
         "first_seen": "string",
     },
     "shodan": {
-        "ports": "list",
-        "vulns": "list",
-        "tags": "list",
+        "ports": "list[int]",
+        "vulns": "list[str]",
+        "tags": "list[str]",
         "org": "string",
         "asn": "string",
         "country_code": "string",
-        "hostnames": "list",
+        "hostnames": "list[str]",
     },
 }
 
@@ -102,3 +102,8 @@ PROVIDER_SCOPE: dict[str, tuple[str, ...]] = {
 def column(provider: str, field_name: str) -> str:
     """Column name of a provider field in merged_enrichment."""
     return f"{provider}__{field_name}"
+
+
+def is_list(dtype: str) -> bool:
+    """Whether a PROVIDER_FIELDS dtype is a JSON list ("list[int]" or "list[str]")."""
+    return dtype.startswith("list[")

@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from cti_assets.providers.fields import PROVIDER_FIELDS, column
-from cti_assets.scoring.merge import merge_lookups, merged_columns
+from cti_assets.providers.fields import PROVIDER_FIELDS, column, is_list
+from cti_assets.scoring.merge import ARROW_TYPES, merge_lookups, merged_columns
 from tests.scoring.scoring_factories import (
     Lookup,
     lookup_frame,
@@ -62,7 +62,9 @@ def test_every_provider_field_gets_its_dtype():
         for name, dtype in fields.items():
             series = merged[column(provider, name)]
             assert series.isna().all()
-            if dtype != "list":
+            if is_list(dtype):
+                assert series.dtype == pd.ArrowDtype(ARROW_TYPES[dtype]), (provider, name)
+            else:
                 assert str(series.dtype) == dtype, (provider, name)
 
 
@@ -98,6 +100,11 @@ def test_bad_input_gets_a_clear_error():
     wrong_type = frame.assign(fields=json.dumps({"malicious": "many"}))
     with pytest.raises(ValueError, match="virustotal field 'malicious' does not hold Int64"):
         merge_lookups(observables, {"virustotal": wrong_type})
+    ports_as_text = frame.assign(fields=json.dumps({"tags": [["nested"]]}))
+    with pytest.raises(ValueError, match="virustotal field 'tags' does not hold list"):
+        merge_lookups(observables, {"virustotal": ports_as_text})
+    with pytest.raises(ValueError, match="must be a JSON object, got list"):
+        merge_lookups(observables, {"virustotal": frame.assign(fields="[1, 2]")})
     with pytest.raises(ValueError, match="lack column"):
         merge_lookups(observables, {"virustotal": frame.drop(columns=["status"])})
 
@@ -106,3 +113,43 @@ def test_no_providers_gives_the_observables_back():
     observables, _ = _setup(3)
     merged = merge_lookups(observables, {})
     pd.testing.assert_frame_equal(merged, observables)
+
+
+def test_texts_arrow_cannot_read_in_one_pass_parse_the_same_one_by_one():
+    """Pretty-printed JSON, integral floats and extra keys: the slow path gives the same
+    typed values as the one-pass parse of the same documents written compactly."""
+    observables, types = _setup(4)
+    ids = list(observables["stix_id"])
+    documents = {
+        ids[0]: {"malicious": 3, "reputation": -2, "tags": ["a"], "extra": {"x": 1}},
+        ids[1]: {"malicious": 0, "threat_names": [], "last_analysis_date": 1_700_000_000},
+        ids[2]: {},
+    }
+    compact = lookup_frame("virustotal", {
+        sid: Lookup(fields=doc) for sid, doc in documents.items()}, types)
+    awkward = compact.copy()
+    awkward["fields"] = [
+        json.dumps(documents[ids[0]], indent=2),
+        json.dumps({**documents[ids[1]], "malicious": 0.0}),
+        "null",
+    ]
+    one_pass = merge_lookups(observables, {"virustotal": compact})
+    one_by_one = merge_lookups(observables, {"virustotal": awkward})
+    pd.testing.assert_frame_equal(one_pass, one_by_one)
+    assert one_pass.loc[0, column("virustotal", "reputation")] == -2
+    assert one_pass.loc[1, column("virustotal", "threat_names")] == []
+    assert pd.isna(one_pass.loc[2, column("virustotal", "malicious")])
+    assert pd.isna(one_pass.loc[3, column("virustotal", "tags")])
+
+
+def test_list_fields_keep_their_item_types():
+    observables, types = _setup(3)
+    ids = list(observables["stix_id"])
+    lookups = lookup_frame("abuseipdb", {
+        ids[0]: Lookup(fields={"categories": [18, 14]}),
+        ids[1]: Lookup(fields={"categories": []}),
+    }, types)
+    merged = merge_lookups(observables, {"abuseipdb": lookups})
+    categories = merged[column("abuseipdb", "categories")]
+    assert categories[0] == [18, 14] and categories[1] == [] and pd.isna(categories[2])
+    assert categories.explode().dropna().astype(int).tolist() == [18, 14]

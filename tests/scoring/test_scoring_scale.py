@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from cti_assets.providers.fields import PROVIDER_FIELDS, column
+from cti_assets.providers.fields import PROVIDER_FIELDS, column, is_list
 from cti_assets.scoring.model import ScoringWeights, score_frame
 from cti_assets.scoring.policy import apply_score_policy
 
@@ -38,7 +38,7 @@ def _wide_frame(n_rows: int, seed: int = 11) -> pd.DataFrame:
             [f"{i:064x}" for i in range(n_rows)], dtype="string")
         for name, dtype in PROVIDER_FIELDS[provider].items():
             data[column(provider, name)] = pd.array([None] * n_rows, dtype=(
-                object if dtype == "list" else dtype))
+                object if is_list(dtype) else dtype))
     data[column("virustotal", "malicious")] = pd.array(rng.poisson(1.5, n_rows), dtype="Int64")
     data[column("virustotal", "undetected")] = pd.array([60] * n_rows, dtype="Int64")
     data[column("virustotal", "harmless")] = pd.array(rng.integers(0, 20, n_rows), dtype="Int64")
