@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from cti_assets import settings
+
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -38,6 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--mode", choices=("process", "thread"), default="process",
                         help="one process (default, like the job) or thread per provider")
     parser.add_argument("--rescore-n", type=int, default=1_000_000)
+    parser.add_argument("--rescore-batch-rows", type=int, default=settings.DEFAULT_BATCH_ROWS,
+                        help="observables merged and scored at a time (CTI_BATCH_ROWS)")
     parser.add_argument("--latency-timeout-s", type=float, default=180.0)
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
     parser.add_argument("--update", action="store_true",
@@ -60,7 +64,8 @@ def main(argv=None) -> int:
         "machine": report.machine(),
         "command": " ".join(["bench/run.py", *(argv if argv is not None else sys.argv[1:])]),
         "config": {"n": args.n, "latency_ms": args.latency_ms, "rate_limits": args.rate_limits,
-                   "mode": args.mode, "rescore_n": args.rescore_n},
+                   "mode": args.mode, "rescore_n": args.rescore_n,
+                   "rescore_batch_rows": args.rescore_batch_rows},
     }
     previous = args.out / "results.json"
     if args.update and previous.exists():

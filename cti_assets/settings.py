@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 DEFAULT_DATA_DIR = "./data"
+DEFAULT_BATCH_ROWS = 100_000
 
 
 def data_dir() -> Path:
@@ -50,3 +51,13 @@ def bundles_dir() -> Path:
     path = data_dir() / "bundles"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def batch_rows() -> int:
+    """Rows merged and scored at a time (CTI_BATCH_ROWS): memory grows with it, not the day."""
+    text = os.environ.get("CTI_BATCH_ROWS", "").strip()
+    if not text:
+        return DEFAULT_BATCH_ROWS
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"CTI_BATCH_ROWS must be a positive whole number, got {text!r}")
+    return int(text)

@@ -1,35 +1,22 @@
 """Parquet IO manager: one file per asset and partition under the outputs base path.
 
 It is a UPathIOManager, so a local path in development and an s3:// URL later work alike
-(CTI_OUTPUTS_BASE). Frames come back Arrow-backed where pandas allows it: "string" columns
-as pyarrow strings and list columns as Arrow lists, so a million-row table is read without a
-Python object per value, and list columns keep their item type across the round trip.
+(CTI_OUTPUTS_BASE). An asset returns a DataFrame, or `FrameBatches` to write a big table a
+slice at a time; an input whose AssetIn metadata says `columns` reads only those, and one that
+says `batched` gets a `StoredTable` to read in slices (see cti_assets.parquet_frames).
 """
 
 from __future__ import annotations
 
-import io
+import os
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from upath import UPath
 
 from cti_assets import settings
-
-
-def read_frame(parquet: bytes) -> pd.DataFrame:
-    """A DataFrame from Parquet bytes, with Arrow-backed strings and lists."""
-    table = pq.read_table(pa.BufferReader(parquet))
-    with pd.option_context("mode.string_storage", "pyarrow"):
-        return table.to_pandas(types_mapper=_lists_as_arrow)
-
-
-def _lists_as_arrow(arrow_type: pa.DataType) -> pd.ArrowDtype | None:
-    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
-        return pd.ArrowDtype(arrow_type)
-    return None
+from cti_assets.parquet_frames import FrameBatches, StoredTable
 
 
 class ParquetIOManager(dg.UPathIOManager):
@@ -37,16 +24,37 @@ class ParquetIOManager(dg.UPathIOManager):
 
     extension: str = ".parquet"
 
-    def dump_to_path(self, context: dg.OutputContext, obj: pd.DataFrame, path: UPath) -> None:
-        if not isinstance(obj, pd.DataFrame):
-            raise dg.Failure(f"{context.asset_key.to_user_string()} must return a DataFrame")
-        buffer = io.BytesIO()
-        obj.to_parquet(buffer, index=False, engine="pyarrow")
+    def dump_to_path(self, context: dg.OutputContext, obj: object, path: UPath) -> None:
+        if isinstance(obj, pd.DataFrame):
+            obj = FrameBatches([obj])
+        if not isinstance(obj, FrameBatches):
+            raise dg.Failure(
+                f"{context.asset_key.to_user_string()} must return a DataFrame or FrameBatches")
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(buffer.getvalue())
+        local = _local(path)
+        if local is None:
+            path.write_bytes(obj.to_parquet())
+        else:
+            # Slices go straight to disk; readers never see a half-written file.
+            partial = local.with_name(f".{local.name}.{os.getpid()}.partial")
+            try:
+                obj.write(partial)
+                os.replace(partial, local)
+            finally:
+                partial.unlink(missing_ok=True)
+        if obj.metadata is not None:
+            context.add_output_metadata(obj.metadata())
 
-    def load_from_path(self, context: dg.InputContext, path: UPath) -> pd.DataFrame:
-        return read_frame(path.read_bytes())
+    def load_from_path(self, context: dg.InputContext, path: UPath) -> pd.DataFrame | StoredTable:
+        metadata = context.definition_metadata or {}
+        columns = metadata.get("columns")
+        table = StoredTable(_local(path) or path.read_bytes(), columns)
+        return table if metadata.get("batched") else table.read()
+
+
+def _local(path: UPath) -> Path | None:
+    """The path on this machine's file system, or None for object stores and the like."""
+    return Path(path.path) if path.protocol in ("", "file", "local") else None
 
 
 class ParquetIOManagerFactory(dg.ConfigurableIOManagerFactory):
@@ -58,12 +66,16 @@ class ParquetIOManagerFactory(dg.ConfigurableIOManagerFactory):
         return ParquetIOManager(base_path=UPath(self.base_path or settings.outputs_base()))
 
 
+def partition_path(asset_name: str, partition_key: str, base_path: str | None = None) -> UPath:
+    return UPath(base_path or settings.outputs_base()) / asset_name / f"{partition_key}.parquet"
+
+
 def read_partition(
     asset_name: str, partition_key: str, base_path: str | None = None
 ) -> pd.DataFrame:
     """Read one asset partition outside Dagster (CLI, export, benchmarks)."""
-    path = UPath(base_path or settings.outputs_base()) / asset_name / f"{partition_key}.parquet"
-    return read_frame(path.read_bytes())
+    path = partition_path(asset_name, partition_key, base_path)
+    return StoredTable(_local(path) or path.read_bytes()).read()
 
 
 def stored_partitions(asset_name: str, base_path: str | None = None) -> list[str]:

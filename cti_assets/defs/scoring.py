@@ -4,14 +4,21 @@ The maths lives in `cti_assets.scoring`; these assets feed it the partition's ta
 lineage (which provider fields a score comes from) and refuse to pass on bad scores.
 """
 
+from collections import Counter
+from collections.abc import Iterator
+
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
 from pydantic import Field
 
+from cti_assets import settings
 from cti_assets.defs.lookups import CHEAP_API_PROVIDERS
 from cti_assets.defs.partitions import BACKFILL_POLICY, daily_partitions
 from cti_assets.defs.resources import SourceResource
+from cti_assets.parquet_frames import FrameBatches, StoredTable
 from cti_assets.providers import base
+from cti_assets.scoring.batched import MERGE_LOOKUP_COLUMNS, ScoreSummary
 from cti_assets.sources.base import SourceError
 
 LOOKUP_ASSETS = ["network_context_lookups"] + [
@@ -30,28 +37,41 @@ SCORE_CHECKS = (
     backfill_policy=BACKFILL_POLICY,
     group_name="scoring",
     kinds={"pandas"},
-    ins={"observables": dg.AssetIn("observables"), **{n: dg.AssetIn(n) for n in LOOKUP_ASSETS}},
+    ins={
+        "observables": dg.AssetIn("observables", metadata={"batched": True}),
+        **{
+            name: dg.AssetIn(name, metadata={"batched": True, "columns": MERGE_LOOKUP_COLUMNS})
+            for name in LOOKUP_ASSETS
+        },
+    },
 )
-def merged_enrichment(context: dg.AssetExecutionContext, **inputs) -> pd.DataFrame:
+def merged_enrichment(**inputs: StoredTable) -> FrameBatches:
     """One row per observable of the partition (rejected ones included) with the status, raw
-    digest and fields of every provider as `<provider>__<field>` columns."""
-    from cti_assets.scoring.merge import merge_lookups
+    digest and fields of every provider as `<provider>__<field>` columns. Built
+    CTI_BATCH_ROWS observables at a time."""
+    from cti_assets.scoring.batched import merge_batches
 
     lookups = {
-        name.removesuffix("_lookups"): frame
-        for name, frame in inputs.items()
+        name.removesuffix("_lookups"): table
+        for name, table in inputs.items()
         if name.endswith("_lookups")
     }
-    merged = merge_lookups(inputs["observables"], lookups)
-    statuses = {
-        provider: {str(k): int(v) for k, v in merged[f"{provider}__status"].value_counts().items()}
-        for provider in lookups
-        if f"{provider}__status" in merged
-    }
-    context.add_output_metadata(
-        {"rows": len(merged), "provider_statuses": dg.MetadataValue.json(statuses)}
-    )
-    return merged
+    statuses: dict[str, Counter] = {provider: Counter() for provider in lookups}
+    rows = 0
+
+    def counted() -> Iterator[pd.DataFrame]:
+        nonlocal rows
+        for merged in merge_batches(inputs["observables"], lookups, _batch_rows()):
+            rows += len(merged)
+            for provider, counts in statuses.items():
+                counts.update(merged[f"{provider}__status"].dropna().astype(str).tolist())
+            yield merged
+
+    return FrameBatches(counted(), metadata=lambda: {
+        "rows": rows,
+        "provider_statuses": dg.MetadataValue.json(
+            {provider: dict(counts) for provider, counts in statuses.items()}),
+    })
 
 
 @dg.asset(
@@ -111,39 +131,20 @@ def _column_lineage() -> dg.TableColumnLineage:
     )
 
 
-def score_check_results(scores: pd.DataFrame, merged: pd.DataFrame) -> list[dg.AssetCheckResult]:
-    """The four blocking checks on a scores table, each with the evidence of its failure."""
-    valid = scores["score"].dropna()
-    out_of_range = int(((valid < 0) | (valid > 100)).sum())
-    conf = scores["confidence"].dropna()
-    out_of_range += int(((conf < 0) | (conf > 100)).sum())
-    missing = set(merged["stix_id"]) - set(scores["stix_id"])
-    extra = set(scores["stix_id"]) - set(merged["stix_id"])
-    duplicates = int(scores["stix_id"].duplicated().sum())
-    unexplained = int(
-        (scores["explanation"].isna() | (scores["explanation"].astype(str).str.strip() == "")).sum()
-    )
+def _batch_rows() -> int:
+    try:
+        return settings.batch_rows()
+    except ValueError as error:
+        raise dg.Failure(description=str(error), allow_retries=False) from None
+
+
+def score_check_results(
+    summary: ScoreSummary, merged_ids: pa.Array
+) -> list[dg.AssetCheckResult]:
+    """The four blocking checks on the scores written, each with the evidence of its failure."""
     return [
-        dg.AssetCheckResult(
-            check_name="score_in_range",
-            passed=out_of_range == 0,
-            metadata={"out_of_range": out_of_range},
-        ),
-        dg.AssetCheckResult(
-            check_name="one_row_per_observable",
-            passed=not missing and not extra and len(scores) == len(merged),
-            metadata={"missing": len(missing), "extra": len(extra), "rows": len(scores)},
-        ),
-        dg.AssetCheckResult(
-            check_name="no_duplicate_ids",
-            passed=duplicates == 0,
-            metadata={"duplicates": duplicates},
-        ),
-        dg.AssetCheckResult(
-            check_name="every_score_explained",
-            passed=unexplained == 0,
-            metadata={"unexplained": unexplained},
-        ),
+        dg.AssetCheckResult(check_name=name, passed=passed, metadata=evidence)
+        for name, (passed, evidence) in summary.checks(merged_ids).items()
     ]
 
 
@@ -152,35 +153,42 @@ def score_check_results(scores: pd.DataFrame, merged: pd.DataFrame) -> list[dg.A
     backfill_policy=BACKFILL_POLICY,
     group_name="scoring",
     kinds={"pandas"},
+    ins={"merged_enrichment": dg.AssetIn(metadata={"batched": True})},
     check_specs=[
         dg.AssetCheckSpec(name, asset="observable_scores", blocking=True) for name in SCORE_CHECKS
     ],
 )
 def observable_scores(
-    context: dg.AssetExecutionContext,
     config: ScoringConfig,
-    merged_enrichment: pd.DataFrame,
+    merged_enrichment: StoredTable,
     threat_context: pd.DataFrame,
 ):
     """Score 0-100, confidence, verdict and the evidence behind each, per observable; the score
-    policy decides what happens to a score already on the observable. Zero provider calls."""
-    from cti_assets.scoring.explain import histogram, top_table_markdown, verdict_counts
-    from cti_assets.scoring.model import ScoringWeights, score_frame
-    from cti_assets.scoring.policy import apply_score_policy
+    policy decides what happens to a score already on the observable. Zero provider calls.
+    Scored CTI_BATCH_ROWS observables at a time."""
+    from cti_assets.scoring.batched import score_batches
+    from cti_assets.scoring.model import ScoringWeights
 
     weights = ScoringWeights.from_dict(config.weights) if config.weights else ScoringWeights()
-    scores = apply_score_policy(
-        score_frame(merged_enrichment, threat_context, weights), config.score_policy
-    )
+    summary = ScoreSummary()
+    batches = score_batches(merged_enrichment, threat_context, summary, weights,
+                            config.score_policy, _batch_rows())
+
+    def metadata() -> dict[str, object]:
+        gathered = summary.metadata()
+        return {
+            "rows": gathered["rows"],
+            "verdicts": dg.MetadataValue.json(gathered["verdicts"]),
+            "histogram": dg.MetadataValue.json(gathered["histogram"]),
+            "top_scores": dg.MetadataValue.md(gathered["top_scores"]),
+        }
+
+    # The IO manager writes every slice before the checks below run, so the summary is whole.
     yield dg.Output(
-        scores,
+        FrameBatches(batches, metadata=metadata),
         metadata={
-            "rows": len(scores),
-            "verdicts": dg.MetadataValue.json(verdict_counts(scores)),
-            "histogram": dg.MetadataValue.json(histogram(scores)),
-            "top_scores": dg.MetadataValue.md(top_table_markdown(scores, n=10)),
             "dagster/column_lineage": _column_lineage(),
             "score_policy": config.score_policy,
         },
     )
-    yield from score_check_results(scores, merged_enrichment)
+    yield from score_check_results(summary, merged_enrichment.column("stix_id"))

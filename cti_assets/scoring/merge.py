@@ -144,26 +144,18 @@ def _parse_fields(provider: str, texts: pa.Array) -> pa.Table:
     """
     schema = pa.schema([pa.field(name, ARROW_TYPES[dtype])
                         for name, dtype in PROVIDER_FIELDS[provider].items()])
-    empty = pc.is_in(texts, value_set=pa.array(["", "{}", "null"], pa.large_string()))
-    to_parse = pc.and_not(pc.is_valid(texts), pc.fill_null(empty, False))
-    rows = np.flatnonzero(to_parse.to_numpy(zero_copy_only=False))
-    if not len(rows):
-        return schema.empty_table().take(pa.nulls(len(texts), pa.int64()))
-    selected = texts.take(pa.array(rows))
-    table = _read_ndjson(selected, schema)
-    if table is None:
-        table = _parse_one_by_one(provider, selected, schema)
-    slots = np.full(len(texts), -1, dtype=np.int64)
-    slots[rows] = np.arange(len(rows))
-    return table.take(pa.array(slots, mask=slots < 0))
+    empty_object = pa.scalar("{}", pa.large_string())
+    texts = texts.cast(pa.large_string()).fill_null(empty_object)
+    blank = pc.is_in(texts, value_set=pa.array(["", "null"], pa.large_string()))
+    texts = pc.if_else(blank, empty_object, texts)
+    table = _read_ndjson(texts, schema)
+    return table if table is not None else _parse_one_by_one(provider, texts, schema)
 
 
 def _read_ndjson(texts: pa.Array, schema: pa.Schema) -> pa.Table | None:
-    if pc.any(pc.match_substring(texts, "\n")).as_py():
-        return None
-    texts = texts.cast(pa.large_string())
-    nothing, newline = pa.scalar("", pa.large_string()), pa.scalar("\n", pa.large_string())
-    lines = pc.binary_join_element_wise(texts, nothing, newline)
+    """None when the texts are not one JSON object per line of the schema's types."""
+    newline = pa.scalar("\n", pa.large_string())
+    lines = pc.binary_join_element_wise(texts, pa.scalar("", pa.large_string()), newline)
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)
     start, stop = int(offsets[lines.offset]), int(offsets[lines.offset + len(lines)])
     options = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
@@ -172,7 +164,7 @@ def _read_ndjson(texts: pa.Array, schema: pa.Schema) -> pa.Table | None:
                                  parse_options=options)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         return None
-    if table.num_rows != len(texts):
+    if table.num_rows != len(texts):  # a text holding a newline or several objects
         return None
     return table.select(schema.names).combine_chunks()
 

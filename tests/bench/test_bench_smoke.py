@@ -56,8 +56,9 @@ def test_rescore_reads_merges_scores_and_writes_every_row(tmp_path):
 
     sizes = rescore.write_history(tmp_path, 400)
     assert set(sizes) == {"observables", *(f"{p}_lookups" for p in rescore.LOOKUP_PROVIDERS)}
-    result = rescore.rescore(tmp_path)
+    result = rescore.rescore(tmp_path, rows=150)
     assert result["rows"] == 400
+    assert set(result["phases"]) == {"imports", "merged_enrichment", "observable_scores"}
     assert sum(result["verdicts"].values()) == 400
     assert result["maxrss_kb"] > 0 and result["wall_s"] > 0
     assert (tmp_path / f"observable_scores-{rescore.DAY}.parquet").exists()

@@ -5,6 +5,7 @@ rescore of stored lookups makes no request at all."""
 import json
 
 import dagster as dg
+import pandas as pd
 import pytest
 
 DAY = "2026-11-20"
@@ -95,6 +96,22 @@ def test_whole_graph_then_rerun_then_rescore(pipeline):
 
     run(defs, instance, job="rescore")
     assert sandbox.request_count() == 0
+
+
+def test_rescore_in_small_slices_writes_the_same_tables(pipeline, monkeypatch):
+    from cti_assets.defs.io import read_partition
+
+    defs, sandbox, instance = pipeline
+    run(defs, instance)
+    whole = {name: read_partition(name, DAY) for name in ("merged_enrichment", "observable_scores")}
+    assert len(whole["observable_scores"]) > 7
+    monkeypatch.setenv("CTI_BATCH_ROWS", "7")
+    sandbox.reset_log()
+    result = run(defs, instance, job="rescore")
+    assert sandbox.request_count() == 0
+    assert all(c.passed for c in result.get_asset_check_evaluations())
+    for name, frame in whole.items():
+        pd.testing.assert_frame_equal(read_partition(name, DAY), frame)
 
 
 def test_blocking_checks_pass_and_lineage_is_published(pipeline):

@@ -1,0 +1,136 @@
+"""Parquet tables as pandas frames, whole or a slice of rows at a time.
+
+A day can hold a million observables; re-scoring it must fit a small worker. So besides
+reading a frame whole, a stored table can be read in exact slices of rows (`StoredTable`) and
+an output can be written from a stream of frames (`FrameBatches`), keeping memory bounded by
+the slice size. Frames come back Arrow-backed where pandas allows it: "string" columns as
+pyarrow strings and list columns as Arrow lists, so no Python object is made per value and
+list columns keep their item type across the round trip.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def read_frame(parquet: bytes, columns: list[str] | None = None) -> pd.DataFrame:
+    """A DataFrame from Parquet bytes (only `columns` when given)."""
+    return to_frame(pq.read_table(pa.BufferReader(parquet), columns=columns))
+
+
+def to_frame(table: pa.Table) -> pd.DataFrame:
+    """An Arrow table as pandas, with Arrow-backed strings and lists."""
+    table = _metadata_of_present_columns(table)
+    with pd.option_context("mode.string_storage", "pyarrow"):
+        return table.to_pandas(types_mapper=_lists_as_arrow)
+
+
+def _lists_as_arrow(arrow_type: pa.DataType) -> pd.ArrowDtype | None:
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+        return pd.ArrowDtype(arrow_type)
+    return None
+
+
+def _metadata_of_present_columns(table: pa.Table) -> pa.Table:
+    """Drop the pandas metadata of columns a projection left out: pyarrow would still try to
+    rebuild their dtypes, and cannot for Arrow list dtypes."""
+    metadata = table.schema.metadata or {}
+    if b"pandas" not in metadata:
+        return table
+    pandas_metadata = json.loads(metadata[b"pandas"])
+    present = set(table.column_names)
+    columns = pandas_metadata.get("columns", [])
+    kept = [c for c in columns if c.get("field_name", c.get("name")) in present]
+    if len(kept) == len(columns):
+        return table
+    pandas_metadata["columns"] = kept
+    return table.replace_schema_metadata({**metadata, b"pandas": json.dumps(pandas_metadata)})
+
+
+@dataclass
+class FrameBatches:
+    """An asset output produced as consecutive frames of the same columns and dtypes."""
+
+    frames: Iterable[pd.DataFrame]
+    # Called once every frame is written: metadata only known at the end (row counts, ...).
+    metadata: Callable[[], dict[str, Any]] | None = None
+
+    def to_parquet(self) -> bytes:
+        """All frames as the bytes of one Parquet file."""
+        buffer = io.BytesIO()
+        self.write(buffer)
+        return buffer.getvalue()
+
+    def write(self, sink: str | Path | BinaryIO) -> None:
+        """All frames into one Parquet file (a row group or more per frame), one at a time."""
+        writer: pq.ParquetWriter | None = None
+        schema: pa.Schema | None = None
+        try:
+            for frame in self.frames:
+                if schema is None:
+                    table = pa.Table.from_pandas(frame, preserve_index=False)
+                    schema = table.schema
+                    writer = pq.ParquetWriter(sink, schema)
+                else:
+                    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+                writer.write_table(table)
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:
+            raise ValueError("a batched output needs at least one frame, even an empty one")
+
+
+class StoredTable:
+    """A stored Parquet table read whole, one column at a time, or in slices of rows."""
+
+    def __init__(self, parquet: bytes | str | Path, columns: list[str] | None = None):
+        """`parquet`: the file's bytes, or a local path (read as needed, not held in memory)."""
+        self._source = pa.BufferReader(parquet) if isinstance(parquet, bytes) else str(parquet)
+        self._file = pq.ParquetFile(self._source)
+        present = self._file.schema_arrow.names
+        self.columns = [c for c in columns if c in present] if columns is not None else present
+        self.num_rows = self._file.metadata.num_rows
+
+    def read(self) -> pd.DataFrame:
+        return to_frame(self._file.read(columns=self.columns))
+
+    def column(self, name: str) -> pa.Array:
+        """One column as a single Arrow array."""
+        return self._file.read(columns=[name]).column(name).combine_chunks()
+
+    def tables(self, rows: int) -> Iterator[pa.Table]:
+        """Consecutive slices of exactly `rows` rows (the last one shorter); at least one."""
+        if rows < 1:
+            raise ValueError("a slice needs at least one row")
+        pending: list[pa.RecordBatch] = []
+        held = 0
+        schema = self._file.schema_arrow.remove_metadata()
+        metadata = self._file.schema_arrow.metadata
+        projected = pa.schema([schema.field(c) for c in self.columns], metadata=metadata)
+        yielded = False
+        for batch in self._file.iter_batches(batch_size=rows, columns=self.columns):
+            pending.append(batch)
+            held += batch.num_rows
+            while held >= rows:
+                table = pa.Table.from_batches(pending, schema=projected)
+                yield table.slice(0, rows)
+                yielded = True
+                rest = table.slice(rows)
+                pending, held = rest.to_batches(), rest.num_rows
+        if held or not yielded:
+            yield pa.Table.from_batches(pending, schema=projected)
+
+    def frames(self, rows: int) -> Iterator[pd.DataFrame]:
+        """`tables` as pandas frames."""
+        for table in self.tables(rows):
+            yield to_frame(table)

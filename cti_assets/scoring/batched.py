@@ -1,0 +1,134 @@
+"""Merge and score a day a slice of rows at a time, so re-scoring a million observables fits a
+small worker.
+
+Merging and scoring are row-wise: an observable's row needs only its own lookup rows (and its
+threat-context row). The stored observables and lookups are read in slices of the same rows,
+merged, scored and handed on slice by slice; what the metadata and the blocking checks need
+(counts, the top scores, ids) is gathered on the way in `ScoreSummary`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cti_assets import settings
+from cti_assets.parquet_frames import StoredTable
+from cti_assets.scoring.explain import histogram, top_table_markdown, verdict_counts
+from cti_assets.scoring.merge import LOOKUP_META, merge_lookups
+from cti_assets.scoring.model import ScoringWeights, score_frame
+from cti_assets.scoring.policy import apply_score_policy
+
+# The lookup columns merging reads; the others (latency, message, ...) stay on disk.
+MERGE_LOOKUP_COLUMNS: list[str] = ["stix_id", *LOOKUP_META, "fields"]
+TOP_ROWS = 10
+
+
+def merge_batches(
+    observables: StoredTable,
+    lookups: dict[str, StoredTable],
+    rows: int = settings.DEFAULT_BATCH_ROWS,
+) -> Iterator[pd.DataFrame]:
+    """merged_enrichment in slices of `rows` observables (at least one slice, maybe empty).
+
+    A lookup table stored in the observables' row order (as the lookup assets write them) is
+    read slice by slice beside them; one in any other order is read whole and joined on stix_id.
+    """
+    observable_ids = observables.column("stix_id")
+    slices: dict[str, Iterator[pd.DataFrame] | pd.DataFrame] = {}
+    for provider, table in lookups.items():
+        if _same_rows(observable_ids, table.column("stix_id")):
+            slices[provider] = table.frames(rows)
+        else:
+            slices[provider] = table.read()
+    for frame in observables.frames(rows):
+        batch = {
+            provider: source if isinstance(source, pd.DataFrame) else next(source)
+            for provider, source in slices.items()
+        }
+        yield merge_lookups(frame, batch)
+
+
+def _same_rows(ids: pa.Array, other: pa.Array) -> bool:
+    if len(ids) != len(other) or other.null_count:
+        return False
+    return bool(pc.all(pc.equal(ids.cast(pa.large_string()),
+                                other.cast(pa.large_string()))).as_py())
+
+
+@dataclass
+class ScoreSummary:
+    """What the scores' metadata and blocking checks need, gathered slice by slice."""
+
+    rows: int = 0
+    verdicts: Counter = field(default_factory=Counter)
+    histogram: Counter = field(default_factory=Counter)
+    out_of_range: int = 0
+    unexplained: int = 0
+    ids: list[pa.Array] = field(default_factory=list)
+    top: list[pd.DataFrame] = field(default_factory=list)
+
+    def add(self, scores: pd.DataFrame) -> None:
+        self.rows += len(scores)
+        self.verdicts.update(verdict_counts(scores))
+        self.histogram.update(histogram(scores))
+        for name in ("score", "confidence"):
+            values = scores[name].dropna()
+            self.out_of_range += int(((values < 0) | (values > 100)).sum())
+        explanation = scores["explanation"]
+        self.unexplained += int((explanation.isna() | (explanation.astype(str).str.strip() == ""))
+                                .sum())
+        self.ids.append(pa.array(scores["stix_id"], from_pandas=True).cast(pa.large_string()))
+        scored = scores[scores["score"].notna()]
+        order = scored.assign(_value=scored["normalized_value"].astype(str)).sort_values(
+            ["score", "_value"], ascending=[False, True])
+        self.top.append(scored.loc[order.index[:TOP_ROWS]])
+
+    def metadata(self) -> dict[str, object]:
+        top = pd.concat(self.top, ignore_index=True) if self.top else pd.DataFrame()
+        return {
+            "rows": self.rows,
+            "verdicts": {name: int(count) for name, count in self.verdicts.items()},
+            "histogram": {name: int(count) for name, count in self.histogram.items()},
+            "top_scores": top_table_markdown(top, n=TOP_ROWS),
+        }
+
+    def checks(self, merged_ids: pa.Array) -> dict[str, tuple[bool, dict[str, int]]]:
+        """check name -> (passed, evidence) for the four blocking checks."""
+        ids = pa.concat_arrays(self.ids) if self.ids else pa.array([], pa.large_string())
+        merged_ids = merged_ids.cast(pa.large_string())
+        missing = int(np.count_nonzero(~pc.is_in(merged_ids, value_set=ids).to_numpy(
+            zero_copy_only=False)))
+        extra = int(np.count_nonzero(~pc.is_in(ids, value_set=merged_ids).to_numpy(
+            zero_copy_only=False)))
+        duplicates = len(ids) - pc.count_distinct(ids).as_py()
+        return {
+            "score_in_range": (self.out_of_range == 0, {"out_of_range": self.out_of_range}),
+            "one_row_per_observable": (
+                not missing and not extra and self.rows == len(merged_ids),
+                {"missing": missing, "extra": extra, "rows": self.rows},
+            ),
+            "no_duplicate_ids": (duplicates == 0, {"duplicates": duplicates}),
+            "every_score_explained": (self.unexplained == 0, {"unexplained": self.unexplained}),
+        }
+
+
+def score_batches(
+    merged: StoredTable,
+    context: pd.DataFrame | None,
+    summary: ScoreSummary,
+    weights: ScoringWeights | None = None,
+    policy: str = "keep_higher",
+    rows: int = settings.DEFAULT_BATCH_ROWS,
+) -> Iterator[pd.DataFrame]:
+    """observable_scores in slices of `rows`, each added to `summary` as it goes."""
+    for frame in merged.frames(rows):
+        scores = apply_score_policy(score_frame(frame, context, weights), policy)
+        summary.add(scores)
+        yield scores
