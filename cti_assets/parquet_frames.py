@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -71,21 +72,28 @@ class FrameBatches:
         return buffer.getvalue()
 
     def write(self, sink: str | Path | BinaryIO) -> None:
-        """All frames into one Parquet file (a row group or more per frame), one at a time."""
+        """All frames into one Parquet file (a row group or more per frame). A frame is
+        encoded and written on a second thread while the next one is computed."""
         writer: pq.ParquetWriter | None = None
         schema: pa.Schema | None = None
-        try:
-            for frame in self.frames:
-                if schema is None:
-                    table = pa.Table.from_pandas(frame, preserve_index=False)
-                    schema = table.schema
-                    writer = pq.ParquetWriter(sink, schema)
-                else:
+        writing: Future | None = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-writer") as pool:
+            try:
+                for frame in self.frames:
                     table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
-                writer.write_table(table)
-        finally:
-            if writer is not None:
-                writer.close()
+                    if writer is None:
+                        schema = table.schema
+                        writer = pq.ParquetWriter(sink, schema)
+                    if writing is not None:
+                        writing.result()
+                    writing = pool.submit(writer.write_table, table)
+                if writing is not None:
+                    writing.result()
+            finally:
+                if writing is not None:
+                    writing.exception()  # let a write in flight end before closing
+                if writer is not None:
+                    writer.close()
         if writer is None:
             raise ValueError("a batched output needs at least one frame, even an empty one")
 
@@ -131,6 +139,10 @@ class StoredTable:
             yield pa.Table.from_batches(pending, schema=projected)
 
     def frames(self, rows: int) -> Iterator[pd.DataFrame]:
-        """`tables` as pandas frames."""
-        for table in self.tables(rows):
-            yield to_frame(table)
+        """`tables` as pandas frames; the next slice is decoded on a second thread meanwhile."""
+        tables = self.tables(rows)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-reader") as pool:
+            ahead = pool.submit(next, tables, None)
+            while (table := ahead.result()) is not None:
+                ahead = pool.submit(next, tables, None)
+                yield to_frame(table)

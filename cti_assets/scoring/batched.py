@@ -81,14 +81,11 @@ class ScoreSummary:
         for name in ("score", "confidence"):
             values = scores[name].dropna()
             self.out_of_range += int(((values < 0) | (values > 100)).sum())
-        explanation = scores["explanation"]
-        self.unexplained += int((explanation.isna() | (explanation.astype(str).str.strip() == ""))
-                                .sum())
+        explanation = pa.array(scores["explanation"], from_pandas=True)
+        blank = pc.equal(pc.utf8_trim_whitespace(explanation), "")
+        self.unexplained += explanation.null_count + _count(blank)
         self.ids.append(pa.array(scores["stix_id"], from_pandas=True).cast(pa.large_string()))
-        scored = scores[scores["score"].notna()]
-        order = scored.assign(_value=scored["normalized_value"].astype(str)).sort_values(
-            ["score", "_value"], ascending=[False, True])
-        self.top.append(scored.loc[order.index[:TOP_ROWS]])
+        self.top.append(_top_candidates(scores))
 
     def metadata(self) -> dict[str, object]:
         top = pd.concat(self.top, ignore_index=True) if self.top else pd.DataFrame()
@@ -103,10 +100,11 @@ class ScoreSummary:
         """check name -> (passed, evidence) for the four blocking checks."""
         ids = pa.concat_arrays(self.ids) if self.ids else pa.array([], pa.large_string())
         merged_ids = merged_ids.cast(pa.large_string())
-        missing = int(np.count_nonzero(~pc.is_in(merged_ids, value_set=ids).to_numpy(
-            zero_copy_only=False)))
-        extra = int(np.count_nonzero(~pc.is_in(ids, value_set=merged_ids).to_numpy(
-            zero_copy_only=False)))
+        if _same_rows(merged_ids, ids):
+            missing = extra = 0
+        else:
+            missing = len(merged_ids) - _count(pc.is_in(merged_ids, value_set=ids))
+            extra = len(ids) - _count(pc.is_in(ids, value_set=merged_ids))
         duplicates = len(ids) - pc.count_distinct(ids).as_py()
         return {
             "score_in_range": (self.out_of_range == 0, {"out_of_range": self.out_of_range}),
@@ -117,6 +115,21 @@ class ScoreSummary:
             "no_duplicate_ids": (duplicates == 0, {"duplicates": duplicates}),
             "every_score_explained": (self.unexplained == 0, {"unexplained": self.unexplained}),
         }
+
+
+def _count(mask: pa.Array) -> int:
+    return pc.sum(mask).as_py() or 0
+
+
+def _top_candidates(scores: pd.DataFrame) -> pd.DataFrame:
+    """Rows that can be among the TOP_ROWS highest scores (all ties of the last one kept), so
+    the top table over every slice's candidates is the top table of the whole."""
+    score = scores["score"].to_numpy(dtype=float, na_value=np.nan)
+    scored = np.flatnonzero(~np.isnan(score))
+    if len(scored) > TOP_ROWS:
+        cutoff = np.partition(score[scored], len(scored) - TOP_ROWS)[len(scored) - TOP_ROWS]
+        scored = scored[score[scored] >= cutoff]
+    return scores.iloc[scored]
 
 
 def score_batches(

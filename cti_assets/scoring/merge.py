@@ -37,6 +37,7 @@ ARROW_TYPES: dict[str, pa.DataType] = {
     "list[int]": pa.list_(pa.int64()),
     "list[str]": pa.list_(pa.string()),
 }
+UTC_STAMPS = pd.DatetimeTZDtype("ns", "UTC")
 PANDAS_TYPES: dict[pa.DataType, object] = {
     pa.int64(): pd.Int64Dtype(),
     pa.float64(): pd.Float64Dtype(),
@@ -130,9 +131,10 @@ def _meta_array(source: pd.Series, dtype: str, positions: pa.Array):
     if dtype == "boolean":
         values = pa.array(source.astype("boolean"), type=pa.bool_(), from_pandas=True)
         return pd.array(values.take(positions).to_pandas(), dtype="boolean")
-    stamps = pd.to_datetime(source, utc=True, errors="coerce")
-    values = pa.array(stamps, from_pandas=True).take(positions)
-    return pd.array(pd.to_datetime(values.to_pandas(), utc=True))
+    if source.dtype != UTC_STAMPS:
+        source = pd.to_datetime(source, utc=True, errors="coerce").astype(UTC_STAMPS)
+    values = pa.array(source, from_pandas=True).take(positions)
+    return values.to_pandas().array
 
 
 def _parse_fields(provider: str, texts: pa.Array) -> pa.Table:

@@ -88,3 +88,21 @@ def test_checks_name_missing_extra_and_duplicate_rows(stored):
     extra = summary.checks(pa.array(scores["stix_id"].iloc[:30].tolist()))
     assert extra["one_row_per_observable"][1]["extra"] == 22  # rows 30-49, two twice
     assert checks["score_in_range"][0] and checks["every_score_explained"][0]
+
+
+def test_blank_or_missing_explanations_and_out_of_range_scores_fail_their_checks(stored):
+    observables, lookups = _tables(stored)
+    merged = StoredTable(FrameBatches(merge_batches(observables, lookups)).to_parquet())
+    scores = apply_score_policy(score_frame(merged.read(), None), "keep_higher")
+    scores.loc[3, "explanation"] = "   "
+    scores.loc[4, "explanation"] = None
+    scores.loc[5, "score"] = 130
+    summary = ScoreSummary()
+    summary.add(scores.iloc[:30])
+    summary.add(scores.iloc[30:])
+    checks = summary.checks(merged.column("stix_id"))
+    assert checks["every_score_explained"] == (False, {"unexplained": 2})
+    assert checks["score_in_range"] == (False, {"out_of_range": 1})
+    assert checks["one_row_per_observable"][0] and checks["no_duplicate_ids"][0]
+    assert "| 1 |" in summary.metadata()["top_scores"]
+    assert "| 130 |" in summary.metadata()["top_scores"]
