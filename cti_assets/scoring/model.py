@@ -51,6 +51,8 @@ VERDICTS = (MALICIOUS, SUSPICIOUS, BENIGN, UNKNOWN)
 THREAT_LINK_RULE = "threat_link"
 # Highest probability one item may claim, so that -ln(1 - p) stays finite.
 _P_MAX = 0.999
+# Rows whose component texts are built together (see _components).
+_BLOCK_ROWS = 1 << 17
 
 SCORE_COLUMNS = (
     "stix_id",
@@ -221,27 +223,26 @@ def score_frame(
     strong = np.floor(base + 0.5) >= weights.benign_override_score  # as the rounded score
     capped = ~np.isinf(cap) & ~strong & (cap < pre_cap)
     final = np.where(capped, cap, pre_cap)
-    score = np.floor(final + 0.5)
-    confidence = np.floor(_confidence(view, weights) + 0.5)
-    benign_evidence = ~np.isinf(cap)
-    verdict = _verdicts(score, confidence, benign_evidence, view.scored, weights)
-
     contributions = _contributions(hits, base, hazard, final - pre_cap, capped, cap_hit)
     link_contribution = pre_cap - np.minimum(100.0, base)
-    gaps = view.gaps()
-    # Arrow's string kernels release the GIL: the two big text columns build side by side.
+    # Arrow's string kernels release the GIL: the big text columns build while the rest is
+    # computed.
     with ThreadPoolExecutor(max_workers=2) as pool:
         components = pool.submit(
             _components, view, hits, contributions, link_contribution, summary
         )
+        score = np.floor(final + 0.5)
+        confidence = np.floor(_confidence(view, weights) + 0.5)
+        verdict = _verdicts(score, confidence, ~np.isinf(cap), view.scored, weights)
         explanation = pool.submit(
-            _explanations, view, hits, capped, cap_hit, link_contribution, summary, gaps,
+            _explanations, view, hits, capped, cap_hit, link_contribution, summary,
             score, confidence, verdict,
         )
+        columns = _unscored_columns(view, summary)
         components, explanation = components.result(), explanation.result()
     score_values = pd.array(score, dtype="Int64")
     score_values[~view.scored] = pd.NA
-    out = _output(view, score_values, confidence, verdict, components, explanation, summary)
+    out = _output(columns, score_values, confidence, verdict, components, explanation)
     pa.default_memory_pool().release_unused()  # hand the text intermediates back to the OS
     return out
 
@@ -302,11 +303,12 @@ def _confidence(view: View, weights: ScoringWeights) -> np.ndarray:
     possible = np.zeros(view.size)
     for provider in view.providers:
         reliability = float(weights.provider_reliability.get(provider, 0))
-        status = view.status(provider)
-        reason = view.reason(provider)
-        counted = view.in_scope(provider) & ~((status == SKIPPED) & (reason == SKIP_OUT_OF_SCOPE))
+        status, reason = column(provider, "status"), column(provider, "reason")
+        skipped = view.equals(status, SKIPPED)
+        counted = view.in_scope(provider) & ~(skipped & view.equals(reason, SKIP_OUT_OF_SCOPE))
         credit = np.select(
-            [status == OK, status == NOT_FOUND, (status == SKIPPED) & (reason == SKIP_SPECIAL_USE)],
+            [view.equals(status, OK), view.equals(status, NOT_FOUND),
+             skipped & view.equals(reason, SKIP_SPECIAL_USE)],
             [1.0, weights.not_found_credit, 1.0],
             0.0,
         )
@@ -348,32 +350,86 @@ def _contributions(hits, base, hazard, cap_delta, capped, cap_hit) -> list[np.nd
     return out
 
 
-def _components(view, hits, contributions, link_contribution, summary) -> pa.Array:
+def _components(view, hits, contributions, link_contribution, summary) -> pa.ChunkedArray:
+    """Per row, the JSON list of its evidence items. Pieces are put in row order, then joined
+    once, a block of rows at a time: the text is hundreds of megabytes, its pieces as many
+    again, and a block's pieces are freed for the next block to reuse."""
     link_rows = np.flatnonzero(link_contribution > 0)
-    rows = [hit.rows for hit in hits] + ([link_rows] if link_rows.size else [])
+    links = [link_rows] if link_rows.size else []
+    slots = text.layout(view.size, [hit.rows for hit in hits] + links)
+    n_parts = len(hits) + len(links)
+    heads = [_head(hit.rule, hit.provider, hit.field) for hit in hits]
+    heads += [_head(THREAT_LINK_RULE, "threat_context", "links")] * len(links)
+    openings = [h for head in heads for h in (head, "[" + head)] + ["[]", "[]"]
+    values = pa.concat_arrays([hit.value.cast(text.LARGE) for hit in hits]
+                              + [text.json_text(summary[r]) for r in links]
+                              + [pa.nulls(slots.bare.size, text.LARGE)])
+    amounts = np.concatenate([*contributions, *(link_contribution[r] for r in links),
+                              np.zeros(slots.bare.size)])
+    digests = _Digests(view, hits, n_parts)
 
-    def build(index: int, position: np.ndarray, last: np.ndarray) -> pa.Array:
-        opening, closing = text.where(position == 0, "[", ""), text.where(last, "]", "")
-        if index == len(hits):
-            return text.cat(
-                opening,
-                f'{{"rule":"{THREAT_LINK_RULE}","provider":"threat_context","field":"links",'
-                '"value":', text.json_text(summary[link_rows]), ',"contribution":',
-                text.decimal1(link_contribution[link_rows]), ',"raw_digest":null}', closing,
-            )
-        hit = hits[index]
-        head = f'{{"rule":"{hit.rule}","provider":"{hit.provider}","field":"{hit.field}","value":'
-        return text.cat(opening, head, hit.value, ',"contribution":',
-                        text.decimal1(contributions[index]), ',"raw_digest":',
-                        view.digest_json(hit.provider, hit.rows), "}", closing)
+    def block(chunk: text.Layout) -> pa.Array:
+        covered = chunk.part < n_parts
+        value = values.take(pa.array(chunk.source))
+        fragments = pc.binary_join_element_wise(
+            text.choose(chunk.part * 2 + chunk.first, openings), value,
+            text.choose(np.where(covered, 0, -1), [',"contribution":']),
+            text.decimal1(amounts[chunk.source], mask=~covered), *digests.pieces(chunk, covered),
+            pa.scalar("", text.LARGE), null_handling="replace", null_replacement="",
+        )
+        if value.null_count:  # a null value makes its row null, as in a join of the items
+            fragments = pc.if_else(pc.and_(pc.is_null(value), pa.array(covered)),
+                                   pa.scalar(None, text.LARGE), fragments)
+        return text.by_row(chunk, fragments)
 
-    return text.join_rows(view.size, rows, build, ",", empty="[]")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        blocks = list(pool.map(block, slots.blocks(_BLOCK_ROWS)))
+    return pa.chunked_array(blocks, type=text.LARGE)
+
+
+def _head(rule: str, provider: str, field_name: str) -> str:
+    return f'{{"rule":"{rule}","provider":"{provider}","field":"{field_name}","value":'
+
+
+class _Digests:
+    """',"raw_digest":' + JSON of the hit provider's raw_digest + '}' and the separator, per
+    slot; digests that are plain tokens are quoted by the pieces around them, not copied."""
+
+    def __init__(self, view: View, hits: list[Hit], n_parts: int):
+        providers = list(dict.fromkeys(hit.provider for hit in hits))
+        self.column_of_part = np.array([providers.index(hit.provider) for hit in hits]
+                                       + [-1] * (n_parts + 1 - len(hits)))
+        chunks = [chunk.cast(text.LARGE) for p in providers
+                  for chunk in view.chunks(column(p, "raw_digest"))]
+        self.source = pa.chunked_array(chunks, type=text.LARGE)
+        self.size = view.size
+
+    def pieces(self, slots: text.Layout, covered: np.ndarray) -> list[pa.Array]:
+        column_of = self.column_of_part[slots.part]
+        digests = self.source.take(pa.array(column_of * self.size + slots.row,
+                                            mask=column_of < 0)).combine_chunks()
+        present = pc.is_valid(digests).to_numpy(zero_copy_only=False)
+        quote = present
+        if pc.all(pc.ascii_is_alnum(digests)).as_py() is False:
+            quote = np.zeros(present.size, dtype=bool)
+            present = covered
+            digests = pc.if_else(pa.array(covered), text.quoted_tokens(digests),
+                                 pa.scalar(None, text.LARGE))
+        opening = np.where(quote, 0, np.where(present, 2, 1))
+        closing = np.where(quote, 0, 2) + ~slots.last
+        return [
+            text.choose(np.where(covered, opening, -1),
+                        [',"raw_digest":"', ',"raw_digest":null', ',"raw_digest":']),
+            digests,
+            text.choose(np.where(covered, closing, -1), ['"}]', '"},', "}]", "},"]),
+        ]
 
 
 def _explanations(
-    view, hits, capped, cap_hit, link_contribution, summary, gaps, score, confidence, verdict,
+    view, hits, capped, cap_hit, link_contribution, summary, score, confidence, verdict,
 ) -> pa.Array:
     """"<verdict> (<score>/100, confidence <c>): <phrase>; <phrase>; not answered: <gaps>"."""
+    gaps = view.gaps()
     parts: list[tuple[np.ndarray, object]] = []
     for hit in hits:
         if hit.kind == MALICIOUS_KIND:
@@ -418,7 +474,10 @@ def _explanations(
     return text.join_rows(view.size, rows, build, "")
 
 
-def _output(view, score, confidence, verdict, components, explanation, summary) -> pd.DataFrame:
+def _unscored_columns(
+    view: View, summary: np.ndarray
+) -> dict[str, pd.api.extensions.ExtensionArray]:
+    """The output columns that do not depend on the score (built while the texts are)."""
     frame = view.frame
     n_rows = view.size
 
@@ -427,7 +486,7 @@ def _output(view, score, confidence, verdict, components, explanation, summary) 
             return frame[name].astype(dtype).array
         return pd.array([None] * n_rows, dtype=dtype)
 
-    data = {
+    columns = {
         "stix_id": passthrough("stix_id", "string"),
         "internal_id": passthrough("internal_id", "string"),
         "entity_type": passthrough("entity_type", "string"),
@@ -435,19 +494,26 @@ def _output(view, score, confidence, verdict, components, explanation, summary) 
         "observable_status": passthrough("status", "string"),
         "tlp": passthrough("tlp", "string"),
         "existing_score": passthrough("existing_score", "Int64"),
-        "score": score,
-        "confidence": pd.array(confidence, dtype="Int64"),
-        "verdict": text.to_pandas(text.labels(verdict)),
-        "components": text.to_pandas(components),
-        "explanation": text.to_pandas(explanation),
         "special_use": pd.array(view.special_use(), dtype="boolean"),
         "linked": pd.array(summary != None, dtype="boolean"),  # noqa: E711 (elementwise)
         "link_summary": pd.array(summary, dtype="string"),
         "provider_status": text.to_pandas(view.status_json()),
     }
     if "existing_confidence" in frame.columns:
-        data["existing_confidence"] = frame["existing_confidence"].astype("Int64").array
-    return pd.DataFrame(data)
+        columns["existing_confidence"] = frame["existing_confidence"].astype("Int64").array
+    return columns
+
+
+def _output(columns, score, confidence, verdict, components, explanation) -> pd.DataFrame:
+    scored = {
+        "score": score,
+        "confidence": pd.array(confidence, dtype="Int64"),
+        "verdict": text.to_pandas(text.labels(verdict)),
+        "components": text.to_pandas(components),
+        "explanation": text.to_pandas(explanation),
+    }
+    names = [*SCORE_COLUMNS, *(["existing_confidence"] if "existing_confidence" in columns else [])]
+    return pd.DataFrame({name: scored[name] if name in scored else columns[name] for name in names})
 
 
 def parse_components(text: str | None) -> list[dict]:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from cti_assets.frames import OBSERVABLE_OK
 from cti_assets.providers.base import (
@@ -42,7 +43,6 @@ from cti_assets.scoring.text import (
     ints,
     join_rows,
     json_text,
-    quoted_tokens,
     where,
 )
 
@@ -171,7 +171,8 @@ class View:
     """Read access to a merged frame: masked numeric, flag, text and list columns."""
 
     def __init__(self, merged: pd.DataFrame):
-        self.frame = merged.reset_index(drop=True)
+        positional = merged.index.equals(pd.RangeIndex(len(merged)))
+        self.frame = merged if positional else merged.reset_index(drop=True)  # no copy if so
         self.size = len(self.frame)
         self._cache: dict = {}
         self.stix_ids = self.arrow("stix_id")
@@ -185,8 +186,8 @@ class View:
     def in_scope(self, provider: str) -> np.ndarray:
         """Rows whose entity type the provider accepts."""
         def load() -> np.ndarray:
-            codes, types = pd.factorize(pd.Series(self.entity_types, dtype=object))
-            accepted = np.isin(np.asarray(types, dtype=object), PROVIDER_SCOPE.get(provider, ()))
+            codes, types = self.codes("entity_type")
+            accepted = np.isin(types, PROVIDER_SCOPE.get(provider, ()))
             return np.append(accepted, False)[codes]
         return self._memo(("in_scope", provider), load)
 
@@ -202,13 +203,12 @@ class View:
             return codes.astype(np.int64), np.asarray(list(uniques), dtype=object)
         return self._memo(("codes", name), load)
 
-    def status(self, provider: str) -> np.ndarray:
-        return self._memo(("status", provider), lambda: _expand(*self.codes(
-            column(provider, "status"))))
-
-    def reason(self, provider: str) -> np.ndarray:
-        return self._memo(("reason", provider), lambda: _expand(*self.codes(
-            column(provider, "reason"))))
+    def equals(self, name: str, value: str) -> np.ndarray:
+        """Rows whose (low-cardinality) column holds `value`, compared once per distinct value."""
+        def load() -> np.ndarray:
+            codes, uniques = self.codes(name)
+            return np.append(uniques == value, False)[codes]
+        return self._memo(("equals", name, value), load)
 
     def status_text(self, provider: str) -> tuple[np.ndarray, list[str]]:
         """Codes per row into a short list of "status[:reason]" texts."""
@@ -216,7 +216,8 @@ class View:
             *self.codes(column(provider, "status")), *self.codes(column(provider, "reason"))))
 
     def ok(self, provider: str) -> np.ndarray:
-        return self._memo(("ok", provider), lambda: (self.status(provider) == OK) & self.scored)
+        return self._memo(("ok", provider),
+                          lambda: self.equals(column(provider, "status"), OK) & self.scored)
 
     def num(self, provider: str, name: str) -> np.ndarray:
         """Floats, NaN where null, not ok, or the column is missing."""
@@ -246,14 +247,14 @@ class View:
             return values
         return self._memo(("text", provider, name), load)
 
-    def items(self, provider: str, name: str) -> pd.Series:
-        """List items of ok rows, one per entry, indexed by row position."""
-        def load() -> pd.Series:
+    def items(self, provider: str, name: str) -> Items:
+        """List items of ok rows (nulls left out), in row order."""
+        def load() -> Items:
             if not self.has(provider, name):
-                return pd.Series([], dtype=object)
-            values = self.frame[column(provider, name)][self.ok(provider)]
-            exploded = values.explode()
-            return exploded[exploded.notna()].astype(object)
+                return _no_items()
+            values = self.frame[column(provider, name)]
+            return _arrow_items(values, self.ok(provider)) or _pandas_items(values,
+                                                                           self.ok(provider))
         return self._memo(("items", provider, name), load)
 
     def arrow(self, name: str) -> pa.Array:
@@ -265,9 +266,12 @@ class View:
             return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
         return self._memo(("arrow", name), load)
 
-    def digest_json(self, provider: str, rows: np.ndarray) -> pa.Array:
-        """JSON text of the provider's raw_digest at the given rows."""
-        return quoted_tokens(self.arrow(column(provider, "raw_digest")).take(pa.array(rows)))
+    def chunks(self, name: str) -> list[pa.Array]:
+        """A column's Arrow chunks, without the copy that joining them would cost."""
+        if name not in self.frame.columns:
+            return [pa.nulls(self.size, LARGE)]
+        array = pa.array(self.frame[name], from_pandas=True)
+        return array.chunks if isinstance(array, pa.ChunkedArray) else [array]
 
     def special_use(self) -> np.ndarray:
         return self.flag(NETWORK_CONTEXT, "is_special_use")
@@ -300,9 +304,10 @@ class View:
         """Providers in scope that gave no answer (skipped, deferred, error, no row)."""
         rows, texts = [], []
         for provider in self.providers:
-            status, reason = self.status(provider), self.reason(provider)
-            gap = (self.in_scope(provider) & self.scored & (status != OK) & (status != NOT_FOUND)
-                   & ~((status == SKIPPED) & (reason == SKIP_OUT_OF_SCOPE)))
+            status, reason = column(provider, "status"), column(provider, "reason")
+            out_of_scope = self.equals(status, SKIPPED) & self.equals(reason, SKIP_OUT_OF_SCOPE)
+            gap = (self.in_scope(provider) & self.scored & ~self.equals(status, OK)
+                   & ~self.equals(status, NOT_FOUND) & ~out_of_scope)
             if not gap.any():
                 continue
             codes, labels = self.status_text(provider)
@@ -566,29 +571,69 @@ def vt_stale(v: View, w: ScoringWeights) -> np.ndarray:
 
 
 def _first_item(v: View, provider: str, name: str, predicate) -> tuple[np.ndarray, np.ndarray]:
-    """Rows with a list item satisfying `predicate`, and that first item per row."""
+    """Rows with a list item satisfying `predicate`, and that first item per row. The
+    predicate sees each distinct item once."""
     items = v.items(provider, name)
     matched = np.zeros(v.size, dtype=bool)
     first = np.full(v.size, None, dtype=object)
-    if items.empty:
+    if not items.rows.size:
         return matched, first
-    hits = items[predicate(items).fillna(False).to_numpy(dtype=bool)]
-    if hits.empty:
-        return matched, first
-    firsts = hits.groupby(level=0, sort=False).first()
-    rows = firsts.index.to_numpy()
-    matched[rows] = True
-    first[rows] = firsts.to_numpy(dtype=object)
+    accepted = predicate(pd.Series(items.values, dtype=object)).fillna(False).to_numpy(bool)
+    hit = accepted[items.codes]
+    rows, codes = items.rows[hit], items.codes[hit]
+    leading = np.ones(rows.size, dtype=bool)
+    leading[1:] = rows[1:] != rows[:-1]
+    matched[rows[leading]] = True
+    first[rows[leading]] = items.values[codes[leading]]
     return matched, first
 
 
 def _item_count(v: View, provider: str, name: str) -> np.ndarray:
-    items = v.items(provider, name)
-    count = np.zeros(v.size)
-    if not items.empty:
-        sizes = items.groupby(level=0, sort=False).size()
-        count[sizes.index.to_numpy()] = sizes.to_numpy()
-    return count
+    return np.bincount(v.items(provider, name).rows, minlength=v.size).astype(float)
+
+
+class Items(NamedTuple):
+    """The items of a list column: row of each (ascending) and its index into `values`."""
+
+    rows: np.ndarray
+    codes: np.ndarray
+    values: np.ndarray  # Python objects
+
+
+def _no_items() -> Items:
+    empty = np.zeros(0, dtype=np.int64)
+    return Items(empty, empty, np.zeros(0, dtype=object))
+
+
+_ARROW_ITEM_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_integer)
+
+
+def _arrow_items(values: pd.Series, ok: np.ndarray) -> Items | None:
+    """Items via Arrow, each distinct value made a Python object once; None when the column is
+    not a list of strings or integers (those keep pandas' own conversion of each item)."""
+    try:
+        lists = pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    if isinstance(lists, pa.ChunkedArray):
+        lists = lists.combine_chunks()
+    if not (pa.types.is_list(lists.type) or pa.types.is_large_list(lists.type)) or not any(
+            is_type(lists.type.value_type) for is_type in _ARROW_ITEM_TYPES):
+        return None
+    flat = pc.list_flatten(lists)
+    rows = pc.list_parent_indices(lists).to_numpy().astype(np.int64)
+    keep = ok[rows] & flat.is_valid().to_numpy(zero_copy_only=False)
+    encoded = flat.filter(pa.array(keep)).dictionary_encode()
+    distinct = np.empty(len(encoded.dictionary), dtype=object)
+    distinct[:] = encoded.dictionary.to_pylist()
+    return Items(rows[keep], encoded.indices.to_numpy().astype(np.int64), distinct)
+
+
+def _pandas_items(values: pd.Series, ok: np.ndarray) -> Items:
+    exploded = values[ok].explode()
+    exploded = exploded[exploded.notna()]
+    return Items(exploded.index.to_numpy(dtype=np.int64), np.arange(len(exploded)),
+                 exploded.to_numpy(dtype=object))
 
 
 def _objects(frame: pd.DataFrame, name: str) -> np.ndarray:
@@ -602,13 +647,6 @@ def _objects(frame: pd.DataFrame, name: str) -> np.ndarray:
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
     values = np.empty(len(uniques) + 1, dtype=object)
     values[:-1] = list(uniques)
-    values[-1] = None
-    return values[codes]
-
-
-def _expand(codes: np.ndarray, uniques: np.ndarray) -> np.ndarray:
-    values = np.empty(len(uniques) + 1, dtype=object)
-    values[:-1] = uniques
     values[-1] = None
     return values[codes]
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -59,10 +60,10 @@ def ints(values) -> pa.Array:
     return pa.array(rounded, mask=missing).cast(LARGE).fill_null("?")
 
 
-def decimal1(values) -> pa.Array:
-    """Numbers rounded to one decimal, as JSON numbers ("12.5", "-3", "0")."""
+def decimal1(values, mask: np.ndarray | None = None) -> pa.Array:
+    """Numbers rounded to one decimal, as JSON numbers ("12.5", "-3", "0"); null where `mask`."""
     array = np.round(np.nan_to_num(np.asarray(values, dtype=float)), 1) + 0.0  # no "-0"
-    return pa.array(array).cast(LARGE)
+    return pa.array(array, mask=mask).cast(LARGE)
 
 
 def json_text(values) -> pa.Array:
@@ -70,7 +71,7 @@ def json_text(values) -> pa.Array:
     series = pd.Series(np.asarray(values, dtype=object), dtype=object)
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
     encoded = [json.dumps(_plain(value)) for value in uniques] + ["null"]
-    return pa.array(encoded, type=LARGE).take(pa.array(codes))
+    return pa.array(encoded, type=LARGE).take(pa.array(np.where(codes < 0, len(uniques), codes)))
 
 
 def quoted_tokens(values) -> pa.Array:
@@ -82,6 +83,88 @@ def quoted_tokens(values) -> pa.Array:
         return quoted.fill_null("null")
     encoded = json_text(strings.to_numpy(zero_copy_only=False))
     return pc.if_else(plain, quoted, encoded).fill_null("null")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each part's fragment sits when the fragments are laid out row after row.
+
+    Parts are lists of distinct row positions; rows no part covers get one "bare" slot, which
+    belongs to an extra last part. Building texts in slot order lets the row texts share one
+    buffer (`by_row`) instead of being permuted and joined: at a million rows each copy of
+    the text is hundreds of megabytes.
+    """
+
+    offsets: np.ndarray  # first slot of each row, and the slot count at the end
+    source: np.ndarray  # per slot, its item in the parts' concatenation (bare rows last)
+    part: np.ndarray  # per slot, its part (len(rows) for bare rows)
+    row: np.ndarray  # per slot, its row
+    first: np.ndarray  # per slot, whether it opens its row
+    last: np.ndarray  # per slot, whether it closes its row
+    bare: np.ndarray  # the rows no part covers
+
+    def blocks(self, rows: int) -> Iterator[Layout]:
+        """The layout cut into blocks of `rows` rows (at least one block), each with its
+        slots counted from 0; `source`, `part` and `row` keep their meaning."""
+        size = len(self.offsets) - 1
+        for start in range(0, max(size, 1), rows):
+            stop = min(start + rows, size)
+            lo, hi = self.offsets[start], self.offsets[stop]
+            yield Layout(self.offsets[start:stop + 1] - lo, self.source[lo:hi],
+                         self.part[lo:hi], self.row[lo:hi], self.first[lo:hi],
+                         self.last[lo:hi], self.bare[(self.bare >= start) & (self.bare < stop)])
+
+
+def layout(size: int, rows: list[np.ndarray]) -> Layout:
+    """Slots of `rows` (row positions per part), in part order within each row."""
+    counts = np.bincount(np.concatenate([*rows, np.zeros(0, np.int64)]), minlength=size)
+    bare = np.flatnonzero(counts == 0)
+    counts[bare] = 1
+    offsets = np.zeros(size + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    filled = offsets[:-1].copy()
+    source = np.empty(offsets[-1], dtype=np.int64)
+    start = 0
+    for part in [*rows, bare]:
+        source[filled[part]] = np.arange(start, start + part.size)
+        filled[part] += 1
+        start += part.size
+    sizes = [part.size for part in rows] + [bare.size]
+    first = np.zeros(offsets[-1], dtype=bool)
+    first[offsets[:-1]] = True
+    last = np.zeros(offsets[-1], dtype=bool)
+    last[offsets[1:] - 1] = True
+    part = np.repeat(np.arange(len(sizes)), sizes)[source]
+    row = np.concatenate([*rows, bare])[source]
+    return Layout(offsets, source, part, row, first, last, bare)
+
+
+def gather(layout: Layout, texts: list[pa.Array]) -> pa.Array:
+    """Per-part texts (in part order, one per item, bare rows last) put in slot order."""
+    return pa.concat_arrays([t.cast(LARGE) for t in texts]).take(pa.array(layout.source))
+
+
+def choose(codes: np.ndarray, options: list[str]) -> pa.Array:
+    """`options[code]` per element, null where the code is negative."""
+    return pa.array(options, type=LARGE).take(pa.array(codes, mask=codes < 0))
+
+
+def by_row(layout: Layout, fragments: pa.Array) -> pa.Array:
+    """The texts of each row's slots run together, sharing the fragments' buffer; a row with a
+    null fragment is null, as `binary_join` makes it."""
+    fragments = fragments.cast(LARGE)
+    size = len(layout.offsets) - 1
+    validity = None
+    if fragments.null_count:
+        broken = np.flatnonzero(pc.is_null(fragments).to_numpy(zero_copy_only=False))
+        valid = np.ones(size, dtype=bool)
+        valid[np.searchsorted(layout.offsets, broken, side="right") - 1] = False
+        validity = pa.array(valid).buffers()[1]
+        fragments = fragments.fill_null("")
+    start = fragments.offset
+    ends = np.frombuffer(fragments.buffers()[1], dtype=np.int64)[start:start + len(fragments) + 1]
+    offsets = pa.py_buffer(np.ascontiguousarray(ends[layout.offsets]))
+    return pa.Array.from_buffers(LARGE, size, [validity, offsets, fragments.buffers()[2]])
 
 
 def join_rows(
@@ -96,37 +179,25 @@ def join_rows(
     `rows[k]` holds the distinct row positions part k covers; `build(k, position, last)` makes
     that part's texts, knowing for each of its rows its position in the row (0 = first) and
     whether it comes last (so brackets go inside the fragments, not in another pass); `build`
-    may also simply be the list of texts. Rows no part covers get
-    `empty`. Slots are computed without sorting, and intermediates are freed as soon as
-    possible: at a million rows each copy of the text is hundreds of megabytes.
+    may also simply be the list of texts. Rows no part covers get `empty`.
     """
-    counts = np.zeros(size, dtype=np.int64)
-    for part in rows:
-        counts[part] += 1
-    bare = np.flatnonzero(counts == 0)
-    counts[bare] = 1
-    offsets = np.zeros(size + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    filled = offsets[:-1].copy()
-    order = np.empty(offsets[-1], dtype=np.int64)
+    slots = layout(size, rows)
+    slot_of = np.empty_like(slots.source)
+    slot_of[slots.source] = np.arange(slots.source.size)
     texts = []
     start = 0
     for index, part in enumerate(rows):
-        slots = filled[part]
-        position = slots - offsets[part]
-        last = slots == offsets[part + 1] - 1
-        made = build[index] if isinstance(build, list) else build(index, position, last)
-        texts.append(made.cast(LARGE))
-        order[slots] = np.arange(start, start + part.size)
-        filled[part] += 1
+        slot = slot_of[start:start + part.size]
+        position = slot - slots.offsets[part]
+        last = slots.last[slot]
+        texts.append(build[index] if isinstance(build, list) else build(index, position, last))
         start += part.size
-    order[offsets[bare]] = np.arange(start, start + bare.size)
-    texts.append(const(empty, bare.size))
-    fragments = pa.concat_arrays(texts)
+    texts.append(const(empty, slots.bare.size))
+    ordered = gather(slots, texts)
     del texts
-    ordered = fragments.take(pa.array(order))
-    del fragments, order
-    lists = pa.LargeListArray.from_arrays(pa.array(offsets), ordered)
+    if separator == "":
+        return by_row(slots, ordered)
+    lists = pa.LargeListArray.from_arrays(pa.array(slots.offsets), ordered)
     del ordered
     return pc.binary_join(lists, pa.scalar(separator, LARGE))
 
