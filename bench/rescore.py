@@ -4,7 +4,8 @@ scored and written, as the `rescore` job does, with zero provider calls.
 The stored lookups are synthetic but shaped like the real ones: one Parquet file per asset as
 the IO manager writes them (outputs/<asset>/<day>.parquet), each in-scope row with its own
 fields JSON (values drawn per row, so nearly every JSON text is distinct), skips for types out
-of scope, some not_found and errors. The timed part runs in a fresh subprocess so its peak
+of scope, some not_found and errors; and, as the lookup assets store them, those fields
+parsed into typed columns. The timed part runs in a fresh subprocess so its peak
 resident memory (ru_maxrss) is the job's alone.
 """
 
@@ -23,6 +24,7 @@ from cti_assets import frames, settings
 from cti_assets.providers import base
 from cti_assets.providers.fields import PROVIDER_FIELDS, PROVIDER_SCOPE, is_list
 from cti_assets.sandbox.data import ACTOR_NAMES, FAMILY_NAMES
+from cti_assets.scoring.merge import with_typed_fields
 
 DAY = "2026-11-20"
 LOOKUP_PROVIDERS = (base.NETWORK_CONTEXT, *workload.API_PROVIDERS)
@@ -115,7 +117,8 @@ def observables_table(n: int) -> pd.DataFrame:
 
 
 def lookups_table(provider: str, observables: pd.DataFrame, seed: int) -> pd.DataFrame:
-    """One LOOKUP_COLUMNS row per observable: ok / not_found / error in scope, else skipped."""
+    """One LOOKUP_COLUMNS row per observable: ok / not_found / error in scope, else skipped;
+    with the typed field columns the lookup assets store beside the JSON."""
     n = len(observables)
     rng = np.random.default_rng(seed)
     in_scope = observables["entity_type"].isin(PROVIDER_SCOPE[provider]).to_numpy()
@@ -146,7 +149,7 @@ def lookups_table(provider: str, observables: pd.DataFrame, seed: int) -> pd.Dat
         "message": np.where(status == base.ERROR, "HTTP 503: upstream unavailable", None),
     })  # fmt: skip
     frame.loc[~answered, "http_status"] = pd.NA
-    return frame.astype(frames.LOOKUP_COLUMNS)
+    return with_typed_fields(provider, frame.astype(frames.LOOKUP_COLUMNS))
 
 
 def write_history(outputs: Path, n: int) -> dict:
@@ -169,7 +172,7 @@ import json, resource, sys, time
 t0 = time.perf_counter()
 from pathlib import Path
 from cti_assets.parquet_frames import FrameBatches, StoredTable
-from cti_assets.scoring.batched import (MERGE_LOOKUP_COLUMNS, ScoreSummary, merge_batches,
+from cti_assets.scoring.batched import (ScoreSummary, merge_batches, merge_lookup_columns,
                                         score_batches)
 base, day, providers, rows = sys.argv[1], sys.argv[2], sys.argv[3].split(","), int(sys.argv[4])
 phases = {"imports": time.perf_counter() - t0}
@@ -180,7 +183,7 @@ def stored(asset, columns=None):  # a local path, as the IO manager passes it
 # Step 1, merged_enrichment: the IO manager's inputs, slices merged and written.
 t = time.perf_counter()
 observables = stored("observables")
-lookups = {p: stored(f"{p}_lookups", MERGE_LOOKUP_COLUMNS) for p in providers}
+lookups = {p: stored(f"{p}_lookups", merge_lookup_columns(p)) for p in providers}
 merged_path = Path(f"{base}/merged_enrichment-{day}.parquet")
 FrameBatches(merge_batches(observables, lookups, rows)).write(merged_path)
 del observables, lookups

@@ -10,6 +10,7 @@ list columns keep their item type across the round trip.
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 from collections.abc import Callable, Iterable, Iterator
@@ -108,6 +109,12 @@ class StoredTable:
         present = self._file.schema_arrow.names
         self.columns = [c for c in columns if c in present] if columns is not None else present
         self.num_rows = self._file.metadata.num_rows
+
+    def project(self, columns: list[str]) -> StoredTable:
+        """The same stored table, reading only those of `columns` it reads now."""
+        projected = copy.copy(self)
+        projected.columns = [c for c in columns if c in self.columns]
+        return projected
 
     def read(self) -> pd.DataFrame:
         return to_frame(self._file.read(columns=self.columns))

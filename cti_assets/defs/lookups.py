@@ -5,8 +5,6 @@ and a slow or exhausted provider never blocks the others. The clients, cache, sh
 limits and TLP gate live in `cti_assets.providers`; these assets only wire them to partitions.
 """
 
-import json
-
 import dagster as dg
 import pandas as pd
 from pydantic import Field
@@ -113,9 +111,12 @@ def build_lookup_asset(provider: str, *, expensive: bool) -> dg.AssetsDefinition
         kinds={"python", "api"},
         description=f"{provider} answers for each observable of the partition: one row per "
         "observable with its status (ok, not_found, skipped with a reason, deferred, or error "
-        "with a class); raw bodies in the response cache under raw_digest.",
+        "with a class); raw bodies in the response cache under raw_digest; the answer's fields "
+        "as JSON and parsed into typed `<provider>__<field>` columns.",
     )
     def _lookup(context: dg.AssetExecutionContext, config: LookupConfig, **inputs) -> pd.DataFrame:
+        from cti_assets.scoring.merge import with_typed_fields
+
         observables: pd.DataFrame = inputs["observables"]
         deferred = None
         if expensive:
@@ -129,7 +130,7 @@ def build_lookup_asset(provider: str, *, expensive: bool) -> dg.AssetsDefinition
 
             DeferredLedger().record(provider, context.partition_key, frame)
         context.add_output_metadata(_metadata(stats, frame))
-        return frame
+        return with_typed_fields(provider, frame)  # parsed once here, not at each re-score
 
     return _lookup
 
@@ -145,14 +146,14 @@ def build_lookup_asset(provider: str, *, expensive: bool) -> dg.AssetsDefinition
 def network_context_lookups(
     context: dg.AssetExecutionContext, observables: pd.DataFrame
 ) -> pd.DataFrame:
+    from cti_assets.providers.fields import column
     from cti_assets.providers.network_context import network_context_frame
+    from cti_assets.scoring.merge import with_typed_fields
 
-    frame = network_context_frame(observables)
-    special = sum(
-        bool(json.loads(fields).get("is_special_use")) for fields in frame["fields"].dropna()
-    )
+    frame = with_typed_fields(base.NETWORK_CONTEXT, network_context_frame(observables))
+    special = frame[column(base.NETWORK_CONTEXT, "is_special_use")].fillna(False).sum()
     context.add_output_metadata(
-        {"rows": len(frame), "special_use": special, "status_counts": _status_counts(frame)}
+        {"rows": len(frame), "special_use": int(special), "status_counts": _status_counts(frame)}
     )
     return frame
 

@@ -18,7 +18,7 @@ from cti_assets.defs.partitions import BACKFILL_POLICY, daily_partitions
 from cti_assets.defs.resources import SourceResource
 from cti_assets.parquet_frames import FrameBatches, StoredTable
 from cti_assets.providers import base
-from cti_assets.scoring.batched import MERGE_LOOKUP_COLUMNS, ScoreSummary
+from cti_assets.scoring.batched import ScoreSummary, merge_lookup_columns
 from cti_assets.sources.base import SourceError
 
 LOOKUP_ASSETS = ["network_context_lookups"] + [
@@ -40,7 +40,8 @@ SCORE_CHECKS = (
     ins={
         "observables": dg.AssetIn("observables", metadata={"batched": True}),
         **{
-            name: dg.AssetIn(name, metadata={"batched": True, "columns": MERGE_LOOKUP_COLUMNS})
+            name: dg.AssetIn(name, metadata={
+                "batched": True, "columns": merge_lookup_columns(name.removesuffix("_lookups"))})
             for name in LOOKUP_ASSETS
         },
     },

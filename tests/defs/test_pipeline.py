@@ -57,6 +57,7 @@ def run(defs, instance, job="enrichment", run_config=None):
 
 def test_whole_graph_then_rerun_then_rescore(pipeline):
     from cti_assets.defs.io import read_partition
+    from cti_assets.scoring.merge import typed_field_columns
     from cti_assets.sources.local import LocalStixStore
 
     defs, sandbox, instance = pipeline
@@ -68,10 +69,17 @@ def test_whole_graph_then_rerun_then_rescore(pipeline):
     scores = read_partition("observable_scores", DAY)
     assert len(observables) > 20
     assert sorted(scores["stix_id"]) == sorted(observables["stix_id"])
-    for provider in ("virustotal", "abuseipdb", "greynoise", "shodan_internetdb"):
+    merged = read_partition("merged_enrichment", DAY).set_index("stix_id")
+    for provider in ("virustotal", "abuseipdb", "greynoise", "shodan_internetdb",
+                     "network_context"):
         lookups = read_partition(f"{provider}_lookups", DAY)
         assert sorted(lookups["stix_id"]) == sorted(observables["stix_id"])
         assert lookups["status"].notna().all()
+        # fields stored parsed beside their JSON, and merged from there
+        typed = lookups.set_index("stix_id")[typed_field_columns(provider)]
+        assert typed.notna().any().any()
+        pd.testing.assert_frame_equal(merged.loc[typed.index, typed.columns], typed,
+                                      check_index_type=False)
     rejected = observables[observables["status"] == "rejected"]
     assert len(rejected) >= 1 and rejected["reason"].notna().all()
 

@@ -13,6 +13,7 @@ from cti_assets.scoring.batched import (
     MERGE_LOOKUP_COLUMNS,
     ScoreSummary,
     merge_batches,
+    merge_lookup_columns,
     score_batches,
 )
 from cti_assets.scoring.explain import histogram, top_table_markdown, verdict_counts
@@ -55,6 +56,21 @@ def test_merging_in_slices_equals_merging_whole(stored, shuffle):
     pd.testing.assert_frame_equal(pd.concat(sliced, ignore_index=True), whole)
     if shuffle:
         assert whole["virustotal__status"].isna().sum() == 5
+
+
+def test_stored_typed_fields_merge_like_the_json_without_parsing_it(stored):
+    observables, from_json = _tables(stored)
+    assert all("fields" in t.columns and "virustotal__malicious" not in t.columns
+               for t in from_json.values())
+    expected = pd.concat(merge_batches(observables, from_json, rows=16), ignore_index=True)
+    typed = {}
+    for provider, data in stored[1].items():
+        frame = read_frame(data)
+        assert frame.filter(like=f"{provider}__").notna().any().any()
+        frame["fields"] = "not json at all"  # read, it would fail the merge
+        typed[provider] = StoredTable(_parquet(frame), merge_lookup_columns(provider))
+    merged = pd.concat(merge_batches(observables, typed, rows=16), ignore_index=True)
+    pd.testing.assert_frame_equal(merged, expected)
 
 
 def test_scoring_in_slices_equals_scoring_whole_and_summary_sees_every_slice(stored):

@@ -8,7 +8,13 @@ import pandas as pd
 import pytest
 
 from cti_assets.providers.fields import PROVIDER_FIELDS, column, is_list
-from cti_assets.scoring.merge import ARROW_TYPES, merge_lookups, merged_columns
+from cti_assets.scoring.merge import (
+    ARROW_TYPES,
+    merge_lookups,
+    merged_columns,
+    typed_field_columns,
+    with_typed_fields,
+)
 from tests.scoring.scoring_factories import (
     Lookup,
     lookup_frame,
@@ -153,3 +159,48 @@ def test_list_fields_keep_their_item_types():
     categories = merged[column("abuseipdb", "categories")]
     assert categories[0] == [18, 14] and categories[1] == [] and pd.isna(categories[2])
     assert categories.explode().dropna().astype(int).tolist() == [18, 14]
+
+
+def _vt_answers(observables: pd.DataFrame) -> dict[str, Lookup]:
+    ids = list(observables["stix_id"])
+    return {
+        ids[0]: Lookup(fields={"malicious": 3, "tags": ["a", "b"], "reputation": -2}),
+        ids[1]: Lookup(fields={"malicious": 0, "threat_names": [], "tags": None}),
+        ids[2]: Lookup(status="not_found"),
+    }
+
+
+def test_stored_typed_fields_merge_exactly_like_their_json():
+    observables, types = _setup(5)
+    lookups = lookup_frame("virustotal", _vt_answers(observables), types)
+    typed = with_typed_fields("virustotal", lookups)
+    assert list(typed.columns) == [*lookups.columns, *typed_field_columns("virustotal")]
+    assert typed.loc[0, column("virustotal", "malicious")] == 3
+    assert typed[column("virustotal", "malicious")].dtype == "Int64"
+    from_json = merge_lookups(observables, {"virustotal": lookups})
+    # The typed columns win: JSON that disagrees with them is not read.
+    from_typed = merge_lookups(observables, {"virustotal": typed.assign(fields="{not json")})
+    pd.testing.assert_frame_equal(from_typed, from_json)
+    # Reordered lookup rows still join on stix_id.
+    shuffled = merge_lookups(observables, {"virustotal": typed.iloc[[2, 0, 1]]})
+    pd.testing.assert_frame_equal(shuffled, from_json)
+
+
+def test_typed_fields_of_an_older_field_list_fall_back_to_the_json():
+    observables, types = _setup(4)
+    lookups = lookup_frame("virustotal", _vt_answers(observables), types)
+    typed = with_typed_fields("virustotal", lookups)
+    stale = typed.drop(columns=[column("virustotal", "reputation")])
+    stale[column("virustotal", "malicious")] = pd.array([99, 99, None], dtype="Int64")
+    merged = merge_lookups(observables, {"virustotal": stale})
+    assert merged.loc[0, column("virustotal", "malicious")] == 3  # from the JSON
+    assert merged.loc[0, column("virustotal", "reputation")] == -2
+
+
+def test_a_stored_typed_column_of_the_wrong_type_gets_a_clear_error():
+    observables, types = _setup(4)
+    typed = with_typed_fields("virustotal", lookup_frame("virustotal", _vt_answers(observables),
+                                                         types))
+    typed[column("virustotal", "malicious")] = ["many", "few", None]
+    with pytest.raises(ValueError, match="'virustotal__malicious' does not hold Int64"):
+        merge_lookups(observables, {"virustotal": typed})
