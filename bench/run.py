@@ -42,6 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--rescore-n", type=int, default=1_000_000)
     parser.add_argument("--rescore-batch-rows", type=int, default=settings.DEFAULT_BATCH_ROWS,
                         help="observables merged and scored at a time (CTI_BATCH_ROWS)")
+    parser.add_argument("--rescore-repeat", type=int, default=3,
+                        help="re-scoring runs; the median run's figures are reported")
     parser.add_argument("--latency-timeout-s", type=float, default=180.0)
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
     parser.add_argument("--update", action="store_true",
@@ -65,7 +67,8 @@ def main(argv=None) -> int:
         "command": " ".join(["bench/run.py", *(argv if argv is not None else sys.argv[1:])]),
         "config": {"n": args.n, "latency_ms": args.latency_ms, "rate_limits": args.rate_limits,
                    "mode": args.mode, "rescore_n": args.rescore_n,
-                   "rescore_batch_rows": args.rescore_batch_rows},
+                   "rescore_batch_rows": args.rescore_batch_rows,
+                   "rescore_repeat": args.rescore_repeat},
     }
     previous = args.out / "results.json"
     if args.update and previous.exists():

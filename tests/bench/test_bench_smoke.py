@@ -64,6 +64,19 @@ def test_rescore_reads_merges_scores_and_writes_every_row(tmp_path):
     assert (tmp_path / f"observable_scores-{rescore.DAY}.parquet").exists()
 
 
+def test_rescore_figures_are_the_median_run_and_the_highest_peak(tmp_path):
+    import argparse
+
+    from bench import rescore
+
+    args = argparse.Namespace(rescore_n=200, rescore_batch_rows=64, rescore_repeat=3)
+    result = rescore.measure(args, tmp_path)
+    runs = result["runs_wall_s"]
+    assert len(runs) == 3 and sorted(runs)[1] == round(result["wall_s"], 2)
+    assert result["rows"] == 200 and result["peak_gb"] > 0
+    assert "the median of 3 runs" in rescore.section(result)
+
+
 def test_stored_lookup_fields_are_the_providers_json():
     import json
 
