@@ -40,7 +40,7 @@ def explain_text(
         lines.append(f"  {row['explanation']}")
     lines.append("")
     lines.append("Evidence (contribution in score points):")
-    items = parse_components(row.get("components") if _present(row.get("components")) else None)
+    items = parse_components(row.get("components"))
     if not items:
         lines.append("  none")
     for item in sorted(items, key=lambda i: (-abs(float(i.get("contribution") or 0)),

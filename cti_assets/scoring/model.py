@@ -51,8 +51,15 @@ VERDICTS = (MALICIOUS, SUSPICIOUS, BENIGN, UNKNOWN)
 THREAT_LINK_RULE = "threat_link"
 # Highest probability one item may claim, so that -ln(1 - p) stays finite.
 _P_MAX = 0.999
-# Rows whose component texts are built together (see _components).
-_BLOCK_ROWS = 1 << 17
+# One evidence item of `components`: the value as JSON, since values differ in type.
+COMPONENT_TYPE = pa.list_(pa.struct([
+    ("rule", pa.string()),
+    ("provider", pa.string()),
+    ("field", pa.string()),
+    ("value_json", pa.string()),
+    ("contribution", pa.float64()),
+    ("raw_digest", pa.string()),
+]))
 
 SCORE_COLUMNS = (
     "stix_id",
@@ -350,79 +357,45 @@ def _contributions(hits, base, hazard, cap_delta, capped, cap_hit) -> list[np.nd
     return out
 
 
-def _components(view, hits, contributions, link_contribution, summary) -> pa.ChunkedArray:
-    """Per row, the JSON list of its evidence items. Pieces are put in row order, then joined
-    once, a block of rows at a time: the text is hundreds of megabytes, its pieces as many
-    again, and a block's pieces are freed for the next block to reuse."""
+def _components(view, hits, contributions, link_contribution, summary) -> pa.ListArray:
+    """Per row, its evidence items (COMPONENT_TYPE) in rule order, the threat link last. Built
+    column by column from the hits, with no text per item: at a million rows the items are
+    millions, and as JSON text they were most of the scores' bytes."""
     link_rows = np.flatnonzero(link_contribution > 0)
     links = [link_rows] if link_rows.size else []
-    slots = text.layout(view.size, [hit.rows for hit in hits] + links)
-    n_parts = len(hits) + len(links)
-    heads = [_head(hit.rule, hit.provider, hit.field) for hit in hits]
-    heads += [_head(THREAT_LINK_RULE, "threat_context", "links")] * len(links)
-    openings = [h for head in heads for h in (head, "[" + head)] + ["[]", "[]"]
-    values = pa.concat_arrays([hit.value.cast(text.LARGE) for hit in hits]
-                              + [text.json_text(summary[r]) for r in links]
-                              + [pa.nulls(slots.bare.size, text.LARGE)])
+    parts = [hit.rows for hit in hits] + links
+    slots = text.layout(view.size, parts)
+    item = slots.part < len(parts)  # the slot of a row without items holds none
+    source, part, row = slots.source[item], slots.part[item], slots.row[item]
+    offsets = slots.offsets - np.searchsorted(slots.bare, np.arange(view.size + 1))
+    labels = [(hit.rule, hit.provider, hit.field) for hit in hits]
+    labels += [(THREAT_LINK_RULE, "threat_context", "links")] * len(links)
+    names = np.array(labels, dtype=object).reshape(-1, 3)
+    rule, provider, field_name = (pa.array(names[:, k], pa.string()).take(pa.array(part))
+                                  for k in range(3))
+    values = pa.concat_arrays([hit.value.cast(pa.string()) for hit in hits]
+                              + [text.json_text(summary[r]).cast(pa.string()) for r in links]
+                              + [pa.nulls(0, pa.string())])
     amounts = np.concatenate([*contributions, *(link_contribution[r] for r in links),
-                              np.zeros(slots.bare.size)])
-    digests = _Digests(view, hits, n_parts)
-
-    def block(chunk: text.Layout) -> pa.Array:
-        covered = chunk.part < n_parts
-        value = values.take(pa.array(chunk.source))
-        fragments = pc.binary_join_element_wise(
-            text.choose(chunk.part * 2 + chunk.first, openings), value,
-            text.choose(np.where(covered, 0, -1), [',"contribution":']),
-            text.decimal1(amounts[chunk.source], mask=~covered), *digests.pieces(chunk, covered),
-            pa.scalar("", text.LARGE), null_handling="replace", null_replacement="",
-        )
-        if value.null_count:  # a null value makes its row null, as in a join of the items
-            fragments = pc.if_else(pc.and_(pc.is_null(value), pa.array(covered)),
-                                   pa.scalar(None, text.LARGE), fragments)
-        return text.by_row(chunk, fragments)
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        blocks = list(pool.map(block, slots.blocks(_BLOCK_ROWS)))
-    return pa.chunked_array(blocks, type=text.LARGE)
+                              np.zeros(0)])
+    items = pa.StructArray.from_arrays(
+        [rule, provider, field_name, values.take(pa.array(source)),
+         pa.array(np.round(amounts[source], 1) + 0.0), _digests(view, hits, part, row)],
+        fields=list(COMPONENT_TYPE.value_type))
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items, type=COMPONENT_TYPE)
 
 
-def _head(rule: str, provider: str, field_name: str) -> str:
-    return f'{{"rule":"{rule}","provider":"{provider}","field":"{field_name}","value":'
-
-
-class _Digests:
-    """',"raw_digest":' + JSON of the hit provider's raw_digest + '}' and the separator, per
-    slot; digests that are plain tokens are quoted by the pieces around them, not copied."""
-
-    def __init__(self, view: View, hits: list[Hit], n_parts: int):
-        providers = list(dict.fromkeys(hit.provider for hit in hits))
-        self.column_of_part = np.array([providers.index(hit.provider) for hit in hits]
-                                       + [-1] * (n_parts + 1 - len(hits)))
-        chunks = [chunk.cast(text.LARGE) for p in providers
-                  for chunk in view.chunks(column(p, "raw_digest"))]
-        self.source = pa.chunked_array(chunks, type=text.LARGE)
-        self.size = view.size
-
-    def pieces(self, slots: text.Layout, covered: np.ndarray) -> list[pa.Array]:
-        column_of = self.column_of_part[slots.part]
-        digests = self.source.take(pa.array(column_of * self.size + slots.row,
-                                            mask=column_of < 0)).combine_chunks()
-        present = pc.is_valid(digests).to_numpy(zero_copy_only=False)
-        quote = present
-        if pc.all(pc.ascii_is_alnum(digests)).as_py() is False:
-            quote = np.zeros(present.size, dtype=bool)
-            present = covered
-            digests = pc.if_else(pa.array(covered), text.quoted_tokens(digests),
-                                 pa.scalar(None, text.LARGE))
-        opening = np.where(quote, 0, np.where(present, 2, 1))
-        closing = np.where(quote, 0, 2) + ~slots.last
-        return [
-            text.choose(np.where(covered, opening, -1),
-                        [',"raw_digest":"', ',"raw_digest":null', ',"raw_digest":']),
-            digests,
-            text.choose(np.where(covered, closing, -1), ['"}]', '"},', "}]", "},"]),
-        ]
+def _digests(view: View, hits: list[Hit], part: np.ndarray, row: np.ndarray) -> pa.Array:
+    """The raw_digest of the hit provider's answer per item (null for the threat link)."""
+    providers = list(dict.fromkeys(hit.provider for hit in hits))
+    column_of_part = np.array([providers.index(hit.provider) for hit in hits] + [-1])
+    column_of = column_of_part[np.minimum(part, len(hits))]
+    stored = pa.chunked_array(
+        [chunk.cast(pa.string()) for p in providers
+         for chunk in view.chunks(column(p, "raw_digest"))] or [pa.nulls(0, pa.string())],
+        type=pa.string())
+    picked = stored.take(pa.array(column_of * view.size + row, mask=column_of < 0))
+    return picked.combine_chunks() if isinstance(picked, pa.ChunkedArray) else picked
 
 
 def _explanations(
@@ -509,16 +482,33 @@ def _output(columns, score, confidence, verdict, components, explanation) -> pd.
         "score": score,
         "confidence": pd.array(confidence, dtype="Int64"),
         "verdict": text.to_pandas(text.labels(verdict)),
-        "components": text.to_pandas(components),
+        "components": pd.arrays.ArrowExtensionArray(components),
         "explanation": text.to_pandas(explanation),
     }
     names = [*SCORE_COLUMNS, *(["existing_confidence"] if "existing_confidence" in columns else [])]
     return pd.DataFrame({name: scored[name] if name in scored else columns[name] for name in names})
 
 
-def parse_components(text: str | None) -> list[dict]:
-    """The evidence items of one row's `components` JSON."""
-    return json.loads(text) if text else []
+def parse_components(components: object) -> list[dict]:
+    """The evidence items of one row's `components` (rule, provider, field, value, contribution,
+    raw_digest): a list of COMPONENT_TYPE items, or their JSON text as earlier versions stored
+    it."""
+    if isinstance(components, str):
+        return json.loads(components) if components else []
+    if components is None or components is pd.NA or (
+            isinstance(components, float) and np.isnan(components)):
+        return []
+    return [_component(dict(item)) for item in components]
+
+
+def _component(item: dict) -> dict:
+    value = item.pop("value_json", None)
+    contribution = item.get("contribution")
+    if isinstance(contribution, float) and contribution.is_integer():
+        contribution = int(contribution)  # as the JSON text of the number reads back
+    return {"rule": item.get("rule"), "provider": item.get("provider"),
+            "field": item.get("field"), "value": None if value is None else json.loads(value),
+            "contribution": contribution, "raw_digest": item.get("raw_digest")}
 
 
 def present_providers(frame: pd.DataFrame) -> list[str]:

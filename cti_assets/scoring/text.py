@@ -8,8 +8,7 @@ contiguous buffers, so these helpers take and return `pyarrow` large-string arra
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +17,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 LARGE = pa.large_string()
-_TOKEN = re.compile(r"[0-9A-Za-z_.:\-]*")
 
 
 def const(text: str, size: int) -> pa.Array:
@@ -60,10 +58,10 @@ def ints(values) -> pa.Array:
     return pa.array(rounded, mask=missing).cast(LARGE).fill_null("?")
 
 
-def decimal1(values, mask: np.ndarray | None = None) -> pa.Array:
-    """Numbers rounded to one decimal, as JSON numbers ("12.5", "-3", "0"); null where `mask`."""
+def decimal1(values) -> pa.Array:
+    """Numbers rounded to one decimal, as JSON numbers ("12.5", "-3", "0")."""
     array = np.round(np.nan_to_num(np.asarray(values, dtype=float)), 1) + 0.0  # no "-0"
-    return pa.array(array, mask=mask).cast(LARGE)
+    return pa.array(array).cast(LARGE)
 
 
 def json_text(values) -> pa.Array:
@@ -72,17 +70,6 @@ def json_text(values) -> pa.Array:
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
     encoded = [json.dumps(_plain(value)) for value in uniques] + ["null"]
     return pa.array(encoded, type=LARGE).take(pa.array(np.where(codes < 0, len(uniques), codes)))
-
-
-def quoted_tokens(values) -> pa.Array:
-    """JSON text of digests and similar plain tokens, quoted without per-value encoding."""
-    strings = from_objects(values)
-    plain = pc.match_substring_regex(strings, f"^{_TOKEN.pattern}$").fill_null(False)
-    quoted = cat('"', strings, '"')
-    if pc.all(pc.or_(plain, pc.is_null(strings))).as_py() is not False:
-        return quoted.fill_null("null")
-    encoded = json_text(strings.to_numpy(zero_copy_only=False))
-    return pc.if_else(plain, quoted, encoded).fill_null("null")
 
 
 @dataclass(frozen=True)
@@ -102,17 +89,6 @@ class Layout:
     first: np.ndarray  # per slot, whether it opens its row
     last: np.ndarray  # per slot, whether it closes its row
     bare: np.ndarray  # the rows no part covers
-
-    def blocks(self, rows: int) -> Iterator[Layout]:
-        """The layout cut into blocks of `rows` rows (at least one block), each with its
-        slots counted from 0; `source`, `part` and `row` keep their meaning."""
-        size = len(self.offsets) - 1
-        for start in range(0, max(size, 1), rows):
-            stop = min(start + rows, size)
-            lo, hi = self.offsets[start], self.offsets[stop]
-            yield Layout(self.offsets[start:stop + 1] - lo, self.source[lo:hi],
-                         self.part[lo:hi], self.row[lo:hi], self.first[lo:hi],
-                         self.last[lo:hi], self.bare[(self.bare >= start) & (self.bare < stop)])
 
 
 def layout(size: int, rows: list[np.ndarray]) -> Layout:
@@ -142,11 +118,6 @@ def layout(size: int, rows: list[np.ndarray]) -> Layout:
 def gather(layout: Layout, texts: list[pa.Array]) -> pa.Array:
     """Per-part texts (in part order, one per item, bare rows last) put in slot order."""
     return pa.concat_arrays([t.cast(LARGE) for t in texts]).take(pa.array(layout.source))
-
-
-def choose(codes: np.ndarray, options: list[str]) -> pa.Array:
-    """`options[code]` per element, null where the code is negative."""
-    return pa.array(options, type=LARGE).take(pa.array(codes, mask=codes < 0))
 
 
 def by_row(layout: Layout, fragments: pa.Array) -> pa.Array:

@@ -27,6 +27,8 @@ from typing import Any
 import pandas as pd
 from pycti import Identity, Indicator, Note, StixCoreRelationship
 
+from cti_assets.scoring.model import parse_components
+
 # The STIX 2.1 / OpenCTI namespace; used here only for the bundle id.
 _NAMESPACE = uuid.UUID("00abedb4-aa42-466c-9c01-fed23315a9b7")
 # The author never changes, so its timestamps are a constant (keeps its bytes stable).
@@ -177,7 +179,7 @@ def _observable_objects(
 ) -> list[dict]:
     entity_type = row["entity_type"]
     markings = _markings(source.get("marking_ids"), row.get("tlp") or source.get("tlp"))
-    components = _json_list(row.get("components"))
+    components = parse_components(_clean(row.get("components")))
     score = _score_to_write(row, config.score_policy)
     verdict = str(row.get("verdict") or "unknown")
     confidence = _confidence(row.get("confidence"))

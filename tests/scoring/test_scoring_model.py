@@ -14,10 +14,12 @@ from hypothesis import strategies as st
 from cti_assets.scoring.context import build_threat_context
 from cti_assets.scoring.model import (
     BENIGN,
+    COMPONENT_TYPE,
     MALICIOUS,
     SUSPICIOUS,
     UNKNOWN,
     ScoringWeights,
+    parse_components,
     score_frame,
 )
 from cti_assets.sources.base import ThreatEntity, ThreatLink
@@ -107,7 +109,7 @@ def test_a_threat_link_raises_the_score_by_a_bounded_amount(vt, abuse, n_links):
     if plain["score"] < 100 - W.link_max_points and "capped" not in plain["explanation"]:
         assert linked["score"] > plain["score"]
         assert "linked to intrusion set Lynx 0" in linked["explanation"]
-        items = json.loads(linked["components"])
+        items = parse_components(linked["components"])
         assert any(i["rule"] == "threat_link" for i in items)
 
 
@@ -252,13 +254,30 @@ def test_weights_round_trip_and_reject_unknown_names():
         ScoringWeights.from_dict({"vt_min_engines": "many"})
 
 
-def test_components_are_valid_json_with_the_documented_keys():
+def test_components_are_typed_items_with_the_documented_keys():
+    merged = merged_one({
+        "virustotal": Lookup(fields={"malicious": 12, "undetected": 58,
+                                     "categories": ['say "phishing"']}),
+        "abuseipdb": Lookup(fields={"abuse_confidence_score": 90, "is_whitelisted": True}),
+    })
+    column = score_frame(merged)["components"]
+    assert column.dtype == pd.ArrowDtype(COMPONENT_TYPE)
+    stored = column.iloc[0]
+    assert all(set(item) == {"rule", "provider", "field", "value_json", "contribution",
+                             "raw_digest"} for item in stored)
+    items = parse_components(stored)
+    # what earlier versions stored, the items' JSON text, reads back the same
+    assert parse_components(json.dumps(items)) == items
+    assert all(item["raw_digest"] for item in items)
+
+
+def test_components_hold_the_documented_keys_and_add_up_to_the_score():
     row = score_of({
         "virustotal": Lookup(fields={"malicious": 12, "undetected": 58,
                                      "categories": ['say "phishing"']}),
         "abuseipdb": Lookup(fields={"abuse_confidence_score": 90, "is_whitelisted": True}),
     })
-    items = json.loads(row["components"])
+    items = parse_components(row["components"])
     assert {tuple(sorted(i)) for i in items} == {
         ("contribution", "field", "provider", "raw_digest", "rule", "value")
     }

@@ -3,11 +3,9 @@ and the component that names it with the provider's raw digest."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from cti_assets.scoring.model import ScoringWeights, score_frame
+from cti_assets.scoring.model import ScoringWeights, parse_components, score_frame
 from cti_assets.scoring.rules import RULE_NAMES, RULES
 from tests.scoring.scoring_factories import Lookup, digest_of, merged_one
 
@@ -87,7 +85,7 @@ BENIGN_CASES = [
 
 
 def _component(row, rule: str) -> dict:
-    items = [item for item in json.loads(row["components"]) if item["rule"] == rule]
+    items = [item for item in parse_components(row["components"]) if item["rule"] == rule]
     assert len(items) == 1, row["components"]
     return items[0]
 
@@ -105,7 +103,7 @@ def test_malicious_rule_alone(rule, provider, fields, entity_type, probability, 
     assert item["value"] == (pytest.approx(value) if isinstance(value, float) else value)
     assert item["contribution"] == pytest.approx(round(100 * probability, 1), abs=0.051)
     assert row["score"] == int(100 * probability + 0.5)
-    assert len(json.loads(row["components"])) == 1
+    assert len(parse_components(row["components"])) == 1
 
 
 @pytest.mark.parametrize(("rule", "provider", "fields", "entity_type", "cap", "push"),
@@ -139,11 +137,11 @@ def test_shodan_host_api_wins_over_internetdb_for_the_same_tag():
         "shodan": Lookup(fields={"tags": ["c2"]}),
         "shodan_internetdb": Lookup(fields={"tags": ["c2"]}),
     })
-    items = json.loads(score_frame(merged)["components"].iloc[0])
+    items = parse_components(score_frame(merged)["components"].iloc[0])
     assert [(i["rule"], i["provider"]) for i in items] == [("shodan_tag", "shodan")]
 
 
 def test_category_keywords_match_words_not_substrings():
     merged = merged_one({"virustotal": Lookup(fields={"categories": ["c2c marketplace"]})},
                         "Domain-Name")
-    assert json.loads(score_frame(merged)["components"].iloc[0]) == []
+    assert parse_components(score_frame(merged)["components"].iloc[0]) == []

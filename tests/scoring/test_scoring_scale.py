@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 
 from cti_assets.providers.fields import PROVIDER_FIELDS, column, is_list
-from cti_assets.scoring.model import ScoringWeights, score_frame
+from cti_assets.scoring.model import ScoringWeights, parse_components, score_frame
 from cti_assets.scoring.policy import apply_score_policy
 
 N_ROWS = 100_000
@@ -68,7 +66,7 @@ def test_one_hundred_thousand_rows_score_consistently():
     one_by_one = pd.concat([score_frame(merged.iloc[[i]]) for i in sample], ignore_index=True)
     pd.testing.assert_frame_equal(scores.iloc[sample].reset_index(drop=True), one_by_one)
     for i in sample:
-        items = json.loads(scores["components"].iloc[i])
+        items = parse_components(scores["components"].iloc[i])
         if ok[i] and "capped" not in scores["explanation"].iloc[i]:
             total = sum(item["contribution"] for item in items)
             assert abs(total - scores["score"].iloc[i]) <= 1
