@@ -455,6 +455,8 @@ def _unscored_columns(
     n_rows = view.size
 
     def passthrough(name: str, dtype: str):
+        if dtype == "string":  # Arrow-backed, as read: no copy into Python strings
+            dtype = pd.StringDtype("pyarrow")
         if name in frame.columns:
             return frame[name].astype(dtype).array
         return pd.array([None] * n_rows, dtype=dtype)
