@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bench import baseline, throughput, workload
@@ -62,6 +64,18 @@ def test_rescore_reads_merges_scores_and_writes_every_row(tmp_path):
     assert sum(result["verdicts"].values()) == 400
     assert result["maxrss_kb"] > 0 and result["wall_s"] > 0
     assert (tmp_path / f"observable_scores-{rescore.DAY}.parquet").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_rescore_peak_is_the_job_process_own_not_its_parents(tmp_path):
+    from bench import rescore
+
+    rescore.write_history(tmp_path, 100)
+    held = bytearray(800 * 2**20)  # resident in this (parent) process while the job runs
+    held[::4096] = b"x" * len(held[::4096])
+    result = rescore.rescore(tmp_path, rows=50)
+    assert 0 < result["maxrss_kb"] < 600 * 2**10, result["maxrss_kb"]
+    del held
 
 
 def test_rescore_figures_are_the_median_run_and_the_highest_peak(tmp_path):
