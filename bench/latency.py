@@ -24,9 +24,9 @@ from pathlib import Path
 
 from bench import workload
 from bench.sandbox_proc import SandboxProcess
+from cti_assets.defs.automation import DEFAULT_SENSOR_INTERVAL_S
 
 REPO = Path(__file__).resolve().parent.parent
-SENSOR_INTERVAL_S = 30  # automation.py's default CTI_SENSOR_INTERVAL_S
 FIRST_INDEX = 900_000  # values no other benchmark uses
 
 
@@ -120,7 +120,7 @@ def measure(args, scratch: Path, samples: int = 2) -> dict:
         os.environ.update(saved)
     done = [s for s in measured if s is not None]
     return {
-        "sensor_interval_s": SENSOR_INTERVAL_S,
+        "sensor_interval_s": DEFAULT_SENSOR_INTERVAL_S,
         "timeout_s": args.latency_timeout_s,
         "warm_up_s": round(warm, 1) if warm is not None else None,
         "samples_s": [round(s, 1) if s is not None else None for s in measured],
