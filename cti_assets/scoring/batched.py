@@ -21,18 +21,23 @@ import pyarrow.compute as pc
 from cti_assets import settings
 from cti_assets.parquet_frames import StoredTable
 from cti_assets.scoring.explain import histogram, top_table_markdown, verdict_counts
-from cti_assets.scoring.merge import LOOKUP_META, merge_lookups, typed_field_columns
+from cti_assets.scoring.merge import (
+    LOOKUP_META,
+    has_typed_fields,
+    merge_lookups,
+    typed_field_columns,
+)
 from cti_assets.scoring.model import ScoringWeights, score_frame
 from cti_assets.scoring.policy import apply_score_policy
 
 # The lookup columns merging reads; the others (latency, message, ...) stay on disk.
 MERGE_LOOKUP_COLUMNS: list[str] = ["stix_id", *LOOKUP_META, "fields"]
+TOP_ROWS = 10
 
 
 def merge_lookup_columns(provider: str) -> list[str]:
     """MERGE_LOOKUP_COLUMNS and the provider's typed field columns, where stored."""
     return [*MERGE_LOOKUP_COLUMNS, *typed_field_columns(provider)]
-TOP_ROWS = 10
 
 
 def merge_batches(
@@ -48,7 +53,7 @@ def merge_batches(
     observable_ids = observables.column("stix_id")
     slices: dict[str, Iterator[pd.DataFrame] | pd.DataFrame] = {}
     for provider, table in lookups.items():
-        if set(typed_field_columns(provider)) <= set(table.columns):
+        if has_typed_fields(provider, table.columns):
             table = table.project([c for c in table.columns if c != "fields"])  # not parsed
         if _same_rows(observable_ids, table.column("stix_id")):
             slices[provider] = table.frames(rows)

@@ -76,6 +76,12 @@ def typed_field_columns(provider: str) -> list[str]:
     return [column(provider, name) for name in PROVIDER_FIELDS[provider]]
 
 
+def has_typed_fields(provider: str, columns) -> bool:
+    """Whether a lookups table with these columns stores every field parsed (tables written
+    before a field was added do not, and are merged from their JSON)."""
+    return set(typed_field_columns(provider)) <= set(columns)
+
+
 def with_typed_fields(provider: str, lookups: pd.DataFrame) -> pd.DataFrame:
     """Lookup rows plus their `fields` parsed into one typed column each.
 
@@ -83,12 +89,8 @@ def with_typed_fields(provider: str, lookups: pd.DataFrame) -> pd.DataFrame:
     lookups are written, spares each re-score of history from parsing it again (at a million
     observables, close to a gigabyte of JSON).
     """
-    texts = _arrow_strings(lookups["fields"]) if "fields" in lookups.columns else pa.nulls(
-        len(lookups), pa.large_string())
-    parsed = _parse_fields(provider, texts)
-    typed = pd.DataFrame({column(provider, name): _pandas_array(parsed.column(name), dtype)
-                          for name, dtype in PROVIDER_FIELDS[provider].items()},
-                         index=lookups.index)
+    texts = _fields_texts(lookups)
+    typed = pd.DataFrame(_parsed_columns(provider, texts), index=lookups.index)
     return pd.concat([lookups.drop(columns=typed.columns, errors="ignore"), typed], axis=1)
 
 
@@ -118,17 +120,29 @@ def _provider_columns(
     for meta, dtype in LOOKUP_META.items():
         source = frame[meta] if meta in frame.columns else pd.Series(None, index=frame.index)
         out[column(provider, meta)] = _meta_array(source, dtype, positions)
-    if set(typed_field_columns(provider)) <= set(frame.columns):  # parsed when stored
+    if has_typed_fields(provider, frame.columns):  # parsed when stored
         for name, dtype in PROVIDER_FIELDS[provider].items():
             values = _stored_field(frame[column(provider, name)], dtype).take(positions)
             out[column(provider, name)] = _pandas_array(values, dtype)
         return out
-    texts = (_arrow_strings(frame["fields"]).take(positions) if "fields" in frame.columns
-             else pa.nulls(len(stix_ids), pa.large_string()))
-    parsed = _parse_fields(provider, texts)
-    for name, dtype in PROVIDER_FIELDS[provider].items():
-        out[column(provider, name)] = _pandas_array(parsed.column(name), dtype)
+    out.update(_parsed_columns(provider, _fields_texts(frame, positions)))
     return out
+
+
+def _fields_texts(frame: pd.DataFrame, positions: pa.Array | None = None) -> pa.Array:
+    """The `fields` JSON of every row, or at the given row positions (null where a position
+    is null)."""
+    size = len(frame) if positions is None else len(positions)
+    if "fields" not in frame.columns:
+        return pa.nulls(size, pa.large_string())
+    texts = _arrow_strings(frame["fields"])
+    return texts if positions is None else texts.take(positions)
+
+
+def _parsed_columns(provider: str, texts: pa.Array) -> dict[str, pd.api.extensions.ExtensionArray]:
+    parsed = _parse_fields(provider, texts)
+    return {column(provider, name): _pandas_array(parsed.column(name), dtype)
+            for name, dtype in PROVIDER_FIELDS[provider].items()}
 
 
 def _stored_field(series: pd.Series, dtype: str) -> pa.Array:

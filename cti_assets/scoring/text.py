@@ -86,7 +86,6 @@ class Layout:
     source: np.ndarray  # per slot, its item in the parts' concatenation (bare rows last)
     part: np.ndarray  # per slot, its part (len(rows) for bare rows)
     row: np.ndarray  # per slot, its row
-    first: np.ndarray  # per slot, whether it opens its row
     last: np.ndarray  # per slot, whether it closes its row
     bare: np.ndarray  # the rows no part covers
 
@@ -106,13 +105,11 @@ def layout(size: int, rows: list[np.ndarray]) -> Layout:
         filled[part] += 1
         start += part.size
     sizes = [part.size for part in rows] + [bare.size]
-    first = np.zeros(offsets[-1], dtype=bool)
-    first[offsets[:-1]] = True
     last = np.zeros(offsets[-1], dtype=bool)
     last[offsets[1:] - 1] = True
     part = np.repeat(np.arange(len(sizes)), sizes)[source]
     row = np.concatenate([*rows, bare])[source]
-    return Layout(offsets, source, part, row, first, last, bare)
+    return Layout(offsets, source, part, row, last, bare)
 
 
 def gather(layout: Layout, texts: list[pa.Array]) -> pa.Array:
