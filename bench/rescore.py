@@ -104,6 +104,7 @@ def observables_table(n: int) -> pd.DataFrame:
         "normalized_value": values,
         "hash_type": np.where(types == "StixFile", "SHA-256", None),
         "tlp": "TLP:CLEAR",
+        "tlp_reason": "unmarked",
         "marking_ids": [[] for _ in range(n)],
         "labels": [[] for _ in range(n)],
         "existing_score": pd.array(np.where(index % 10 == 0, index % 100, -1), dtype="Int64"),

@@ -15,6 +15,7 @@ OBSERVABLE_COLUMNS: dict[str, str] = {
     "normalized_value": "string",  # null when rejected
     "hash_type": "string",  # StixFile only: MD5, SHA-1, SHA-256
     "tlp": "string",  # effective TLP: TLP:CLEAR ... TLP:RED
+    "tlp_reason": "string",  # null: from its markings; "unmarked"; "tlp_unresolved: <ids>"
     "marking_ids": "list",  # STIX ids of all markings (TLP, PAP, statements)
     "labels": "list",
     "existing_score": "Int64",  # x_opencti_score already on the observable

@@ -20,10 +20,14 @@ Decisions (one place to read them):
   characters that may not appear raw are percent-encoded, the fragment is dropped.
 - StixFile: the value is a hash; MD5, SHA-1 or SHA-256 told apart by length, lowercased.
 
-TLP policy: the most restrictive TLP marking wins; PAP and statement markings are ignored. An
-observable with no TLP marking is treated as `UNMARKED_TLP` (TLP:CLEAR, as OpenCTI shows it);
-set CTI_UNMARKED_TLP (e.g. "TLP:AMBER") to treat unmarked data more carefully. TLP:WHITE is the
-old name of TLP:CLEAR. Unknown TLP values never pass `tlp_allows` (fail closed).
+TLP policy (`decide_tlp`, the one owner of TLP knowledge): the most restrictive TLP marking
+wins; PAP and statement markings are ignored. A marking resolves by its id (STIX 2.1's TLP 1.0
+ids, OASIS's TLP 2.0 ids, OpenCTI's AMBER+STRICT) or by its definition object (TLP 1.0 form,
+TLP 2.0 extension, OpenCTI's `definition_type: TLP`). A marking that resolves to nothing makes
+the observable TLP:RED with reason "tlp_unresolved" (fail closed). An observable with no
+marking at all is treated as `UNMARKED_TLP` (TLP:CLEAR, as OpenCTI shows it); set
+CTI_UNMARKED_TLP (e.g. "TLP:AMBER") to treat unmarked data more carefully. TLP:WHITE is the old
+name of TLP:CLEAR. Unknown TLP values never pass `tlp_allows` (fail closed).
 """
 
 from __future__ import annotations
@@ -332,6 +336,8 @@ def _remove_dot_segments(path: str) -> str:
 
 TLP_ORDER: tuple[str, ...] = ("TLP:CLEAR", "TLP:GREEN", "TLP:AMBER", "TLP:AMBER+STRICT", "TLP:RED")
 TLP_ALIASES = {"TLP:WHITE": "TLP:CLEAR"}
+# The ids OpenCTI uses for its TLP markings (STIX 2.1's TLP 1.0 ids, plus OpenCTI's own for
+# AMBER+STRICT, which TLP 1.0 lacks). Write-back uses these when it names a TLP.
 TLP_MARKING_IDS: dict[str, str] = {
     "TLP:CLEAR": "marking-definition--613f2e26-407d-48c7-9eca-b8e91df99dc9",
     "TLP:GREEN": "marking-definition--34098fce-860f-48ae-8e50-ebd3cc5e41da",
@@ -339,13 +345,121 @@ TLP_MARKING_IDS: dict[str, str] = {
     "TLP:AMBER+STRICT": "marking-definition--826578e1-40ad-459f-bc73-ede076f81f37",
     "TLP:RED": "marking-definition--5e57c739-391a-4eb3-b6be-7d15ca92d5ed",
 }
-TLP_BY_MARKING_ID: dict[str, str] = {mid: tlp for tlp, mid in TLP_MARKING_IDS.items()}
+# OASIS's TLP 2.0 marking definitions (the stix2.1 TLP 2.0 extension), referenced by id alone.
+TLP2_MARKING_IDS: dict[str, str] = {
+    "TLP:CLEAR": "marking-definition--94868c89-83c2-464b-929b-a1a8aa3c8487",
+    "TLP:GREEN": "marking-definition--bab4a63c-aed9-4cf5-a766-dfca5abac2bb",
+    "TLP:AMBER": "marking-definition--55d920b0-5e8b-4f79-9ee9-91f868d9b421",
+    "TLP:AMBER+STRICT": "marking-definition--939a9414-2ddd-4d32-a0cd-375ea402b003",
+    "TLP:RED": "marking-definition--e828b379-4e03-4974-9ac4-e53a884c97c1",
+}
+TLP_BY_MARKING_ID: dict[str, str] = {
+    mid: tlp for ids in (TLP2_MARKING_IDS, TLP_MARKING_IDS) for tlp, mid in ids.items()
+}
+TLP2_EXTENSION_ID = "extension-definition--60a3c5c5-0d10-413e-aab3-9e08dde9e88d"
+# Marking kinds that carry no TLP: ignored when the TLP is decided, never a reason to fail closed.
+NON_TLP_MARKING_TYPES = frozenset({"pap", "statement"})
 UNMARKED_TLP = "TLP:CLEAR"
 UNMARKED_TLP_ENV = "CTI_UNMARKED_TLP"
+TLP_UNRESOLVED = "tlp_unresolved"
+TLP_UNMARKED = "unmarked"
+
+
+@dataclass(frozen=True)
+class MarkingRef:
+    """One marking reference of an object, with what the source could read of its definition.
+
+    `definition_type` and `definition` are None when the source holds no definition object for
+    `id`; `definition` is the readable name ("TLP:AMBER", "PAP:RED", a statement's text)."""
+
+    id: str
+    definition_type: str | None = None
+    definition: str | None = None
+
+
+@dataclass(frozen=True)
+class TlpDecision:
+    """The TLP an observable is handled under, and why: `reason` is None when its markings say
+    so, "unmarked" when the unmarked policy applied, "tlp_unresolved: <ids>" when it failed
+    closed to TLP:RED."""
+
+    tlp: str
+    reason: str | None = None
+
+
+def marking_ref(definition: dict) -> MarkingRef:
+    """A MarkingRef from a STIX marking-definition object in any of its TLP forms: STIX 2.1's
+    TLP 1.0 (`definition_type: tlp`, `definition: {tlp: amber}`), the TLP 2.0 extension
+    (`tlp_2_0: amber+strict`), OpenCTI's (`definition_type: TLP`, `definition: TLP:AMBER`, or in
+    its exports a statement with `x_opencti_definition_type: TLP`)."""
+    marking_id = str(definition.get("id") or "")
+    extension = (definition.get("extensions") or {}).get(TLP2_EXTENSION_ID)
+    if isinstance(extension, dict) and isinstance(extension.get("tlp_2_0"), str):
+        return MarkingRef(marking_id, "TLP", f"TLP:{extension['tlp_2_0'].upper()}")
+    # OpenCTI exports a non-standard marking as a statement and keeps its own type beside it.
+    kind = definition.get("x_opencti_definition_type") or definition.get("definition_type")
+    body = definition.get("definition")
+    if isinstance(body, dict) and isinstance(body.get("tlp"), str):
+        return MarkingRef(marking_id, "TLP", f"TLP:{body['tlp'].upper()}")
+    name = next((text for text in (
+        definition.get("x_opencti_definition"),
+        body if isinstance(body, str) else None,
+        definition.get("name"),
+        body.get("statement") if isinstance(body, dict) else None,
+    ) if isinstance(text, str)), None)
+    if isinstance(kind, str):
+        return MarkingRef(marking_id, kind, name)
+    if isinstance(body, dict) and isinstance(body.get("statement"), str):
+        return MarkingRef(marking_id, "statement", name)
+    if canonical_tlp(name) is not None:
+        return MarkingRef(marking_id, "TLP", name)
+    return MarkingRef(marking_id, None, name)
+
+
+def marking_tlp(marking: MarkingRef) -> str | None:
+    """TLP of one marking; None for a marking known to carry no TLP; raises LookupError when
+    it cannot be resolved (no definition, or a TLP definition that names no known TLP)."""
+    known = TLP_BY_MARKING_ID.get(marking.id.strip().lower())
+    if known is not None:
+        return known
+    kind = (marking.definition_type or "").strip().lower()
+    if kind == "tlp":
+        tlp = canonical_tlp(marking.definition)
+        if tlp is None:
+            raise LookupError(marking.id)
+        return tlp
+    if kind:  # PAP, statement and any other named marking kind: not a TLP
+        return None
+    if canonical_tlp(marking.definition) is not None:
+        return canonical_tlp(marking.definition)
+    raise LookupError(marking.id)
+
+
+def decide_tlp(markings: Iterable[MarkingRef], unmarked: str | None = None) -> TlpDecision:
+    """The most restrictive TLP among `markings`; TLP:RED ("tlp_unresolved") when any marking
+    cannot be resolved; `unmarked` (default: the CTI_UNMARKED_TLP policy) when none is a TLP."""
+    found: list[str] = []
+    unresolved: list[str] = []
+    for marking in markings:
+        try:
+            tlp = marking_tlp(marking)
+        except LookupError:
+            unresolved.append(marking.id)
+            continue
+        if tlp is not None:
+            found.append(tlp)
+    if unresolved:
+        return TlpDecision("TLP:RED", f"{TLP_UNRESOLVED}: {', '.join(sorted(set(unresolved)))}")
+    if found:
+        return TlpDecision(max(found, key=TLP_ORDER.index))
+    fallback = unmarked_tlp() if unmarked is None else canonical_tlp(unmarked)
+    if fallback is None:
+        raise ValueError(f"unmarked TLP {unmarked!r} is not a TLP")
+    return TlpDecision(fallback, TLP_UNMARKED)
 
 
 def canonical_tlp(marking: object) -> str | None:
-    """"TLP:AMBER" for "tlp:amber" or AMBER's marking id; None for anything that isn't a TLP."""
+    """"TLP:AMBER" for "tlp:amber" or an AMBER marking id; None for anything that isn't a TLP."""
     if not isinstance(marking, str):
         return None
     text = marking.strip()
@@ -375,18 +489,6 @@ def tlp_rank(tlp: str) -> int:
     if name is None:
         raise ValueError(f"not a TLP marking: {_show(tlp)}")
     return TLP_ORDER.index(name)
-
-
-def tlp_of(markings: Iterable[str], unmarked: str | None = None) -> str:
-    """The most restrictive TLP among marking names or ids; `unmarked` (default: the
-    CTI_UNMARKED_TLP policy) when none of them is a TLP."""
-    found = [tlp for tlp in (canonical_tlp(m) for m in markings) if tlp is not None]
-    if not found:
-        fallback = unmarked_tlp() if unmarked is None else canonical_tlp(unmarked)
-        if fallback is None:
-            raise ValueError(f"unmarked TLP {unmarked!r} is not a TLP")
-        return fallback
-    return max(found, key=TLP_ORDER.index)
 
 
 def tlp_allows(tlp: str, max_tlp: str) -> bool:

@@ -12,7 +12,7 @@ import pandas as pd
 
 from cti_assets import observable
 from cti_assets.frames import OBSERVABLE_COLUMNS, OBSERVABLE_OK, OBSERVABLE_REJECTED
-from cti_assets.observable import normalize, tlp_of
+from cti_assets.observable import MarkingRef, TlpDecision, decide_tlp, normalize
 from cti_assets.sources.base import ObservableRecord
 
 
@@ -24,21 +24,21 @@ def observables_frame(
     `unmarked_tlp` is the TLP of records without a TLP marking (default: the
     CTI_UNMARKED_TLP policy of cti_assets.observable)."""
     unmarked = unmarked_tlp or observable.unmarked_tlp()
-    tlp_cache: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
+    tlp_cache: dict[tuple[MarkingRef, ...], TlpDecision] = {}
     columns: dict[str, list] = {name: [] for name in OBSERVABLE_COLUMNS}
     for record in records:
         result = normalize(record.entity_type, record.value)
-        markings = (record.marking_definitions, record.marking_ids)
-        tlp = tlp_cache.get(markings)
+        tlp = tlp_cache.get(record.markings)
         if tlp is None:
-            tlp = tlp_cache[markings] = tlp_of([*markings[0], *markings[1]], unmarked)
+            tlp = tlp_cache[record.markings] = decide_tlp(record.markings, unmarked)
         columns["internal_id"].append(record.internal_id)
         columns["stix_id"].append(record.stix_id)
         columns["entity_type"].append(record.entity_type)
         columns["value"].append(record.value)
         columns["normalized_value"].append(result.value)
         columns["hash_type"].append(result.hash_type)
-        columns["tlp"].append(tlp)
+        columns["tlp"].append(tlp.tlp)
+        columns["tlp_reason"].append(tlp.reason)
         columns["marking_ids"].append(list(record.marking_ids))
         columns["labels"].append(list(record.labels))
         columns["existing_score"].append(record.score)

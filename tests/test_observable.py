@@ -7,13 +7,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cti_assets.observable import (
+    TLP2_MARKING_IDS,
     TLP_MARKING_IDS,
     TLP_ORDER,
     UNMARKED_TLP,
+    MarkingRef,
     Normalized,
+    decide_tlp,
+    marking_ref,
     normalize,
     tlp_allows,
-    tlp_of,
     tlp_rank,
 )
 from cti_assets.sources.base import OBSERVABLE_TYPES
@@ -173,27 +176,90 @@ def test_tlp_order_puts_amber_strict_between_amber_and_red():
     assert tlp_allows("TLP:AMBER", "TLP:AMBER+STRICT")
 
 
+def tlp_of(*markings: MarkingRef, unmarked: str | None = None) -> str:
+    return decide_tlp(markings, unmarked).tlp
+
+
+def named(definition_type: str, definition: str, n: int = 0) -> MarkingRef:
+    return MarkingRef(f"marking-definition--00000000-0000-4000-8000-{n:012d}", definition_type,
+                      definition)
+
+
 def test_white_is_clear():
     assert tlp_rank("TLP:WHITE") == tlp_rank("TLP:CLEAR") == 0
-    assert tlp_of(["tlp:white"]) == "TLP:CLEAR"
+    assert tlp_of(named("TLP", "tlp:white")) == "TLP:CLEAR"
     assert tlp_allows("TLP:WHITE", "TLP:CLEAR")
 
 
 def test_most_restrictive_marking_wins_and_ids_resolve():
-    markings = [TLP_MARKING_IDS["TLP:GREEN"], "PAP:RED", TLP_MARKING_IDS["TLP:AMBER+STRICT"]]
-    assert tlp_of(markings) == "TLP:AMBER+STRICT"
-    assert tlp_of(["TLP:GREEN", "tlp:red", "statement"]) == "TLP:RED"
+    markings = [MarkingRef(TLP_MARKING_IDS["TLP:GREEN"]), named("PAP", "PAP:RED"),
+                MarkingRef(TLP_MARKING_IDS["TLP:AMBER+STRICT"])]
+    assert tlp_of(*markings) == "TLP:AMBER+STRICT"
+    assert tlp_of(named("TLP", "TLP:GREEN", 1), named("tlp", "tlp:red", 2),
+                  named("statement", "Copyright", 3)) == "TLP:RED"
+
+
+@pytest.mark.parametrize("tlp", TLP_ORDER)
+def test_tlp2_ids_alone_resolve(tlp):
+    """OASIS's TLP 2.0 marking definitions referenced by id, no definition object present."""
+    decision = decide_tlp([MarkingRef(TLP2_MARKING_IDS[tlp])], unmarked="TLP:CLEAR")
+    assert decision.tlp == tlp and decision.reason is None
+
+
+TLP2_RED_OBJECT = {
+    "type": "marking-definition", "spec_version": "2.1", "name": "TLP:RED",
+    "id": "marking-definition--e828b379-4e03-4974-9ac4-e53a884c97c1",
+    "created": "2022-10-01T00:00:00.000Z",
+    "extensions": {"extension-definition--60a3c5c5-0d10-413e-aab3-9e08dde9e88d": {
+        "extension_type": "property-extension", "tlp_2_0": "red"}},
+}
+
+
+@pytest.mark.parametrize(("definition", "expected"), [
+    # STIX 2.1's TLP 1.0 form under an id of its own
+    ({"id": "marking-definition--11111111-1111-4111-8111-111111111111",
+      "definition_type": "tlp", "definition": {"tlp": "amber"}}, "TLP:AMBER"),
+    # the TLP 2.0 extension, under an id that is not OASIS's
+    ({**TLP2_RED_OBJECT, "id": "marking-definition--22222222-2222-4222-8222-222222222222",
+      "name": "house red"}, "TLP:RED"),
+    # OpenCTI's own form
+    ({"id": "marking-definition--33333333-3333-4333-8333-333333333333",
+      "definition_type": "TLP", "definition": "TLP:AMBER+STRICT", "x_opencti_order": 3},
+     "TLP:AMBER+STRICT"),
+])
+def test_marking_objects_resolve_by_definition(definition, expected):
+    decision = decide_tlp([marking_ref(definition)], unmarked="TLP:CLEAR")
+    assert decision == decide_tlp([marking_ref(definition)]) and decision.tlp == expected
+
+
+@pytest.mark.parametrize("marking", [
+    MarkingRef("marking-definition--44444444-4444-4444-8444-444444444444"),  # unknown id alone
+    named("TLP", "TLP:PURPLE"),  # a TLP definition naming no TLP
+    MarkingRef("not-a-marking-id", None, "something"),
+])
+def test_unresolvable_marking_fails_closed_to_red(marking):
+    decision = decide_tlp([marking, MarkingRef(TLP_MARKING_IDS["TLP:GREEN"])],
+                          unmarked="TLP:CLEAR")
+    assert decision.tlp == "TLP:RED"
+    assert decision.reason == f"tlp_unresolved: {marking.id}"
+    assert not tlp_allows(decision.tlp, "TLP:AMBER+STRICT")
+
+
+def test_non_tlp_markings_are_ignored_not_failed_closed():
+    decision = decide_tlp([named("PAP", "PAP:RED"), named("statement", "Copyright ACME", 1)],
+                          unmarked="TLP:GREEN")
+    assert decision.tlp == "TLP:GREEN" and decision.reason == "unmarked"
 
 
 def test_unmarked_policy_default_and_env(monkeypatch):
     monkeypatch.delenv("CTI_UNMARKED_TLP", raising=False)
-    assert tlp_of(["PAP:RED"]) == UNMARKED_TLP == "TLP:CLEAR"
-    assert tlp_of([], unmarked="TLP:GREEN") == "TLP:GREEN"
+    assert tlp_of(named("PAP", "PAP:RED")) == UNMARKED_TLP == "TLP:CLEAR"
+    assert tlp_of(unmarked="TLP:GREEN") == "TLP:GREEN"
     monkeypatch.setenv("CTI_UNMARKED_TLP", "tlp:amber")
-    assert tlp_of([]) == "TLP:AMBER"
+    assert tlp_of() == "TLP:AMBER"
     monkeypatch.setenv("CTI_UNMARKED_TLP", "purple")
     with pytest.raises(ValueError, match="CTI_UNMARKED_TLP"):
-        tlp_of([])
+        tlp_of()
 
 
 @pytest.mark.parametrize("bad", ["PAP:RED", "TLP:PURPLE", "", None])

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 
 from cti_assets.frames import OBSERVABLE_COLUMNS
-from cti_assets.observable import TLP_MARKING_IDS
+from cti_assets.observable import TLP2_MARKING_IDS, TLP_MARKING_IDS, MarkingRef
 from cti_assets.observables_frame import counts_by_type_and_status, observables_frame
 from cti_assets.sources.base import ObservableRecord
 
@@ -64,14 +64,23 @@ def test_tlp_is_the_most_restrictive_marking_or_the_unmarked_policy(monkeypatch)
     monkeypatch.delenv("CTI_UNMARKED_TLP", raising=False)
     records = [
         record("IPv4-Addr", "198.51.100.1", 0,
-               marking_ids=(TLP_MARKING_IDS["TLP:GREEN"], TLP_MARKING_IDS["TLP:AMBER+STRICT"])),
-        record("IPv4-Addr", "198.51.100.2", 1, marking_definitions=("TLP:RED", "PAP:CLEAR")),
-        record("IPv4-Addr", "198.51.100.3", 2, marking_definitions=("PAP:RED",)),
+               markings=(MarkingRef(TLP_MARKING_IDS["TLP:GREEN"]),
+                         MarkingRef(TLP_MARKING_IDS["TLP:AMBER+STRICT"]))),
+        record("IPv4-Addr", "198.51.100.2", 1,
+               markings=(MarkingRef("m-1", "TLP", "TLP:RED"),
+                         MarkingRef("m-2", "PAP", "PAP:CLEAR"))),
+        record("IPv4-Addr", "198.51.100.3", 2, markings=(MarkingRef("m-3", "PAP", "PAP:RED"),)),
         record("IPv4-Addr", "198.51.100.4", 3),
+        record("IPv4-Addr", "198.51.100.5", 4,
+               markings=(MarkingRef(TLP2_MARKING_IDS["TLP:AMBER+STRICT"]),)),
+        record("IPv4-Addr", "198.51.100.6", 5, markings=(MarkingRef("marking-definition--x"),)),
     ]
-    assert list(observables_frame(records)["tlp"]) == [
-        "TLP:AMBER+STRICT", "TLP:RED", "TLP:CLEAR", "TLP:CLEAR"]
-    assert list(observables_frame(records, unmarked_tlp="TLP:AMBER")["tlp"])[2:] == [
+    frame = observables_frame(records)
+    assert list(frame["tlp"]) == [
+        "TLP:AMBER+STRICT", "TLP:RED", "TLP:CLEAR", "TLP:CLEAR", "TLP:AMBER+STRICT", "TLP:RED"]
+    assert frame["tlp_reason"].astype(object).where(frame["tlp_reason"].notna(), None).tolist() == [
+        None, None, "unmarked", "unmarked", None, "tlp_unresolved: marking-definition--x"]
+    assert list(observables_frame(records, unmarked_tlp="TLP:AMBER")["tlp"])[2:4] == [
         "TLP:AMBER", "TLP:AMBER"]
     monkeypatch.setenv("CTI_UNMARKED_TLP", "TLP:GREEN")
     assert observables_frame(records)["tlp"].iloc[3] == "TLP:GREEN"
@@ -79,7 +88,7 @@ def test_tlp_is_the_most_restrictive_marking_or_the_unmarked_policy(monkeypatch)
 
 def test_lists_and_scores_survive_a_parquet_round_trip(tmp_path):
     records = [record("Url", "http://a.test", 0, labels=("phishing", "kit"), score=55,
-                      marking_ids=(TLP_MARKING_IDS["TLP:AMBER"],)),
+                      markings=(MarkingRef(TLP_MARKING_IDS["TLP:AMBER"]),)),
                record("Url", "http://b.test", 1)]
     frame = observables_frame(records)
     frame.to_parquet(tmp_path / "observables.parquet")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from stix2validator import ValidationOptions, validate_instance
 
-from cti_assets.observable import TLP_ORDER, normalize, tlp_of
+from cti_assets.observable import TLP_ORDER, decide_tlp, normalize
 from cti_assets.sources.base import OBSERVABLE_TYPES, THREAT_ENTITY_TYPES
 from cti_assets.sources.local import STIX_TO_ENTITY_TYPE, LocalStixStore
 from cti_assets.stix_io import BundleError, export_store, import_bundles, load_bundle_file
@@ -48,8 +48,9 @@ def test_sample_imports_cleanly_and_covers_every_type(store):
     records = store.observables_created_between(CREATED_AT, CREATED_AT + timedelta(days=1))
     assert 40 <= len(records) <= 60
     assert {r.entity_type for r in records} == set(OBSERVABLE_TYPES)
-    assert {tlp_of([*r.marking_definitions, *r.marking_ids], "TLP:CLEAR")
-            for r in records} == set(TLP_ORDER)
+    decisions = [decide_tlp(r.markings, "TLP:CLEAR") for r in records]
+    assert {d.tlp for d in decisions} == set(TLP_ORDER)
+    assert not any((d.reason or "").startswith("tlp_unresolved") for d in decisions)
     results = [normalize(r.entity_type, r.value) for r in records]
     reasons = {res.reason.split(":")[0] for res in results if not res.ok}
     assert {"invalid_ipv4", "invalid_hash"} <= reasons

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import pandas as pd
 
 from cti_assets import frames
+from cti_assets.observable import tlp_allows
 from cti_assets.providers import base
 from cti_assets.providers.cache import ResponseCache
 from cti_assets.providers.config import ProviderSettings
@@ -36,7 +37,6 @@ from cti_assets.providers.http import Fetched, redact
 log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("stix_id", "entity_type", "normalized_value", "tlp", "status")
-_TLP_ORDER = ("TLP:CLEAR", "TLP:GREEN", "TLP:AMBER", "TLP:AMBER+STRICT", "TLP:RED")
 _SPECIAL_SUFFIXES = (
     "local", "localhost", "test", "example", "invalid", "onion", "internal", "home.arpa",
     "lan", "localdomain", "example.com", "example.net", "example.org",
@@ -120,22 +120,6 @@ class LookupStats:
         return meta
 
 
-def tlp_allows(tlp: Any, max_tlp: str) -> bool:
-    """observable.tlp_allows when available; else the same order, failing closed."""
-    value = tlp if isinstance(tlp, str) else ""
-    try:
-        from cti_assets.observable import tlp_allows as shared
-    except ImportError:
-        shared = None
-    if shared is not None:
-        return shared(value, max_tlp)
-    names = {"TLP:WHITE": "TLP:CLEAR"}
-    value, ceiling = (names.get(t.strip().upper(), t.strip().upper()) for t in (value, max_tlp))
-    if value not in _TLP_ORDER or ceiling not in _TLP_ORDER:
-        return False
-    return _TLP_ORDER.index(value) <= _TLP_ORDER.index(ceiling)
-
-
 def special_use(entity_type: str, value: str) -> str | None:
     """network_context.special_use_reason when available; else an ipaddress/suffix check."""
     try:
@@ -198,10 +182,13 @@ def _gate(provider: str, obs: dict[str, Any], settings: ProviderSettings) -> dic
     if entity_type not in PROVIDER_SCOPE.get(provider, ()):
         return _row(obs, provider, base.SKIPPED, base.SKIP_OUT_OF_SCOPE,
                     f"{provider} does not look up {entity_type}")
-    if not tlp_allows(obs.get("tlp"), settings.max_tlp):
+    tlp = obs.get("tlp")
+    if not isinstance(tlp, str) or not tlp_allows(tlp, settings.max_tlp):
+        why = obs.get("tlp_reason")
+        because = f" ({why})" if isinstance(why, str) and why.startswith("tlp_unresolved") else ""
         return _row(obs, provider, base.SKIPPED, base.SKIP_TLP,
-                    f"{obs.get('tlp') or 'no TLP'} is above {provider}'s maximum "
-                    f"{settings.max_tlp}")
+                    f"{tlp if isinstance(tlp, str) else 'no TLP'}{because} is above "
+                    f"{provider}'s maximum {settings.max_tlp}")
     reason = special_use(entity_type, value)
     if reason:
         return _row(obs, provider, base.SKIPPED, base.SKIP_SPECIAL_USE, reason)

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from cti_assets.observable import TLP_BY_MARKING_ID, MarkingRef
+
 # Entity types in scope, spelled as OpenCTI spells them.
 OBSERVABLE_TYPES: tuple[str, ...] = (
     "IPv4-Addr",
@@ -34,8 +36,9 @@ class ObservableRecord:
     """One observable as the source holds it, before normalisation.
 
     `value` is the raw value (for StixFile: the strongest hash present, SHA-256 > SHA-1 > MD5,
-    with `hashes` carrying all of them). `marking_definitions` are marking names such as
-    "TLP:AMBER" or "PAP:RED"; `marking_ids` are their STIX ids.
+    with `hashes` carrying all of them). `markings` are its marking references with what the
+    source could read of each definition; the TLP is decided from them in one place
+    (observable.decide_tlp), never by the source.
     """
 
     internal_id: str
@@ -43,11 +46,21 @@ class ObservableRecord:
     entity_type: str
     value: str
     created_at: datetime
-    marking_ids: tuple[str, ...] = ()
-    marking_definitions: tuple[str, ...] = ()
+    markings: tuple[MarkingRef, ...] = ()
     labels: tuple[str, ...] = ()
     score: int | None = None
     hashes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def marking_ids(self) -> tuple[str, ...]:
+        """STIX ids of every marking (TLP, PAP, statements, unresolved ones)."""
+        return tuple(marking.id for marking in self.markings)
+
+    @property
+    def marking_definitions(self) -> tuple[str, ...]:
+        """Readable names of the markings that have one ("TLP:AMBER", "PAP:RED")."""
+        names = (m.definition or TLP_BY_MARKING_ID.get(m.id) for m in self.markings)
+        return tuple(name for name in names if name is not None)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cti_assets import settings
-from cti_assets.observable import STIX_TO_ENTITY_TYPE, TLP_BY_MARKING_ID
+from cti_assets.observable import STIX_TO_ENTITY_TYPE, MarkingRef, marking_ref
 from cti_assets.sources.base import (
     THREAT_ENTITY_TYPES,
     ObservableRecord,
@@ -258,7 +258,7 @@ class LocalStixStore:
                 " AND first_seen_at >= ? AND first_seen_at < ? ORDER BY first_seen_at, id",
                 (utc_text(start), utc_text(end)),
             ).fetchall()
-            markings = self._marking_names(connection)
+            markings = self._marking_refs(connection)
         return [_record(json.loads(text), parse_utc(seen), markings) for text, seen in rows]
 
     def created_since(
@@ -278,15 +278,10 @@ class LocalStixStore:
             ).fetchall()
         return [(parse_utc(seen), stix_id) for seen, stix_id in rows]
 
-    def _marking_names(self, connection: sqlite3.Connection) -> dict[str, str]:
-        names = dict(TLP_BY_MARKING_ID)
+    def _marking_refs(self, connection: sqlite3.Connection) -> dict[str, MarkingRef]:
         rows = connection.execute("SELECT json FROM objects WHERE type = 'marking-definition'")
-        for (text,) in rows:
-            definition = json.loads(text)
-            name = _marking_name(definition)
-            if name and definition["id"] not in names:
-                names[definition["id"]] = name
-        return names
+        refs = (marking_ref(json.loads(text)) for (text,) in rows)
+        return {ref.id: ref for ref in refs}
 
     def threat_entities(self) -> list[ThreatEntity]:
         return list(self._entities(None).values())
@@ -382,20 +377,6 @@ def _entity(obj: dict) -> ThreatEntity:
     return ThreatEntity(obj["id"], obj["type"], str(obj.get("name") or obj["id"]), tuple(aliases))
 
 
-def _marking_name(definition: dict) -> str | None:
-    for key in ("name", "x_opencti_definition"):
-        if isinstance(definition.get(key), str):
-            return definition[key]
-    body = definition.get("definition")
-    if isinstance(body, str):
-        return body
-    if isinstance(body, dict) and isinstance(body.get("tlp"), str):
-        return f"TLP:{body['tlp'].upper()}"
-    if isinstance(body, dict) and isinstance(body.get("statement"), str):
-        return "statement"
-    return None
-
-
 def _hashes(obj: dict) -> dict[str, str]:
     hashes: dict[str, str] = {}
     for key, value in (obj.get("hashes") or {}).items():
@@ -427,7 +408,7 @@ def _labels(obj: dict) -> tuple[str, ...]:
     return ()
 
 
-def _record(obj: dict, created_at: datetime, markings: dict[str, str]) -> ObservableRecord:
+def _record(obj: dict, created_at: datetime, markings: dict[str, MarkingRef]) -> ObservableRecord:
     hashes = _hashes(obj) if obj["type"] == "file" else {}
     if obj["type"] == "file":
         strongest = next((hashes[h] for h in HASH_PREFERENCE if h in hashes), None)
@@ -441,8 +422,7 @@ def _record(obj: dict, created_at: datetime, markings: dict[str, str]) -> Observ
         entity_type=STIX_TO_ENTITY_TYPE[obj["type"]],
         value="" if value is None else str(value),
         created_at=created_at,
-        marking_ids=marking_ids,
-        marking_definitions=tuple(markings[m] for m in marking_ids if m in markings),
+        markings=tuple(markings.get(m) or MarkingRef(m) for m in marking_ids),
         labels=_labels(obj),
         score=_score(obj),
         hashes=hashes,

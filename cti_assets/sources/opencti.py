@@ -23,6 +23,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from cti_assets.observable import MarkingRef
 from cti_assets.sources.base import (
     OBSERVABLE_TYPES,
     ObservableRecord,
@@ -492,9 +493,11 @@ def _observable_record(node: dict) -> ObservableRecord:
         entity_type=node["entity_type"],
         value=str(value),
         created_at=_parse_time(node["created_at"]),
-        marking_ids=tuple(sorted(m["standard_id"] for m in markings if m.get("standard_id"))),
-        marking_definitions=tuple(sorted(m["definition"] for m in markings
-                                         if m.get("definition"))),
+        markings=tuple(sorted(
+            (MarkingRef(str(m.get("standard_id") or m.get("id")), m.get("definition_type"),
+                        m.get("definition"))
+             for m in markings if m.get("standard_id") or m.get("id")),
+            key=lambda ref: ref.id)),
         labels=tuple(sorted(label["value"] for label in node.get("objectLabel") or []
                             if label.get("value"))),
         score=node.get("x_opencti_score"),

@@ -8,7 +8,9 @@ It fixes what OpenCTI's enrichment connectors get wrong (anchors.md Part A):
   rerun updates that note instead of adding a new one (connectors#5825);
 - the score is never lowered under the default `keep_higher` policy;
 - indicators live for hours to weeks depending on how volatile the type is, not years;
-- every derived object carries the source observable's markings (no hard-coded TLP:WHITE).
+- every derived object carries the source observable's markings exactly (no hard-coded
+  TLP:WHITE, and nothing added to an unmarked observable: the TLP assumed for unmarked data
+  only gates providers).
 
 Rejected observables write nothing.
 """
@@ -33,15 +35,6 @@ from cti_assets.scoring.model import parse_components
 _NAMESPACE = uuid.UUID("00abedb4-aa42-466c-9c01-fed23315a9b7")
 # The author never changes, so its timestamps are a constant (keeps its bytes stable).
 _AUTHOR_TIMESTAMP = "2024-01-01T00:00:00.000Z"
-
-TLP_MARKING_IDS: dict[str, str] = {
-    "TLP:CLEAR": "marking-definition--613f2e26-407d-48c7-9eca-b8e91df99dc9",
-    "TLP:WHITE": "marking-definition--613f2e26-407d-48c7-9eca-b8e91df99dc9",
-    "TLP:GREEN": "marking-definition--34098fce-860f-48ae-8e50-ebd3cc5e41da",
-    "TLP:AMBER": "marking-definition--f88d31f6-486f-44da-b317-01333bde0b82",
-    "TLP:AMBER+STRICT": "marking-definition--826578e1-40ad-459f-bc73-ede076f81f37",
-    "TLP:RED": "marking-definition--5e57c739-391a-4eb3-b6be-7d15ca92d5ed",
-}
 
 # OpenCTI entity type -> STIX SCO type and the property holding the value.
 _STIX_TYPE: dict[str, str] = {
@@ -156,6 +149,8 @@ def build_bundle(
             until_base,
         )
         for obj in derived:
+            if not obj.get("object_marking_refs"):  # unmarked stays unmarked (STIX: no [])
+                obj.pop("object_marking_refs", None)
             objects[obj["id"]] = obj
     if objects:
         objects[author["id"]] = author
@@ -178,7 +173,7 @@ def _observable_objects(
     until_base: datetime,
 ) -> list[dict]:
     entity_type = row["entity_type"]
-    markings = _markings(source.get("marking_ids"), row.get("tlp") or source.get("tlp"))
+    markings = sorted(set(_string_list(source.get("marking_ids"))))
     components = parse_components(_clean(row.get("components")))
     score = _score_to_write(row, config.score_policy)
     verdict = str(row.get("verdict") or "unknown")
@@ -330,15 +325,6 @@ def _score_to_write(row: dict, policy: str) -> int | None:
     if policy == "keep_higher" and existing is not None and int(existing) > final:
         return int(existing)
     return final
-
-
-def _markings(marking_ids: object, tlp: object) -> list[str]:
-    """The source's markings; its effective TLP added when the source carried none."""
-    markings = set(_string_list(marking_ids))
-    tlp_id = TLP_MARKING_IDS.get(str(tlp).upper()) if tlp else None
-    if tlp_id and not markings & set(TLP_MARKING_IDS.values()):
-        markings.add(tlp_id)
-    return sorted(markings)
 
 
 def _note_content(

@@ -10,9 +10,9 @@ import pytest
 from pycti import Indicator, Note, StixCoreRelationship
 from stix2validator import ValidationOptions, validate_instance
 
+from cti_assets.observable import TLP_MARKING_IDS
 from cti_assets.writeback.bundle import (
     DEFAULT_LIFETIME_HOURS,
-    TLP_MARKING_IDS,
     WritebackConfig,
     build_bundle,
     note_id,
@@ -158,11 +158,14 @@ def test_every_derived_object_inherits_the_source_markings_amber_strict_as_a_pla
         assert obj["object_marking_refs"] == sorted([AMBER_STRICT, PAP_RED]), obj["type"]
 
 
-def test_source_without_markings_gets_its_effective_tlp_not_white():
+def test_unmarked_source_stays_unmarked_nothing_added():
+    """The TLP assumed for unmarked data gates providers; it is never written as a marking."""
     bundle = build()
-    url_note = next(o for o in by_type(bundle, "note")
-                    if o["object_refs"] == ["url--0a1b2c3d-0000-5000-8000-000000000001"])
-    assert url_note["object_marking_refs"] == [TLP_MARKING_IDS["TLP:CLEAR"]]
+    url_id = "url--0a1b2c3d-0000-5000-8000-000000000001"
+    url_note = next(o for o in by_type(bundle, "note") if o["object_refs"] == [url_id])
+    url = next(o for o in bundle["objects"] if o["id"] == url_id)
+    assert "object_marking_refs" not in url_note or url_note["object_marking_refs"] == []
+    assert "object_marking_refs" not in url or url["object_marking_refs"] == []
 
 
 def test_malicious_above_threshold_gets_an_indicator_with_a_typed_lifetime():
