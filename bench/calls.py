@@ -38,7 +38,7 @@ def _fresh_instance(folder: Path) -> None:
 
 
 def _materialise(days) -> list[str]:
-    from cti_assets.demo import materialise
+    from cti_assets.cli.demo import materialise
 
     with contextlib.redirect_stdout(io.StringIO()):
         return materialise(list(days))
@@ -50,7 +50,7 @@ def _requests_per_observable(sandbox: SandboxProcess) -> Counter:
 
 
 def repeat(sandbox: SandboxProcess, folder: Path, per_day: int) -> dict:
-    from cti_assets.demo import point_providers_at
+    from cti_assets.cli.demo import point_providers_at
     from cti_assets.sources.local import LocalStixStore
 
     _fresh_instance(folder)
@@ -91,7 +91,7 @@ def expected_unique(plan: dict[str, list[int]], providers=workload.API_PROVIDERS
 
 
 def backfill(sandbox: SandboxProcess, folder: Path, days: int, pool: int, per_day: int) -> dict:
-    from cti_assets.demo import point_providers_at
+    from cti_assets.cli.demo import point_providers_at
     from cti_assets.sources.local import LocalStixStore
 
     _fresh_instance(folder)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bench import workload
 from bench.sandbox_proc import SandboxProcess
-from cti_assets.defs.automation import DEFAULT_SENSOR_INTERVAL_S
+from cti_assets import settings
 
 REPO = Path(__file__).resolve().parent.parent
 FIRST_INDEX = 900_000  # values no other benchmark uses
@@ -77,7 +77,7 @@ def _wait_note(stix_id: str, started: float, timeout_s: float) -> float | None:
 
 
 def measure(args, scratch: Path, samples: int = 2) -> dict:
-    from cti_assets.demo import point_providers_at
+    from cti_assets.cli.demo import point_providers_at
 
     scratch.mkdir(parents=True, exist_ok=True)
     home = scratch / "dagster_home"
@@ -120,7 +120,7 @@ def measure(args, scratch: Path, samples: int = 2) -> dict:
         os.environ.update(saved)
     done = [s for s in measured if s is not None]
     return {
-        "sensor_interval_s": DEFAULT_SENSOR_INTERVAL_S,
+        "sensor_interval_s": settings.sensor_interval_s(),
         "timeout_s": args.latency_timeout_s,
         "warm_up_s": round(warm, 1) if warm is not None else None,
         "samples_s": [round(s, 1) if s is not None else None for s in measured],

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from bench import workload
-from cti_assets import frames, settings
+from cti_assets import settings, tables
 from cti_assets.providers import base
 from cti_assets.providers.fields import PROVIDER_FIELDS, PROVIDER_SCOPE, is_list
 from cti_assets.sandbox.data import ACTOR_NAMES, FAMILY_NAMES
@@ -114,7 +114,7 @@ def observables_table(n: int) -> pd.DataFrame:
     }
     frame = pd.DataFrame(columns)
     frame.loc[frame["existing_score"] < 0, "existing_score"] = pd.NA
-    return frame.astype({k: v for k, v in frames.OBSERVABLE_COLUMNS.items() if v != "list"})
+    return frame.astype({k: v for k, v in tables.OBSERVABLE_COLUMNS.items() if v != "list"})
 
 
 def lookups_table(provider: str, observables: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -150,7 +150,7 @@ def lookups_table(provider: str, observables: pd.DataFrame, seed: int) -> pd.Dat
         "message": np.where(status == base.ERROR, "HTTP 503: upstream unavailable", None),
     })  # fmt: skip
     frame.loc[~answered, "http_status"] = pd.NA
-    return with_typed_fields(provider, frame.astype(frames.LOOKUP_COLUMNS))
+    return with_typed_fields(provider, frame.astype(tables.LOOKUP_COLUMNS))
 
 
 def write_history(outputs: Path, n: int) -> dict:
@@ -172,7 +172,7 @@ _TIMED = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
 from pathlib import Path
-from cti_assets.parquet_frames import FrameBatches, StoredTable
+from cti_assets.storage.parquet import FrameBatches, StoredTable
 from cti_assets.scoring.batched import (ScoreSummary, merge_batches, merge_lookup_columns,
                                         score_batches)
 base, day, providers, rows = sys.argv[1], sys.argv[2], sys.argv[3].split(","), int(sys.argv[4])

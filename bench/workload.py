@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
-from cti_assets.observables_frame import observables_frame
+from cti_assets.intake.observables import observables_frame
 from cti_assets.providers import base
 from cti_assets.providers.config import DEFAULTS, ProviderSettings
 from cti_assets.providers.fields import PROVIDER_SCOPE
@@ -156,7 +156,7 @@ def import_day(store, indexes, day: str, salt: str = "") -> int:
     import tempfile
     from pathlib import Path
 
-    from cti_assets.stix_io import bundle_of, import_bundles
+    from cti_assets.sources.bundle_files import bundle_of, import_bundles
 
     moment = datetime.fromisoformat(day).replace(hour=9, tzinfo=UTC)
     with tempfile.TemporaryDirectory() as folder:

@@ -1,7 +1,9 @@
-"""Where the pipeline keeps what it writes: one data directory, set by CTI_DATA_DIR.
+"""Every environment setting of the project, read when asked (never at import).
 
-Every writer (local STIX store, Parquet outputs, response cache, rate-limit buckets, Dagster
-home) derives its path from here, so one variable moves the whole project.
+Where the pipeline keeps what it writes is one data directory, set by CTI_DATA_DIR: every writer
+(local STIX store, Parquet outputs, response cache, rate-limit buckets, Dagster home) derives its
+path from here, so one variable moves the whole project. Provider settings live with the
+providers (providers/config.py), read the same way.
 """
 
 from __future__ import annotations
@@ -61,3 +63,39 @@ def batch_rows() -> int:
     if not text.isdigit() or int(text) < 1:
         raise ValueError(f"CTI_BATCH_ROWS must be a positive whole number, got {text!r}")
     return int(text)
+
+
+def _whole_number(name: str, default: int, minimum: int = 0) -> int:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {text!r}")
+    return int(text)
+
+
+def partitions_start() -> str:
+    """First day of the daily partitions (CTI_PARTITIONS_START, default 2026-01-01). It shapes
+    the asset definitions, so it is read when the definitions are built."""
+    return os.environ.get("CTI_PARTITIONS_START", "").strip() or "2026-01-01"
+
+
+def sensor_batch_limit() -> int:
+    """Observables the sensor reads per tick (CTI_SENSOR_BATCH_LIMIT)."""
+    return _whole_number("CTI_SENSOR_BATCH_LIMIT", 50_000, minimum=1)
+
+
+def sensor_interval_s() -> int:
+    """Seconds between sensor ticks (CTI_SENSOR_INTERVAL_S): one small source query a tick, so
+    import -> write-back (interval + one run) stays well under a minute."""
+    return _whole_number("CTI_SENSOR_INTERVAL_S", 15, minimum=1)
+
+
+def sensor_default_on() -> bool:
+    """Whether the sensor starts switched on (CTI_SENSOR_DEFAULT_ON; `make dev` sets it)."""
+    return os.environ.get("CTI_SENSOR_DEFAULT_ON", "").strip().lower() in ("1", "true", "yes")
+
+
+def reenrich_days() -> int:
+    """Days the weekly schedule re-enriches (CTI_REENRICH_DAYS)."""
+    return _whole_number("CTI_REENRICH_DAYS", 7)

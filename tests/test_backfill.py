@@ -2,7 +2,7 @@
 
 import pytest
 
-from cti_assets.backfill import BackfillError, backfill_params, day_keys
+from cti_assets.cli.backfill import BackfillError, backfill_params, day_keys
 
 
 def test_day_keys_are_inclusive_across_a_month_end():

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cti_assets.observable import (
+from cti_assets.intake.observable import (
     TLP2_MARKING_IDS,
     TLP_MARKING_IDS,
     TLP_ORDER,

@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
-from cti_assets.frames import OBSERVABLE_COLUMNS
-from cti_assets.observable import TLP2_MARKING_IDS, TLP_MARKING_IDS, MarkingRef
-from cti_assets.observables_frame import counts_by_type_and_status, observables_frame
+from cti_assets.intake.observable import TLP2_MARKING_IDS, TLP_MARKING_IDS, MarkingRef
+from cti_assets.intake.observables import counts_by_type_and_status, observables_frame
 from cti_assets.sources.base import ObservableRecord
+from cti_assets.tables import OBSERVABLE_COLUMNS
 
 CREATED = datetime(2025, 3, 10, 12, tzinfo=UTC)
 EXPECTED_DTYPES = {name: ("object" if dtype == "list" else dtype)

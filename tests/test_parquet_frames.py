@@ -6,7 +6,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from cti_assets.parquet_frames import FrameBatches, StoredTable, read_frame
+from cti_assets.storage.parquet import FrameBatches, StoredTable, read_frame
 
 
 def _parquet(frame: pd.DataFrame) -> bytes:

@@ -10,10 +10,15 @@ from pathlib import Path
 import pytest
 from stix2validator import ValidationOptions, validate_instance
 
-from cti_assets.observable import TLP_ORDER, decide_tlp, normalize
+from cti_assets.intake.observable import TLP_ORDER, decide_tlp, normalize
 from cti_assets.sources.base import OBSERVABLE_TYPES, THREAT_ENTITY_TYPES
+from cti_assets.sources.bundle_files import (
+    BundleError,
+    export_store,
+    import_bundles,
+    load_bundle_file,
+)
 from cti_assets.sources.local import STIX_TO_ENTITY_TYPE, LocalStixStore
-from cti_assets.stix_io import BundleError, export_store, import_bundles, load_bundle_file
 
 SAMPLE = Path(__file__).resolve().parents[1] / "cti_assets" / "data" / "sample_bundle.json"
 CREATED_AT = datetime(2025, 3, 10, tzinfo=UTC)

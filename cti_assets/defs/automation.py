@@ -6,20 +6,18 @@ higher priority than backfills so that fresh observables go first.
 """
 
 import json
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from cti_assets import settings
 from cti_assets.defs.partitions import daily_partitions, partition_key_for
 from cti_assets.defs.resources import SourceResource
 from cti_assets.sources.base import SourceError
 
 SENSOR_PRIORITY = "10"
 BACKFILL_PRIORITY = "-10"
-SENSOR_BATCH_LIMIT = int(os.environ.get("CTI_SENSOR_BATCH_LIMIT", "50000"))
-REENRICH_DAYS = int(os.environ.get("CTI_REENRICH_DAYS", "7"))
 
 enrichment_job = dg.define_asset_job(
     "enrichment",
@@ -51,7 +49,7 @@ def weekly_reenrichment_schedule(context: dg.ScheduleEvaluationContext):
     """Re-enrich the last CTI_REENRICH_DAYS days; the providers' TTLs decide what is fetched."""
     tick = context.scheduled_execution_time.astimezone(UTC)
     valid = set(daily_partitions.get_partition_keys(current_time=tick))
-    for days_back in range(1, REENRICH_DAYS + 1):
+    for days_back in range(1, settings.reenrich_days() + 1):
         key = partition_key_for(tick - timedelta(days=days_back))
         if key in valid:
             yield dg.RunRequest(
@@ -116,17 +114,13 @@ def plan_sensor_tick(
     return requests, watermark.to_cursor(), skip if not requests else None
 
 
-# A tick is one small query of the source; the interval bounds the wait from an import to
-# its run, so that import -> write-back (interval + one run) stays well under a minute.
-DEFAULT_SENSOR_INTERVAL_S = 15
 
 
 @dg.sensor(
     job=enrichment_job,
-    minimum_interval_seconds=int(
-        os.environ.get("CTI_SENSOR_INTERVAL_S", str(DEFAULT_SENSOR_INTERVAL_S))),
+    minimum_interval_seconds=settings.sensor_interval_s(),
     default_status=dg.DefaultSensorStatus.RUNNING
-    if os.environ.get("CTI_SENSOR_DEFAULT_ON")
+    if settings.sensor_default_on()
     else dg.DefaultSensorStatus.STOPPED,
 )
 def new_observables_sensor(context: dg.SensorEvaluationContext, source: SourceResource):
@@ -134,7 +128,7 @@ def new_observables_sensor(context: dg.SensorEvaluationContext, source: SourceRe
     watermark = Watermark.parse(context.cursor)
     try:
         new_items = source.get().created_since(
-            watermark.created_at, watermark.stix_id, SENSOR_BATCH_LIMIT
+            watermark.created_at, watermark.stix_id, settings.sensor_batch_limit()
         )
     except SourceError as error:
         return dg.SkipReason(f"source unavailable: {error}")

@@ -22,7 +22,7 @@ from cti_assets.sources.base import SourceError
 def observables(context: dg.AssetExecutionContext, source: SourceResource) -> pd.DataFrame:
     """Observables the source created in [day 00:00, next day 00:00) UTC, one row each, with
     type, raw and normalised value, TLP, existing score, labels and a status (ok / rejected)."""
-    from cti_assets.observables_frame import counts_by_type_and_status, observables_frame
+    from cti_assets.intake.observables import counts_by_type_and_status, observables_frame
 
     start, end = partition_window(context.partition_key)
     try:

@@ -3,20 +3,20 @@
 It is a UPathIOManager, so a local path in development and an s3:// URL later work alike
 (CTI_OUTPUTS_BASE). An asset returns a DataFrame, or `FrameBatches` to write a big table a
 slice at a time; an input whose AssetIn metadata says `columns` reads only those, and one that
-says `batched` gets a `StoredTable` to read in slices (see cti_assets.parquet_frames).
+says `batched` gets a `StoredTable` to read in slices (see cti_assets.storage.parquet).
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 from upath import UPath
 
 from cti_assets import settings
-from cti_assets.parquet_frames import FrameBatches, StoredTable
+from cti_assets.storage.outputs import local_path
+from cti_assets.storage.parquet import FrameBatches, StoredTable
 
 
 class ParquetIOManager(dg.UPathIOManager):
@@ -31,7 +31,7 @@ class ParquetIOManager(dg.UPathIOManager):
             raise dg.Failure(
                 f"{context.asset_key.to_user_string()} must return a DataFrame or FrameBatches")
         path.parent.mkdir(parents=True, exist_ok=True)
-        local = _local(path)
+        local = local_path(path)
         if local is None:
             path.write_bytes(obj.to_parquet())
         else:
@@ -48,13 +48,8 @@ class ParquetIOManager(dg.UPathIOManager):
     def load_from_path(self, context: dg.InputContext, path: UPath) -> pd.DataFrame | StoredTable:
         metadata = context.definition_metadata or {}
         columns = metadata.get("columns")
-        table = StoredTable(_local(path) or path.read_bytes(), columns)
+        table = StoredTable(local_path(path) or path.read_bytes(), columns)
         return table if metadata.get("batched") else table.read()
-
-
-def _local(path: UPath) -> Path | None:
-    """The path on this machine's file system, or None for object stores and the like."""
-    return Path(path.path) if path.protocol in ("", "file", "local") else None
 
 
 class ParquetIOManagerFactory(dg.ConfigurableIOManagerFactory):
@@ -64,25 +59,3 @@ class ParquetIOManagerFactory(dg.ConfigurableIOManagerFactory):
 
     def create_io_manager(self, context: dg.InitResourceContext) -> ParquetIOManager:
         return ParquetIOManager(base_path=UPath(self.base_path or settings.outputs_base()))
-
-
-def partition_path(asset_name: str, partition_key: str, base_path: str | None = None) -> UPath:
-    return UPath(base_path or settings.outputs_base()) / asset_name / f"{partition_key}.parquet"
-
-
-def read_partition(
-    asset_name: str, partition_key: str, base_path: str | None = None
-) -> pd.DataFrame:
-    """Read one asset partition outside Dagster (CLI, export, benchmarks)."""
-    path = partition_path(asset_name, partition_key, base_path)
-    return StoredTable(_local(path) or path.read_bytes()).read()
-
-
-def stored_partitions(asset_name: str, base_path: str | None = None) -> list[str]:
-    """Partition keys with a stored output for the asset, sorted."""
-    folder = UPath(base_path or settings.outputs_base()) / asset_name
-    if not folder.exists():
-        return []
-    return sorted(
-        p.name.removesuffix(".parquet") for p in folder.iterdir() if p.suffix == ".parquet"
-    )

@@ -126,7 +126,7 @@ def build_lookup_asset(provider: str, *, expensive: bool) -> dg.AssetsDefinition
         resource: ProviderResource = getattr(context.resources, provider)
         frame, stats = run_provider(provider, observables, resource, config, deferred)
         if expensive:
-            from cti_assets.deferred_ledger import DeferredLedger
+            from cti_assets.providers.deferred import DeferredLedger
 
             DeferredLedger().record(provider, context.partition_key, frame)
         context.add_output_metadata(_metadata(stats, frame))
@@ -187,7 +187,7 @@ def lookup_triage(
     """Which observables earn an expensive lookup today: a preliminary score from the cheap
     providers, then the uncertain and the most urgent first, within each expensive provider's
     remaining daily budget; the rest are deferred to later runs (previously deferred first)."""
-    from cti_assets.deferred_ledger import DeferredLedger
+    from cti_assets.providers.deferred import DeferredLedger
     from cti_assets.providers.ratelimit import SharedLimiter
     from cti_assets.scoring.merge import merge_lookups
     from cti_assets.scoring.model import score_frame

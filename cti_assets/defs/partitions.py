@@ -1,20 +1,19 @@
 """Daily partitions on the observable's creation date in the source, UTC.
 
 The current day is included (end_offset=1) so that the sensor can enrich observables as they
-arrive; CTI_PARTITIONS_START moves the first day.
+arrive; CTI_PARTITIONS_START (settings.partitions_start) moves the first day.
 """
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 
 import dagster as dg
 
-PARTITIONS_START = os.environ.get("CTI_PARTITIONS_START") or "2026-01-01"
+from cti_assets import settings
 
 daily_partitions = dg.DailyPartitionsDefinition(
-    start_date=PARTITIONS_START, timezone="UTC", end_offset=1
+    start_date=settings.partitions_start(), timezone="UTC", end_offset=1
 )
 
 

@@ -16,10 +16,10 @@ from cti_assets import settings
 from cti_assets.defs.lookups import CHEAP_API_PROVIDERS
 from cti_assets.defs.partitions import BACKFILL_POLICY, daily_partitions
 from cti_assets.defs.resources import SourceResource
-from cti_assets.parquet_frames import FrameBatches, StoredTable
 from cti_assets.providers import base
 from cti_assets.scoring.batched import ScoreSummary, merge_lookup_columns
 from cti_assets.sources.base import SourceError
+from cti_assets.storage.parquet import FrameBatches, StoredTable
 
 LOOKUP_ASSETS = ["network_context_lookups"] + [
     f"{p}_lookups" for p in CHEAP_API_PROVIDERS + base.EXPENSIVE_PROVIDERS

@@ -45,7 +45,6 @@ import pandas as pd
 import tldextract
 from confusable_homoglyphs import confusables
 
-from cti_assets.frames import LOOKUP_COLUMNS, OBSERVABLE_OK
 from cti_assets.providers.base import (
     ERR_MALFORMED,
     ERROR,
@@ -56,6 +55,7 @@ from cti_assets.providers.base import (
     SKIPPED,
 )
 from cti_assets.providers.fields import PROVIDER_FIELDS, PROVIDER_SCOPE
+from cti_assets.tables import LOOKUP_COLUMNS, OBSERVABLE_OK
 
 log = logging.getLogger(__name__)
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from cti_assets.providers import base
-from cti_assets.providers.abuseipdb import AbuseIPDBClient
+from cti_assets.providers.clients.abuseipdb import AbuseIPDBClient
+from cti_assets.providers.clients.greynoise import GreyNoiseClient
+from cti_assets.providers.clients.securitytrails import SecurityTrailsClient
+from cti_assets.providers.clients.shodan import InternetDBClient, ShodanClient
+from cti_assets.providers.clients.virustotal import VirusTotalClient
 from cti_assets.providers.config import ProviderSettings, settings_from_env
-from cti_assets.providers.greynoise import GreyNoiseClient
 from cti_assets.providers.http import ProviderClient
-from cti_assets.providers.securitytrails import SecurityTrailsClient
-from cti_assets.providers.shodan import InternetDBClient, ShodanClient
-from cti_assets.providers.virustotal import VirusTotalClient
 
 CLIENTS: dict[str, type[ProviderClient]] = {
     base.VIRUSTOTAL: VirusTotalClient,

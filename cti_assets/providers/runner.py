@@ -1,6 +1,6 @@
 """Look up a frame of observables with one provider: gate, cache, call in parallel, account.
 
-Every input row gets exactly one output row (frames.LOOKUP_COLUMNS), in input order:
+Every input row gets exactly one output row (tables.LOOKUP_COLUMNS), in input order:
 rejected, out of scope, above the TLP ceiling, special-use and keyless rows are skipped with a
 reason and never sent; cached answers are reused; triage-deferred rows are marked deferred; the
 rest go out on a bounded thread pool, so the provider runs at its rate limit, not its latency.
@@ -26,8 +26,8 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 
-from cti_assets import frames
-from cti_assets.observable import tlp_allows
+from cti_assets import tables
+from cti_assets.intake.observable import tlp_allows
 from cti_assets.providers import base
 from cti_assets.providers.cache import ResponseCache
 from cti_assets.providers.config import ProviderSettings
@@ -175,7 +175,7 @@ def _result_row(obs: dict[str, Any], result: base.LookupResult) -> dict[str, Any
 def _gate(provider: str, obs: dict[str, Any], settings: ProviderSettings) -> dict | None:
     """The skip row for an observable that must not be sent; None when it may be."""
     value = obs.get("normalized_value")
-    if obs.get("status") == frames.OBSERVABLE_REJECTED or not isinstance(value, str) or not value:
+    if obs.get("status") == tables.OBSERVABLE_REJECTED or not isinstance(value, str) or not value:
         why = obs.get("reason") if isinstance(obs.get("reason"), str) else "no normalised value"
         return _row(obs, provider, base.SKIPPED, base.SKIP_REJECTED, f"rejected: {why}")
     entity_type = obs.get("entity_type")
@@ -202,14 +202,14 @@ def _check_columns(observables: pd.DataFrame) -> None:
     missing = [c for c in REQUIRED_COLUMNS if c not in observables.columns]
     if missing:
         raise ValueError(f"observables frame lacks column(s) {', '.join(missing)}; "
-                         f"expected frames.OBSERVABLE_COLUMNS")
+                         f"expected tables.OBSERVABLE_COLUMNS")
 
 
 def to_lookup_frame(rows: list[dict[str, Any]], index: pd.Index | None = None) -> pd.DataFrame:
-    """Rows as a frame with exactly frames.LOOKUP_COLUMNS and their dtypes."""
-    frame = pd.DataFrame(rows, columns=list(frames.LOOKUP_COLUMNS), index=index)
+    """Rows as a frame with exactly tables.LOOKUP_COLUMNS and their dtypes."""
+    frame = pd.DataFrame(rows, columns=list(tables.LOOKUP_COLUMNS), index=index)
     frame["fetched_at"] = pd.to_datetime(frame["fetched_at"], utc=True)
-    return frame.astype(frames.LOOKUP_COLUMNS)
+    return frame.astype(tables.LOOKUP_COLUMNS)
 
 
 def lookup_frame(

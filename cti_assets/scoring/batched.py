@@ -19,7 +19,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cti_assets import settings
-from cti_assets.parquet_frames import StoredTable
 from cti_assets.scoring.explain import histogram, top_table_markdown, verdict_counts
 from cti_assets.scoring.merge import (
     LOOKUP_META,
@@ -29,6 +28,7 @@ from cti_assets.scoring.merge import (
 )
 from cti_assets.scoring.model import ScoringWeights, score_frame
 from cti_assets.scoring.policy import apply_score_policy
+from cti_assets.storage.parquet import StoredTable
 
 # The lookup columns merging reads; the others (latency, message, ...) stay on disk.
 MERGE_LOOKUP_COLUMNS: list[str] = ["stix_id", *LOOKUP_META, "fields"]

@@ -26,7 +26,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cti_assets.frames import OBSERVABLE_OK
 from cti_assets.providers.base import (
     ABUSEIPDB,
     ALL_PROVIDERS,
@@ -45,6 +44,7 @@ from cti_assets.providers.base import (
 from cti_assets.providers.fields import column
 from cti_assets.scoring import rules, text
 from cti_assets.scoring.rules import BENIGN_KIND, MALICIOUS_KIND, Hit, View
+from cti_assets.tables import OBSERVABLE_OK
 
 MALICIOUS, SUSPICIOUS, BENIGN, UNKNOWN = "malicious", "suspicious", "benign", "unknown"
 VERDICTS = (MALICIOUS, SUSPICIOUS, BENIGN, UNKNOWN)

@@ -19,7 +19,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cti_assets.frames import OBSERVABLE_OK
 from cti_assets.providers.base import (
     ABUSEIPDB,
     ALL_PROVIDERS,
@@ -45,6 +44,7 @@ from cti_assets.scoring.text import (
     json_text,
     where,
 )
+from cti_assets.tables import OBSERVABLE_OK
 
 if TYPE_CHECKING:
     from cti_assets.scoring.model import ScoringWeights

@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cti_assets.frames import OBSERVABLE_OK
 from cti_assets.providers.base import (
     DEFER_BUDGET,
     DEFER_TRIAGE,
@@ -24,6 +23,7 @@ from cti_assets.providers.base import (
 )
 from cti_assets.providers.fields import PROVIDER_SCOPE
 from cti_assets.scoring.model import BENIGN, ScoringWeights
+from cti_assets.tables import OBSERVABLE_OK
 
 TRIAGE_COLUMNS = ("stix_id", "provider", "selected", "priority", "reason")
 # Reasons of selected rows.

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from cti_assets.observable import TLP_BY_MARKING_ID, MarkingRef
+from cti_assets.intake.observable import TLP_BY_MARKING_ID, MarkingRef
 
 # Entity types in scope, spelled as OpenCTI spells them.
 OBSERVABLE_TYPES: tuple[str, ...] = (

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cti_assets import settings
-from cti_assets.observable import STIX_TO_ENTITY_TYPE, MarkingRef, marking_ref
+from cti_assets.intake.observable import STIX_TO_ENTITY_TYPE, MarkingRef, marking_ref
 from cti_assets.sources.base import (
     THREAT_ENTITY_TYPES,
     ObservableRecord,

@@ -23,7 +23,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from cti_assets.observable import MarkingRef
+from cti_assets.intake.observable import MarkingRef
 from cti_assets.sources.base import (
     OBSERVABLE_TYPES,
     ObservableRecord,

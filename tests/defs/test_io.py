@@ -3,7 +3,8 @@
 import dagster as dg
 import pandas as pd
 
-from cti_assets.defs.io import ParquetIOManagerFactory, read_partition, stored_partitions
+from cti_assets.defs.io import ParquetIOManagerFactory
+from cti_assets.storage.outputs import read_partition, stored_partitions
 
 
 def test_round_trip_per_partition(tmp_path):
@@ -32,7 +33,7 @@ def test_round_trip_per_partition(tmp_path):
 
 
 def _batched_assets(fail_after: int | None = None):
-    from cti_assets.parquet_frames import FrameBatches, StoredTable
+    from cti_assets.storage.parquet import FrameBatches, StoredTable
 
     @dg.asset
     def big() -> FrameBatches:
@@ -86,7 +87,7 @@ def test_object_store_paths_are_written_whole_and_read_back(tmp_path):
     assert result.success
     from upath import UPath
 
-    from cti_assets.parquet_frames import read_frame
+    from cti_assets.storage.parquet import read_frame
 
     back = read_frame(UPath("memory://cti-test/outputs/sliced.parquet").read_bytes())
     assert back["sizes"].tolist() == [3, 3, 3, 1]

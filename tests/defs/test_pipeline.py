@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def pipeline(tmp_path, monkeypatch):
-    from cti_assets import demo
+    from cti_assets.cli import demo, runs
     from cti_assets.sandbox import ProviderSandbox
 
     monkeypatch.setenv("CTI_DATA_DIR", str(tmp_path / "data"))
@@ -38,7 +38,7 @@ def pipeline(tmp_path, monkeypatch):
         }.items():
             monkeypatch.setenv(name, value)
         demo.import_sample((DAY,))
-        defs = demo.load_defs()
+        defs = runs.load_defs()
         yield defs, sandbox, dg.DagsterInstance.ephemeral()
 
 
@@ -56,9 +56,9 @@ def run(defs, instance, job="enrichment", run_config=None):
 
 
 def test_whole_graph_then_rerun_then_rescore(pipeline):
-    from cti_assets.defs.io import read_partition
     from cti_assets.scoring.merge import typed_field_columns
     from cti_assets.sources.local import LocalStixStore
+    from cti_assets.storage.outputs import read_partition
 
     defs, sandbox, instance = pipeline
     run(defs, instance)
@@ -107,7 +107,7 @@ def test_whole_graph_then_rerun_then_rescore(pipeline):
 
 
 def test_rescore_in_small_slices_writes_the_same_tables(pipeline, monkeypatch):
-    from cti_assets.defs.io import read_partition
+    from cti_assets.storage.outputs import read_partition
 
     defs, sandbox, instance = pipeline
     run(defs, instance)

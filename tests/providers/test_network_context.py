@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cti_assets.frames import LOOKUP_COLUMNS, OBSERVABLE_COLUMNS
 from cti_assets.providers import network_context as nc
 from cti_assets.providers.fields import PROVIDER_FIELDS, PROVIDER_SCOPE
+from cti_assets.tables import LOOKUP_COLUMNS, OBSERVABLE_COLUMNS
 
 FIELDS = set(PROVIDER_FIELDS["network_context"])
 URL_FIELDS = {"url_host_is_ip", "url_path_depth", "url_has_credentials", "url_nonstandard_port"}

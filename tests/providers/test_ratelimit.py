@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
-from cti_assets import frames
+from cti_assets import tables
 from cti_assets.providers import base
 from cti_assets.providers.config import ProviderSettings, settings_from_env
 from cti_assets.providers.ratelimit import SharedLimiter, end_of_window, rates_for
@@ -165,7 +165,7 @@ def _run_share(env: dict[str, str], limiter_path: str, cache_path: str, offset: 
     values = [f"45.83.80.{offset + i}" for i in range(PER_PROCESS)]
     rows = [{"stix_id": f"ipv4-addr--{v}", "entity_type": "IPv4-Addr", "value": v,
              "normalized_value": v, "tlp": "TLP:CLEAR", "status": "ok"} for v in values]
-    observables = pd.DataFrame(rows, columns=list(frames.OBSERVABLE_COLUMNS))
+    observables = pd.DataFrame(rows, columns=list(tables.OBSERVABLE_COLUMNS))
     out, _ = lookup_frame(base.INTERNETDB, observables, settings,
                           cache=ResponseCache(cache_path), limiter=limiter)
     assert len(out) == PER_PROCESS

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from cti_assets.providers import base
+from cti_assets.providers.clients.shodan import ShodanClient
 from cti_assets.providers.config import DEFAULTS
 from cti_assets.providers.registry import CLIENTS, make_client, provider_page_url
-from cti_assets.providers.shodan import ShodanClient
 
 
 @pytest.mark.parametrize("provider", list(CLIENTS))

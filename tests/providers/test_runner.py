@@ -7,7 +7,7 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
-from cti_assets import frames
+from cti_assets import tables
 from cti_assets.providers import base
 from cti_assets.providers.cache import ResponseCache
 from cti_assets.providers.config import settings_from_env
@@ -43,7 +43,7 @@ def observable(value, entity_type="IPv4-Addr", tlp="TLP:GREEN", status="ok", sti
 
 
 def frame(*rows):
-    return pd.DataFrame(list(rows), columns=list(frames.OBSERVABLE_COLUMNS))
+    return pd.DataFrame(list(rows), columns=list(tables.OBSERVABLE_COLUMNS))
 
 
 @pytest.fixture
@@ -92,9 +92,9 @@ def test_every_row_gets_a_status_in_order_and_gated_rows_never_leave(sb, env, ca
         base.ABUSEIPDB, observables, settings(env, base.ABUSEIPDB), cache=cache,
         deferred={"ipv4-addr--deferred": base.DEFER_BUDGET},
     )
-    assert list(out.columns) == list(frames.LOOKUP_COLUMNS)
+    assert list(out.columns) == list(tables.LOOKUP_COLUMNS)
     assert {c: str(t) for c, t in out.dtypes.items()} == {
-        c: str(pd.Series(dtype=t).dtype) for c, t in frames.LOOKUP_COLUMNS.items()
+        c: str(pd.Series(dtype=t).dtype) for c, t in tables.LOOKUP_COLUMNS.items()
     }
     assert list(out["stix_id"]) == list(observables["stix_id"])
     assert list(zip(out["status"], out["reason"].fillna(""), strict=True)) == [
@@ -256,7 +256,7 @@ def test_input_index_is_kept_and_bad_frames_are_refused(sb, env, cache):
                      settings(env, base.INTERNETDB), cache=cache)
     empty, stats = lookup_frame(base.INTERNETDB, observables.iloc[:0],
                                 settings(env, base.INTERNETDB), cache=cache)
-    assert empty.empty and list(empty.columns) == list(frames.LOOKUP_COLUMNS)
+    assert empty.empty and list(empty.columns) == list(tables.LOOKUP_COLUMNS)
     assert stats.rows == 0
 
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cti_assets import frames
+from cti_assets import tables
 from cti_assets.providers import base
 from cti_assets.providers.cache import ResponseCache
 from cti_assets.providers.config import settings_from_env
@@ -40,7 +40,7 @@ def _frame(entity_type, values):
     rows = [{"stix_id": f"x--{i}", "entity_type": entity_type, "value": v,
              "normalized_value": v, "tlp": "TLP:GREEN", "status": "ok"}
             for i, v in enumerate(values)]  # fmt: skip
-    return pd.DataFrame(rows, columns=list(frames.OBSERVABLE_COLUMNS))
+    return pd.DataFrame(rows, columns=list(tables.OBSERVABLE_COLUMNS))
 
 
 class _ExplodingClient:

@@ -14,16 +14,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import stix2
 
-from cti_assets.observable import TLP2_MARKING_IDS, TLP_MARKING_IDS
-from cti_assets.observables_frame import observables_frame
+from cti_assets.intake.observable import TLP2_MARKING_IDS, TLP_MARKING_IDS
+from cti_assets.intake.observables import observables_frame
 from cti_assets.providers import base
 from cti_assets.providers.cache import ResponseCache
 from cti_assets.providers.config import DEFAULT_MAX_TLP, settings_from_env
 from cti_assets.providers.fields import PROVIDER_SCOPE
 from cti_assets.providers.ratelimit import SharedLimiter
 from cti_assets.providers.runner import lookup_frame
+from cti_assets.sources.bundle_files import import_bundles
 from cti_assets.sources.local import LocalStixStore
-from cti_assets.stix_io import import_bundles
 
 DAY = datetime(2026, 3, 2, tzinfo=UTC)
 KEYS = {f"{p.upper()}_API_KEY": f"{p}-key" for p in

@@ -8,7 +8,6 @@ import pyarrow as pa
 import pytest
 
 from bench.rescore import LOOKUP_PROVIDERS, lookups_table, observables_table
-from cti_assets.parquet_frames import FrameBatches, StoredTable, read_frame
 from cti_assets.scoring.batched import (
     MERGE_LOOKUP_COLUMNS,
     ScoreSummary,
@@ -20,6 +19,7 @@ from cti_assets.scoring.explain import histogram, top_table_markdown, verdict_co
 from cti_assets.scoring.merge import merge_lookups
 from cti_assets.scoring.model import score_frame
 from cti_assets.scoring.policy import apply_score_policy
+from cti_assets.storage.parquet import FrameBatches, StoredTable, read_frame
 
 N = 61
 

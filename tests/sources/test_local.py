@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from cti_assets.observable import TLP_MARKING_IDS
+from cti_assets.intake.observable import TLP_MARKING_IDS
 from cti_assets.sources.base import Source, SourceError
 from cti_assets.sources.local import _OBSERVABLE_TYPES_SQL, OPENCTI_EXTENSIONS, LocalStixStore
 

@@ -121,7 +121,7 @@ def test_asset_graph_and_a_partitioned_run(webserver):
     store = LocalStixStore(Path(env["CTI_DATA_DIR"]) / "store.sqlite")
     from datetime import UTC, datetime
 
-    from cti_assets.stix_io import import_bundles
+    from cti_assets.sources.bundle_files import import_bundles
 
     bundle = Path(env["CTI_DATA_DIR"]) / "one.json"
     bundle.write_text(
@@ -166,7 +166,7 @@ def test_asset_graph_and_a_partitioned_run(webserver):
     assert scores.exists()
 
     # a real asset backfill through launchPartitionBackfill, at a lower priority than sensor runs
-    from cti_assets.backfill import launch_backfill
+    from cti_assets.cli.backfill import launch_backfill
 
     backfill_id = launch_backfill("2026-11-19", "2026-11-20", url=url, job="rescore")
     backfill = graphql(

@@ -10,7 +10,7 @@ import pytest
 from pycti import Indicator, Note, StixCoreRelationship
 from stix2validator import ValidationOptions, validate_instance
 
-from cti_assets.observable import TLP_MARKING_IDS
+from cti_assets.intake.observable import TLP_MARKING_IDS
 from cti_assets.writeback.bundle import (
     DEFAULT_LIFETIME_HOURS,
     WritebackConfig,

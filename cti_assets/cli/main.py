@@ -14,9 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
-
-class CliError(Exception):
-    """An error meant for the person at the terminal."""
+from cti_assets.cli.errors import CliError
 
 
 def _parse_instant(text: str) -> datetime:
@@ -30,8 +28,8 @@ def _parse_instant(text: str) -> datetime:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from cti_assets.sources.bundle_files import BundleError, import_bundles
     from cti_assets.sources.local import LocalStixStore
-    from cti_assets.stix_io import BundleError, import_bundles
 
     created_at = _parse_instant(args.created_at) if args.created_at else None
     try:
@@ -48,13 +46,13 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from cti_assets.sources.bundle_files import export_store
     from cti_assets.sources.local import LocalStixStore
-    from cti_assets.stix_io import export_store
 
     out = Path(args.out)
     if args.partition:
-        from cti_assets.defs.io import read_partition
         from cti_assets.defs.writeback import partition_bundle
+        from cti_assets.storage.outputs import read_partition
 
         try:
             scores = read_partition("observable_scores", args.partition)
@@ -84,20 +82,20 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from cti_assets.explain_cli import explain_value
+    from cti_assets.cli.explain import explain_value
 
     print(explain_value(args.value, partition=args.partition, raw=not args.no_raw))
     return 0
 
 
 def cmd_enrich(args: argparse.Namespace) -> int:
-    from cti_assets.demo import enrich_values
+    from cti_assets.cli.enrich import enrich_values
 
     return enrich_values(args.values, sandbox_port=args.sandbox_port)
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from cti_assets.backfill import BackfillError, launch_backfill
+    from cti_assets.cli.backfill import BackfillError, launch_backfill
 
     try:
         backfill_id = launch_backfill(
@@ -110,19 +108,19 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from cti_assets.demo import run_demo
+    from cti_assets.cli.demo import run_demo
 
     return run_demo(sandbox_port=args.sandbox_port)
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from cti_assets.demo import run_dev
+    from cti_assets.cli.demo import run_dev
 
     return run_dev(sandbox_port=args.sandbox_port, ui_port=args.port)
 
 
 def cmd_pools(args: argparse.Namespace) -> int:
-    from cti_assets.demo import set_pool_limits
+    from cti_assets.cli.runs import set_pool_limits
 
     for pool, limit in set_pool_limits().items():
         print(f"pool {pool:<20} limit {limit}")

@@ -10,10 +10,10 @@ from collections import Counter
 
 import pandas as pd
 
-from cti_assets import observable
-from cti_assets.frames import OBSERVABLE_COLUMNS, OBSERVABLE_OK, OBSERVABLE_REJECTED
-from cti_assets.observable import MarkingRef, TlpDecision, decide_tlp, normalize
+from cti_assets.intake import observable
+from cti_assets.intake.observable import MarkingRef, TlpDecision, decide_tlp, normalize
 from cti_assets.sources.base import ObservableRecord
+from cti_assets.tables import OBSERVABLE_COLUMNS, OBSERVABLE_OK, OBSERVABLE_REJECTED
 
 
 def observables_frame(
@@ -22,7 +22,7 @@ def observables_frame(
     """One row per record with the columns and dtypes of frames.OBSERVABLE_COLUMNS.
 
     `unmarked_tlp` is the TLP of records without a TLP marking (default: the
-    CTI_UNMARKED_TLP policy of cti_assets.observable)."""
+    CTI_UNMARKED_TLP policy of cti_assets.intake.observable)."""
     unmarked = unmarked_tlp or observable.unmarked_tlp()
     tlp_cache: dict[tuple[MarkingRef, ...], TlpDecision] = {}
     columns: dict[str, list] = {name: [] for name in OBSERVABLE_COLUMNS}

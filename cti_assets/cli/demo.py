@@ -8,7 +8,6 @@ then stops the sandbox. Runs are recorded in $DAGSTER_HOME, so `make dev` shows 
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
@@ -19,20 +18,12 @@ from importlib import resources
 from pathlib import Path
 
 from cti_assets import settings
-from cti_assets.observable import STIX_TO_ENTITY_TYPE
+from cti_assets.cli.runs import materialise, set_pool_limits
+from cti_assets.intake.observable import STIX_TO_ENTITY_TYPE
 
 DEMO_DAYS = ("2026-11-20", "2026-11-21")
 DEMO_KEY = "demo-sandbox-key"  # the sandbox accepts any key; real keys never go to it
 KEYED_PROVIDERS = ("VIRUSTOTAL", "SHODAN", "ABUSEIPDB", "GREYNOISE", "SECURITYTRAILS")
-POOL_LIMITS = {
-    "virustotal": 1,
-    "securitytrails": 1,
-    "shodan": 1,
-    "shodan_internetdb": 2,
-    "greynoise": 2,
-    "abuseipdb": 2,
-    "opencti": 1,
-}
 
 
 def sample_bundle_path() -> Path:
@@ -72,8 +63,8 @@ def split_sample(days: tuple[str, ...], folder: Path) -> list[tuple[str, Path]]:
 
 
 def import_sample(days: tuple[str, ...] = DEMO_DAYS) -> None:
+    from cti_assets.sources.bundle_files import import_bundles
     from cti_assets.sources.local import LocalStixStore
-    from cti_assets.stix_io import import_bundles
 
     store = LocalStixStore()
     with tempfile.TemporaryDirectory() as folder:
@@ -83,61 +74,10 @@ def import_sample(days: tuple[str, ...] = DEMO_DAYS) -> None:
             print(f"  {day}: {report.objects} objects ({report.created} new)")
 
 
-def load_defs():
-    """The definitions, loaded after the environment is set (resources bind env vars)."""
-    module = importlib.import_module("cti_assets.definitions")
-    return importlib.reload(module).defs
-
-
-def dagster_instance():
-    import dagster as dg
-
-    if os.environ.get("DAGSTER_HOME"):
-        Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
-        return dg.DagsterInstance.get()
-    return dg.DagsterInstance.ephemeral()
-
-
-def materialise(partition_keys, run_config: dict | None = None, job_name: str = "enrichment"):
-    """Run the job for each partition in process; print one line per asset as a progress log."""
-    import dagster as dg
-
-    defs = load_defs()
-    job = defs.resolve_job_def(job_name)
-    instance = dagster_instance()
-    failed = []
-    for key in partition_keys:
-        print(f"\n== {job_name} {key}")
-        quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-        result = job.execute_in_process(
-            partition_key=key,
-            instance=instance,
-            raise_on_error=False,
-            run_config={**quiet, **(run_config or {})},
-        )
-        for event in result.get_asset_materialization_events():
-            mat = event.event_specific_data.materialization
-            meta = {k: v.value for k, v in mat.metadata.items()}
-            detail = ", ".join(
-                f"{name}={meta[name]}"
-                for name in ("rows", "calls", "cache_hits", "objects", "created", "updated")
-                if name in meta
-            )
-            print(f"  ok  {mat.asset_key.to_user_string():<28} {detail}")
-        for event in result.all_events:
-            if event.event_type == dg.DagsterEventType.STEP_FAILURE:
-                print(
-                    f"  FAILED {event.step_key}: {event.event_specific_data.error.message.strip()}"
-                )
-        if not result.success:
-            failed.append(key)
-    return failed
-
-
 def print_scores(partition_keys, n: int = 12) -> None:
     import pandas as pd
 
-    from cti_assets.defs.io import read_partition
+    from cti_assets.storage.outputs import read_partition
 
     frames = [read_partition("observable_scores", key) for key in partition_keys]
     scores = pd.concat(frames, ignore_index=True)
@@ -182,15 +122,6 @@ def run_demo(sandbox_port: int = 8765) -> int:
     return 0
 
 
-def set_pool_limits(limits: dict[str, int] | None = None) -> dict[str, int]:
-    """Give each provider pool its limit on the instance (a fresh instance has none)."""
-    instance = dagster_instance()
-    limits = limits or POOL_LIMITS
-    for pool, limit in limits.items():
-        instance.event_log_storage.set_concurrency_slots(pool, limit)
-    return limits
-
-
 def run_dev(sandbox_port: int = 8765, ui_port: int = 3000) -> int:
     """dagster dev with the sandbox in a child process and the sensor switched on."""
     from cti_assets.sandbox import ProviderSandbox
@@ -207,21 +138,3 @@ def run_dev(sandbox_port: int = 8765, ui_port: int = 3000) -> int:
         return 0
     finally:
         sandbox.stop()
-
-
-def enrich_values(values: list[str], sandbox_port: int | None = None) -> int:
-    """Import the values when needed, run their day's pipeline with a forced refresh of them,
-    and print their scores."""
-    from cti_assets.ondemand import enrich_now
-
-    sandbox = None
-    if sandbox_port is not None:
-        from cti_assets.sandbox import ProviderSandbox
-
-        sandbox = ProviderSandbox(port=sandbox_port).start()
-        point_providers_at(sandbox.base_urls)
-    try:
-        return enrich_now(values)
-    finally:
-        if sandbox:
-            sandbox.stop()

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import stix2
 
-from cti_assets.observable import normalize
+from cti_assets.intake.observable import normalize
 from cti_assets.providers.base import ALL_PROVIDERS
 
 _GUESS_ORDER = ("IPv4-Addr", "IPv6-Addr", "StixFile", "Url", "Domain-Name")
@@ -58,11 +58,11 @@ def run_config_refreshing(values: list[str]) -> dict:
 
 
 def enrich_now(values: list[str]) -> int:
-    from cti_assets.cli import CliError
-    from cti_assets.defs.io import read_partition
+    from cti_assets.cli.errors import CliError
+    from cti_assets.cli.runs import materialise
     from cti_assets.defs.partitions import partition_key_for
-    from cti_assets.demo import materialise
     from cti_assets.sources.local import LocalStixStore
+    from cti_assets.storage.outputs import read_partition
 
     try:
         objects = [guess_observable(value) for value in values]
@@ -81,3 +81,20 @@ def enrich_now(values: list[str]) -> int:
         for row in scores[scores["stix_id"].isin(ids)].itertuples():
             print(f"{row.normalized_value}: {row.explanation}")
     return 1 if failed else 0
+
+
+def enrich_values(values: list[str], sandbox_port: int | None = None) -> int:
+    """Import the values when needed, run their day's pipeline with a forced refresh of them,
+    and print their scores."""
+    sandbox = None
+    if sandbox_port is not None:
+        from cti_assets.cli.demo import point_providers_at
+        from cti_assets.sandbox import ProviderSandbox
+
+        sandbox = ProviderSandbox(port=sandbox_port).start()
+        point_providers_at(sandbox.base_urls)
+    try:
+        return enrich_now(values)
+    finally:
+        if sandbox:
+            sandbox.stop()

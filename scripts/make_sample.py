@@ -1,4 +1,4 @@
-"""Regenerate sample_bundle.json: `python -m cti_assets.data.make_sample`.
+"""Regenerate sample_bundle.json: `python -m scripts.make_sample`.
 
 The sample is a small, realistic STIX 2.1 bundle that exercises every observable type, every
 TLP level, threat entities with aliases, indicator and direct links, and a few values that must
@@ -28,7 +28,7 @@ from pycti import (
 )
 from stix2.canonicalization.Canonicalize import canonicalize
 
-from cti_assets.observable import TLP_MARKING_IDS
+from cti_assets.intake.observable import TLP_MARKING_IDS
 
 OUTPUT = Path(__file__).with_name("sample_bundle.json")
 SCO_NAMESPACE = uuid.UUID("00abedb4-aa42-466c-9c01-fed23315a9b7")

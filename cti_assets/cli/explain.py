@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from cti_assets.defs.io import read_partition, stored_partitions
 from cti_assets.providers.base import ALL_PROVIDERS
+from cti_assets.storage.outputs import read_partition, stored_partitions
 
 
 class NotScoredError(LookupError):
@@ -60,7 +60,7 @@ def provider_rows(partition: str, stix_id: str) -> dict[str, dict]:
 
 
 def explain_value(value: str, partition: str | None = None, raw: bool = True) -> str:
-    from cti_assets.cli import CliError
+    from cti_assets.cli.errors import CliError
     from cti_assets.scoring.explain import explain_text
 
     try:

@@ -1,0 +1,1 @@
+"""`cti-assets`: the terminal commands (see cli.main)."""

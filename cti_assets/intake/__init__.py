@@ -1,0 +1,1 @@
+"""Normalising source records into the observables table: values and TLP, decided once."""

@@ -1,0 +1,1 @@
+"""One module per provider API: requests, answers into typed fields, errors."""
