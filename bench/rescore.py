@@ -23,8 +23,8 @@ from bench import workload
 from cti_assets import settings, tables
 from cti_assets.providers import base
 from cti_assets.providers.fields import PROVIDER_FIELDS, PROVIDER_SCOPE, is_list
+from cti_assets.providers.typed_fields import with_typed_fields
 from cti_assets.sandbox.data import ACTOR_NAMES, FAMILY_NAMES
-from cti_assets.scoring.merge import with_typed_fields
 
 DAY = "2026-11-20"
 LOOKUP_PROVIDERS = (base.NETWORK_CONTEXT, *workload.API_PROVIDERS)

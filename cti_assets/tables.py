@@ -42,3 +42,36 @@ LOOKUP_COLUMNS: dict[str, str] = {
     "http_status": "Int64",
     "message": "string",
 }
+
+# `observable_scores` (and the merged columns it keeps): one row per observable of the day.
+SCORE_COLUMNS = (
+    "stix_id",
+    "internal_id",
+    "entity_type",
+    "normalized_value",
+    "observable_status",
+    "tlp",
+    "existing_score",
+    "score",
+    "confidence",
+    "verdict",
+    "components",
+    "explanation",
+    "special_use",
+    "linked",
+    "link_summary",
+    "provider_status",
+)
+
+# `merged_enrichment`: the observable's columns, then per provider these lookup columns (as
+# `<provider>__<name>`) and its typed fields (providers.fields.PROVIDER_FIELDS).
+MERGED_LOOKUP_COLUMNS: dict[str, str] = {
+    "status": "string",
+    "reason": "string",
+    "raw_digest": "string",
+    "fetched_at": "datetime64[ns, UTC]",
+    "from_cache": "boolean",
+}
+
+# `lookup_triage`: one row per (observable, expensive provider) decision.
+TRIAGE_COLUMNS = ("stix_id", "provider", "selected", "priority", "reason")

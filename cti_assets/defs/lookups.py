@@ -26,17 +26,6 @@ class LookupConfig(dg.Config):
     )
 
 
-def _forced_rows(observables: pd.DataFrame, config: LookupConfig) -> pd.Series:
-    if config.force_refresh:
-        return pd.Series(True, index=observables.index)
-    wanted = set(config.refresh_values)
-    return (
-        observables["stix_id"].isin(wanted)
-        | observables["value"].isin(wanted)
-        | observables["normalized_value"].isin(wanted)
-    )
-
-
 def run_provider(
     provider: str,
     observables: pd.DataFrame,
@@ -44,40 +33,16 @@ def run_provider(
     config: LookupConfig,
     deferred: dict[str, str] | None = None,
 ):
-    """Look up a partition's observables with one provider; forced rows bypass the cache."""
+    """Look up a partition's observables with one provider; refreshed rows bypass the cache."""
     from cti_assets.providers.cache import ResponseCache
     from cti_assets.providers.ratelimit import SharedLimiter
     from cti_assets.providers.runner import lookup_frame
 
     settings = resource.provider_settings()
-    cache = ResponseCache()
-    limiter = SharedLimiter.for_settings(settings)
-    forced = _forced_rows(observables, config)
-    if not forced.any() or forced.all():
-        return lookup_frame(
-            provider,
-            observables,
-            settings,
-            cache=cache,
-            limiter=limiter,
-            force_refresh=bool(forced.any()),
-            deferred=deferred,
-        )
-    cached_part, cached_stats = lookup_frame(
-        provider, observables[~forced], settings, cache=cache, limiter=limiter, deferred=deferred
-    )
-    forced_part, forced_stats = lookup_frame(
-        provider,
-        observables[forced],
-        settings,
-        cache=cache,
-        limiter=limiter,
-        force_refresh=True,
-        deferred=deferred,
-    )
-    merged = pd.concat([cached_part, forced_part]).set_index("stix_id")
-    frame = merged.loc[observables["stix_id"]].reset_index()
-    return frame, cached_stats.combine(forced_stats)
+    refresh: bool | frozenset[str] = config.force_refresh or frozenset(config.refresh_values)
+    return lookup_frame(provider, observables, settings, cache=ResponseCache(),
+                        limiter=SharedLimiter.for_settings(settings), force_refresh=refresh,
+                        deferred=deferred)
 
 
 def _status_counts(frame: pd.DataFrame) -> dg.MetadataValue:
@@ -115,7 +80,7 @@ def build_lookup_asset(provider: str, *, expensive: bool) -> dg.AssetsDefinition
         "as JSON and parsed into typed `<provider>__<field>` columns.",
     )
     def _lookup(context: dg.AssetExecutionContext, config: LookupConfig, **inputs) -> pd.DataFrame:
-        from cti_assets.scoring.merge import with_typed_fields
+        from cti_assets.providers.typed_fields import with_typed_fields
 
         observables: pd.DataFrame = inputs["observables"]
         deferred = None
@@ -148,7 +113,7 @@ def network_context_lookups(
 ) -> pd.DataFrame:
     from cti_assets.providers.fields import column
     from cti_assets.providers.network_context import network_context_frame
-    from cti_assets.scoring.merge import with_typed_fields
+    from cti_assets.providers.typed_fields import with_typed_fields
 
     frame = with_typed_fields(base.NETWORK_CONTEXT, network_context_frame(observables))
     special = frame[column(base.NETWORK_CONTEXT, "is_special_use")].fillna(False).sum()

@@ -168,7 +168,7 @@ def observable_scores(
     policy decides what happens to a score already on the observable. Zero provider calls.
     Scored CTI_BATCH_ROWS observables at a time."""
     from cti_assets.scoring.batched import score_batches
-    from cti_assets.scoring.model import ScoringWeights
+    from cti_assets.scoring.weights import ScoringWeights
 
     weights = ScoringWeights.from_dict(config.weights) if config.weights else ScoringWeights()
     summary = ScoreSummary()

@@ -19,6 +19,7 @@ import json
 import logging
 import threading
 from collections import Counter
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -219,11 +220,15 @@ def lookup_frame(
     *,
     cache: ResponseCache,
     limiter=None,
-    force_refresh: bool = False,
+    force_refresh: bool | Collection[str] = False,
     deferred: dict[str, str] | None = None,
     client=None,
 ) -> tuple[pd.DataFrame, LookupStats]:
-    """One LOOKUP_COLUMNS row per observable row, same order and index; and what it cost."""
+    """One LOOKUP_COLUMNS row per observable row, same order and index; and what it cost.
+
+    `force_refresh` bypasses the cache for every row (True) or for the rows whose STIX id, raw
+    value or normalised value is in the given collection (on-demand enrichment); the other rows
+    still come from the cache at no cost."""
     _check_columns(observables)
     deferred = deferred or {}
     stats = LookupStats(provider=provider)
@@ -237,7 +242,7 @@ def lookup_frame(
         if rows[i] is not None:
             continue
         key = (obs["entity_type"], obs["normalized_value"])
-        cached = None if force_refresh else cache.get(provider, *key)
+        cached = None if refreshes(force_refresh, obs) else cache.get(provider, *key)
         if cached is not None:
             rows[i] = _result_row(obs, cached)
         elif obs.get("stix_id") in deferred:
@@ -255,6 +260,13 @@ def lookup_frame(
     for row in rows:
         stats.count(row)
     return to_lookup_frame(rows, observables.index), stats
+
+
+def refreshes(force_refresh: bool | Collection[str], obs: dict[str, Any]) -> bool:
+    """Whether this observable row is looked up anew rather than taken from the cache."""
+    if isinstance(force_refresh, bool):
+        return force_refresh
+    return any(obs.get(name) in force_refresh for name in ("stix_id", "value", "normalized_value"))
 
 
 def _is_missing(value: Any) -> bool:

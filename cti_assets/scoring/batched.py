@@ -19,19 +19,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cti_assets import settings
+from cti_assets.providers.typed_fields import has_typed_fields, typed_field_columns
 from cti_assets.scoring.explain import histogram, top_table_markdown, verdict_counts
-from cti_assets.scoring.merge import (
-    LOOKUP_META,
-    has_typed_fields,
-    merge_lookups,
-    typed_field_columns,
-)
-from cti_assets.scoring.model import ScoringWeights, score_frame
+from cti_assets.scoring.merge import merge_lookups
+from cti_assets.scoring.model import score_frame
 from cti_assets.scoring.policy import apply_score_policy
+from cti_assets.scoring.weights import ScoringWeights
 from cti_assets.storage.parquet import StoredTable
+from cti_assets.tables import MERGED_LOOKUP_COLUMNS
 
 # The lookup columns merging reads; the others (latency, message, ...) stay on disk.
-MERGE_LOOKUP_COLUMNS: list[str] = ["stix_id", *LOOKUP_META, "fields"]
+MERGE_LOOKUP_COLUMNS: list[str] = ["stix_id", *MERGED_LOOKUP_COLUMNS, "fields"]
 TOP_ROWS = 10
 
 

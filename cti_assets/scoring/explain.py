@@ -16,8 +16,10 @@ import numpy as np
 import pandas as pd
 
 from cti_assets.providers.fields import PROVIDER_FIELDS
-from cti_assets.scoring.model import THREAT_LINK_RULE, VERDICTS, parse_components
-from cti_assets.scoring.rules import PROVIDER_LABELS, RULES
+from cti_assets.scoring.components import parse_components
+from cti_assets.scoring.model import THREAT_LINK_RULE, VERDICTS
+from cti_assets.scoring.rules import RULES
+from cti_assets.scoring.view import PROVIDER_LABELS
 
 EXCERPT_CHARS = 400
 HISTOGRAM_BUCKETS = tuple(f"{low}-{low + 9 if low < 90 else 100}" for low in range(0, 100, 10))

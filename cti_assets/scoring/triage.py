@@ -22,10 +22,10 @@ from cti_assets.providers.base import (
     SKIP_SPECIAL_USE,
 )
 from cti_assets.providers.fields import PROVIDER_SCOPE
-from cti_assets.scoring.model import BENIGN, ScoringWeights
-from cti_assets.tables import OBSERVABLE_OK
+from cti_assets.scoring.model import BENIGN
+from cti_assets.scoring.weights import ScoringWeights
+from cti_assets.tables import OBSERVABLE_OK, TRIAGE_COLUMNS
 
-TRIAGE_COLUMNS = ("stix_id", "provider", "selected", "priority", "reason")
 # Reasons of selected rows.
 PREVIOUSLY_DEFERRED = "previously_deferred"
 URGENT = "urgent"

@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 from pycti import Identity, Indicator, Note, StixCoreRelationship
 
-from cti_assets.scoring.model import parse_components
+from cti_assets.scoring.components import parse_components
 
 # The STIX 2.1 / OpenCTI namespace; used here only for the bundle id.
 _NAMESPACE = uuid.UUID("00abedb4-aa42-466c-9c01-fed23315a9b7")

@@ -56,7 +56,7 @@ def run(defs, instance, job="enrichment", run_config=None):
 
 
 def test_whole_graph_then_rerun_then_rescore(pipeline):
-    from cti_assets.scoring.merge import typed_field_columns
+    from cti_assets.providers.typed_fields import typed_field_columns
     from cti_assets.sources.local import LocalStixStore
     from cti_assets.storage.outputs import read_partition
 

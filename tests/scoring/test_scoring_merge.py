@@ -8,13 +8,8 @@ import pandas as pd
 import pytest
 
 from cti_assets.providers.fields import PROVIDER_FIELDS, column, is_list
-from cti_assets.scoring.merge import (
-    ARROW_TYPES,
-    merge_lookups,
-    merged_columns,
-    typed_field_columns,
-    with_typed_fields,
-)
+from cti_assets.providers.typed_fields import ARROW_TYPES, typed_field_columns, with_typed_fields
+from cti_assets.scoring.merge import merge_lookups, merged_columns
 from tests.scoring.scoring_factories import (
     Lookup,
     lookup_frame,

@@ -11,17 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cti_assets.scoring.components import COMPONENT_TYPE, parse_components
 from cti_assets.scoring.context import build_threat_context
-from cti_assets.scoring.model import (
-    BENIGN,
-    COMPONENT_TYPE,
-    MALICIOUS,
-    SUSPICIOUS,
-    UNKNOWN,
-    ScoringWeights,
-    parse_components,
-    score_frame,
-)
+from cti_assets.scoring.model import BENIGN, MALICIOUS, SUSPICIOUS, UNKNOWN, score_frame
+from cti_assets.scoring.weights import ScoringWeights
 from cti_assets.sources.base import ThreatEntity, ThreatLink
 from tests.scoring.scoring_factories import Lookup, merged_one, merged_rows, observable
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from cti_assets.scoring.model import ScoringWeights, parse_components, score_frame
+from cti_assets.scoring.components import parse_components
+from cti_assets.scoring.model import score_frame
 from cti_assets.scoring.rules import RULE_NAMES, RULES
+from cti_assets.scoring.weights import ScoringWeights
 from tests.scoring.scoring_factories import Lookup, digest_of, merged_one
 
 W = ScoringWeights()

@@ -7,8 +7,10 @@ import numpy as np
 import pandas as pd
 
 from cti_assets.providers.fields import PROVIDER_FIELDS, column, is_list
-from cti_assets.scoring.model import ScoringWeights, parse_components, score_frame
+from cti_assets.scoring.components import parse_components
+from cti_assets.scoring.model import score_frame
 from cti_assets.scoring.policy import apply_score_policy
+from cti_assets.scoring.weights import ScoringWeights
 
 N_ROWS = 100_000
 W = ScoringWeights()

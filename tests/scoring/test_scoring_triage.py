@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cti_assets.scoring.model import ScoringWeights
 from cti_assets.scoring.triage import deferred_map, triage
+from cti_assets.scoring.weights import ScoringWeights
 
 
 def _prelim(n: int, *, entity_type: str = "IPv4-Addr", seed: int = 3, **columns) -> pd.DataFrame:
