@@ -1,8 +1,11 @@
 """Write-back: one STIX 2.1 bundle per partition, sent once and only once.
 
 Deterministic ids make the write an upsert: a rerun, or a resend after a failure halfway,
-updates what is there and creates nothing new. Derived objects carry the source observable's
-markings. `dry_run` writes the bundle under CTI_DATA_DIR instead of sending it.
+updates what is there and creates nothing new. Retries: each OpenCTI call is retried by the
+source (OPENCTI_MAX_ATTEMPTS = 4 attempts); objects still failing fail the step, and
+WRITEBACK_RETRY reruns it (3 step attempts), so one object is attempted at most 4 x 3 = 12
+times. Derived objects carry the source observable's markings. `dry_run` writes the bundle
+under CTI_DATA_DIR instead of sending it.
 """
 
 import json
@@ -16,13 +19,15 @@ from cti_assets.defs.partitions import BACKFILL_POLICY, daily_partitions, partit
 from cti_assets.defs.resources import SourceResource
 from cti_assets.sources.base import SourceError
 
+# Whole-step retries only (the platform calls inside a step are retried by the source).
+WRITEBACK_RETRY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL)
+
 
 class WritebackRunConfig(dg.Config):
     """Write-back run config."""
 
     dry_run: bool = Field(default=False, description="Write the bundle to disk, send nothing")
     indicator_threshold: int = Field(default=70, description="Indicator for malicious >= this")
-    score_policy: str = Field(default="keep_higher")
 
 
 def partition_bundle(
@@ -31,13 +36,12 @@ def partition_bundle(
     context_frame: pd.DataFrame,
     observables: pd.DataFrame,
     indicator_threshold: int = 70,
-    score_policy: str = "keep_higher",
 ) -> dict:
     """The bundle of one partition; valid_from is the partition's start, never now()."""
     from cti_assets.writeback.bundle import WritebackConfig, build_bundle
 
     start, _ = partition_window(partition_key)
-    config = WritebackConfig(indicator_threshold=indicator_threshold, score_policy=score_policy)
+    config = WritebackConfig(indicator_threshold=indicator_threshold)
     return build_bundle(scores, context_frame, observables, config, valid_from=start)
 
 
@@ -47,7 +51,7 @@ def partition_bundle(
     group_name="writeback",
     pool="opencti",
     kinds={"opencti", "stix"},
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL),
+    retry_policy=WRITEBACK_RETRY,
 )
 def opencti_writeback(
     context: dg.AssetExecutionContext,
@@ -59,7 +63,7 @@ def opencti_writeback(
 ) -> dg.MaterializeResult:
     """The partition's scores, notes, indicators and correlations written to the source
     (OpenCTI, or the embedded store) as one idempotent STIX 2.1 bundle."""
-    from cti_assets.writeback.opencti_writer import dry_run, write_with_retries
+    from cti_assets.writeback.send import dry_run, send
 
     bundle = partition_bundle(
         context.partition_key,
@@ -67,7 +71,6 @@ def opencti_writeback(
         threat_context,
         observables,
         config.indicator_threshold,
-        config.score_policy,
     )
     by_type: dict[str, int] = {}
     for obj in bundle["objects"]:
@@ -82,7 +85,7 @@ def opencti_writeback(
         metadata["dry_run_path"] = dg.MetadataValue.path(str(path))
         return dg.MaterializeResult(metadata=metadata)
     try:
-        stats = write_with_retries(source.get(), bundle)
+        stats = send(source.get(), bundle)
     except SourceError as error:
         raise dg.Failure(description=str(error)) from None
     metadata.update({"created": stats.created, "updated": stats.updated, "failed": stats.failed})

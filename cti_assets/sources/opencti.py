@@ -149,6 +149,11 @@ def _chunks(items: list[str], size: int = _CHUNK) -> Iterator[list[str]]:
         yield items[start:start + size]
 
 
+# The one retry layer of OpenCTI calls: attempts per call on transient failures (connection,
+# timeout, 5xx, GraphQL errors the platform marks as transient), with exponential backoff.
+OPENCTI_MAX_ATTEMPTS = 4
+
+
 class OpenCTISource:
     """Observables from OpenCTI, and enrichment written back to it, through pycti."""
 
@@ -162,7 +167,7 @@ class OpenCTISource:
         timeout_s: float = 30,
         page_size: int = 500,
         *,
-        max_attempts: int = 4,
+        max_attempts: int = OPENCTI_MAX_ATTEMPTS,
         backoff_s: float = 1.0,
         backoff_max_s: float = 30.0,
     ) -> None:

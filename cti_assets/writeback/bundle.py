@@ -6,7 +6,8 @@ It fixes what OpenCTI's enrichment connectors get wrong (anchors.md Part A):
 
 - one Note per observable, with an id keyed on the observable and the author only, so a
   rerun updates that note instead of adding a new one (connectors#5825);
-- the score is never lowered under the default `keep_higher` policy;
+- the score written is `final_score`, as scoring decided it under its policy (scoring.policy
+  is the one owner: by default an existing higher score is never lowered);
 - indicators live for hours to weeks depending on how volatile the type is, not years;
 - every derived object carries the source observable's markings exactly (no hard-coded
   TLP:WHITE, and nothing added to an unmarked observable: the TLP assumed for unmarked data
@@ -62,7 +63,6 @@ DEFAULT_LIFETIME_HOURS: dict[str, int] = {
 _TAG_FIELDS = ("tags", "classification", "categories")
 _MAX_TAG_LABELS = 20
 _HASH_PREFERENCE = ("SHA-256", "SHA-1", "MD5")
-SCORE_POLICIES = ("keep_higher", "replace")
 _TYPE_ORDER = {"identity": 0, "indicator": 2, "note": 3, "relationship": 4}
 
 
@@ -74,15 +74,10 @@ class WritebackConfig:
     indicator_lifetime_hours: dict[str, int] = field(
         default_factory=lambda: dict(DEFAULT_LIFETIME_HOURS)
     )
-    score_policy: str = "keep_higher"  # or "replace"
     author_name: str = "cti-assets"
     label_prefix: str = "cti"
 
     def __post_init__(self) -> None:
-        if self.score_policy not in SCORE_POLICIES:
-            raise ValueError(
-                f"score_policy {self.score_policy!r} is not one of {', '.join(SCORE_POLICIES)}"
-            )
         if not 0 <= self.indicator_threshold <= 100:
             raise ValueError("indicator_threshold must lie in 0..100")
 
@@ -175,7 +170,7 @@ def _observable_objects(
     entity_type = row["entity_type"]
     markings = sorted(set(_string_list(source.get("marking_ids"))))
     components = parse_components(_clean(row.get("components")))
-    score = _score_to_write(row, config.score_policy)
+    score = None if row.get("final_score") is None else int(row["final_score"])
     verdict = str(row.get("verdict") or "unknown")
     confidence = _confidence(row.get("confidence"))
     observable = _observable(row, source, components, config, score, verdict, markings)
@@ -314,17 +309,6 @@ def _relationship(
     if confidence is not None:
         relationship["confidence"] = confidence
     return relationship
-
-
-def _score_to_write(row: dict, policy: str) -> int | None:
-    final = row.get("final_score")
-    if final is None:
-        return None
-    final = int(final)
-    existing = row.get("existing_score")
-    if policy == "keep_higher" and existing is not None and int(existing) > final:
-        return int(existing)
-    return final
 
 
 def _note_content(

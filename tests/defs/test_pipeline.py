@@ -3,6 +3,7 @@ a row everywhere, a rerun spends no provider call and creates nothing new in the
 rescore of stored lookups makes no request at all."""
 
 import json
+from datetime import UTC
 
 import dagster as dg
 import pandas as pd
@@ -142,3 +143,24 @@ def test_blocking_checks_pass_and_lineage_is_published(pipeline):
     lineage = metadata["dagster/column_lineage"].value
     assert "score" in lineage.deps_by_column
     assert json.dumps(metadata["verdicts"].value)
+
+
+def test_a_non_default_score_policy_reaches_the_store_unchanged_from_scoring(pipeline):
+    """Scoring alone applies the policy; the store holds exactly its final_score."""
+    from datetime import datetime, timedelta
+
+    from cti_assets.sources.local import LocalStixStore
+    from cti_assets.storage.outputs import read_partition
+
+    defs, _, instance = pipeline
+    run(defs, instance, run_config={
+        "ops": {"observable_scores": {"config": {"score_policy": "replace"}}}})
+    scores = read_partition("observable_scores", DAY)
+    written = scores[scores["final_score"].notna()]
+    lowered = written[written["final_score"] < written["existing_score"]]
+    assert len(lowered) >= 1  # the policy mattered for at least one observable
+    start = datetime.fromisoformat(DAY).replace(tzinfo=UTC)
+    stored = {r.stix_id: r.score for r in
+              LocalStixStore().observables_created_between(start, start + timedelta(days=1))}
+    for row in written.itertuples():
+        assert stored[row.stix_id] == int(row.final_score), row.normalized_value

@@ -230,16 +230,12 @@ def test_note_id_is_stable_across_evidence_and_scores():
     assert expected in {o["id"] for o in by_type(first, "note")}
 
 
-def test_keep_higher_never_lowers_an_existing_score_and_replace_does():
+def test_the_score_written_is_final_score_as_scoring_decided_it():
+    """Scoring owns the score policy; write-back never applies one of its own."""
     lowered = pd.array([30, 5, 75, 95, None], dtype="Int64")  # the IP had 40
-    kept = build(final_score=lowered)
-    replaced = build(WritebackConfig(score_policy="replace"), final_score=lowered)
-
-    def ip_score(bundle: dict) -> int:
-        return next(o for o in bundle["objects"] if o["id"].startswith("ipv4-addr--2b3e")
-                    )["x_opencti_score"]
-
-    assert (ip_score(kept), ip_score(replaced)) == (40, 30)
+    bundle = build(final_score=lowered)
+    ip = next(o for o in bundle["objects"] if o["id"].startswith("ipv4-addr--2b3e"))
+    assert ip["x_opencti_score"] == 30
 
 
 def test_every_derived_object_names_the_author():
@@ -257,8 +253,8 @@ def test_nothing_to_write_gives_an_empty_bundle():
 
 
 def test_bad_config_is_refused():
-    with pytest.raises(ValueError, match="score_policy"):
-        WritebackConfig(score_policy="overwrite")
+    with pytest.raises(ValueError, match="indicator_threshold"):
+        WritebackConfig(indicator_threshold=101)
 
 
 @pytest.mark.parametrize(("given", "expected"), [(0.8, 80), (1.0, 100), (75, 75), (75.0, 75),

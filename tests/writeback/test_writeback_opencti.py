@@ -12,7 +12,7 @@ from stix2validator import ValidationOptions, validate_instance
 from cti_assets.sources.base import SourceError, WriteStats
 from cti_assets.sources.opencti import OpenCTISource
 from cti_assets.writeback.bundle import DEFAULT_LIFETIME_HOURS, WritebackConfig, build_bundle
-from cti_assets.writeback.opencti_writer import dry_run, write_with_retries
+from cti_assets.writeback.send import dry_run, send
 from tests.opencti_double import OpenCTIDouble
 
 DAY = datetime(2025, 3, 1, tzinfo=UTC)
@@ -187,42 +187,27 @@ def test_a_5xx_swallowed_by_pycti_still_fails_the_object(double, source, scenari
     assert "cti:malicious" in double.label_values(double.get(scenario["ip"].stix_id))
 
 
-def test_write_with_retries_resends_until_everything_is_written(double, source, scenario):
-    double.fail_on("stixCoreRelationshipAdd", n=3, status=502)
-    sleeps: list[float] = []
+def test_transient_failures_are_retried_once_per_call_by_the_source(double, source, scenario):
+    """One retry layer: each failing call is retried inside the source, nothing resends."""
+    double.fail_on("stixCoreRelationshipAdd", n=1, status=502)
 
-    stats = write_with_retries(source, scenario["bundle"], max_attempts=3, sleep=sleeps.append)
+    stats = send(source, scenario["bundle"])
 
     assert stats.failed == 0, stats.failures
-    assert stats.created == len(scenario["bundle"]["objects"]) - 2
-    assert stats.updated == 2
-    assert sleeps == [2.0]  # one resend
     assert double.count("based-on") == 1 and double.count("indicates") == 1
 
 
-def test_write_with_retries_reports_what_still_failed(double, source, scenario):
+def test_a_persistent_failure_costs_exactly_max_attempts_per_call(double, source, scenario):
     double.fail_on("noteAdd", n=100, status=503)
-    stats = write_with_retries(source, scenario["bundle"], max_attempts=2, sleep=lambda _: None)
+    stats = send(source, scenario["bundle"])
     notes = [o["id"] for o in scenario["bundle"]["objects"] if o["type"] == "note"]
     assert stats.failed >= len(notes)
     assert all(any(f.startswith(note) for f in stats.failures) for note in notes)
     assert double.count("Note") == 0
-
-
-def test_write_with_retries_raises_when_the_source_keeps_raising():
-    class Down:
-        name = "down"
-        calls = 0
-
-        def write_bundle(self, bundle: dict) -> WriteStats:
-            self.calls += 1
-            raise SourceError("OpenCTI at http://x is unreachable")
-
-    down = Down()
-    with pytest.raises(SourceError, match="unreachable"):
-        write_with_retries(down, {"type": "bundle", "objects": []}, max_attempts=3,
-                           sleep=lambda _: None)
-    assert down.calls == 3
+    # the first note is tried max_attempts (2 here) times; with the platform failing, the rest
+    # are not attempted in this step (the step's retry resends the bundle)
+    assert double.calls_to("noteAdd") == 2
+    assert any("not attempted" in failure for failure in stats.failures)
 
 
 def test_empty_bundle_writes_nothing(double, source):
