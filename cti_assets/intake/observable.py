@@ -18,7 +18,8 @@ Decisions (one place to read them):
   host lowercased, host IDNA-encoded, default port dropped, empty path becomes "/", dot segments
   removed, percent-escapes of unreserved characters decoded and other escapes uppercased,
   characters that may not appear raw are percent-encoded, the fragment is dropped.
-- StixFile: the value is a hash; MD5, SHA-1 or SHA-256 told apart by length, lowercased.
+- StixFile: the value is a hash; MD5, SHA-1 or SHA-256 told apart by length, lowercased. A
+  SHA-512 alone is rejected as `unsupported_hash` (no provider looks it up).
 
 TLP policy (`decide_tlp`, the one owner of TLP knowledge): the most restrictive TLP marking
 wins; PAP and statement markings are ignored. A marking resolves by its id (STIX 2.1's TLP 1.0
@@ -58,7 +59,8 @@ class Normalized:
 MAX_LENGTH = 1024
 MAX_URL_LENGTH = 8192
 URL_SCHEMES = {"http": 80, "https": 443, "ftp": 21}
-HASH_TYPES_BY_LENGTH = {32: "MD5", 40: "SHA-1", 64: "SHA-256"}
+HASH_TYPES_BY_LENGTH = {32: "MD5", 40: "SHA-1", 64: "SHA-256", 128: "SHA-512"}
+LOOKUP_HASH_TYPES = ("MD5", "SHA-1", "SHA-256")  # what the providers can look up
 
 # STIX SCO type -> OpenCTI entity type. OpenCTI exports Hostname as the custom SCO `hostname`;
 # older exports used `x-opencti-hostname`.
@@ -161,7 +163,10 @@ def _hash(text: str) -> Normalized:
         raise _Rejected("invalid_hash: not hexadecimal")
     hash_type = HASH_TYPES_BY_LENGTH.get(len(digest))
     if hash_type is None:
-        raise _Rejected(f"invalid_hash: length {len(digest)} (expected 32, 40 or 64)")
+        raise _Rejected(f"invalid_hash: length {len(digest)} (expected 32, 40, 64 or 128)")
+    if hash_type not in LOOKUP_HASH_TYPES:
+        raise _Rejected(f"unsupported_hash: {hash_type} (providers look up "
+                        f"{', '.join(LOOKUP_HASH_TYPES)})")
     return Normalized(digest, None, hash_type)
 
 

@@ -45,6 +45,7 @@ import pandas as pd
 import tldextract
 from confusable_homoglyphs import confusables
 
+from cti_assets.intake.observable import HASH_TYPES_BY_LENGTH
 from cti_assets.providers.base import (
     ERR_MALFORMED,
     ERROR,
@@ -132,7 +133,6 @@ SPECIAL_USE_DOMAINS: frozenset[str] = frozenset(
 
 _SPECIAL_MAX_LABELS = max(name.count(".") + 1 for name in SPECIAL_USE_DOMAINS)
 
-HASH_TYPES_BY_LENGTH = {32: "MD5", 40: "SHA-1", 64: "SHA-256", 128: "SHA-512"}
 DEFAULT_PORTS = {"http": 80, "https": 443, "ftp": 21, "ws": 80, "wss": 443}
 _LEGACY_IPV4 = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)(?:\.(?:0x[0-9a-f]*|[0-9]+)){0,3}")
 _HEX = re.compile(r"[0-9a-f]+")
@@ -348,7 +348,8 @@ def _url_fields(url: str) -> tuple[dict[str, Any], str | None]:
 
 
 def hash_type_of(value: str, declared: str | None = None) -> str | None:
-    """MD5, SHA-1, SHA-256 or SHA-512 from a hex digest's length; else the declared type."""
+    """MD5, SHA-1 or SHA-256 from a hex digest's length (intake's table); else the declared
+    type."""
     if _HEX.fullmatch(value) and len(value) in HASH_TYPES_BY_LENGTH:
         return HASH_TYPES_BY_LENGTH[len(value)]
     return declared or None

@@ -14,7 +14,6 @@ A cache hit wins over a triage deferral because it costs no budget and carries t
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import threading
@@ -23,7 +22,6 @@ from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import pandas as pd
 
@@ -34,14 +32,11 @@ from cti_assets.providers.cache import ResponseCache
 from cti_assets.providers.config import ProviderSettings
 from cti_assets.providers.fields import PROVIDER_SCOPE
 from cti_assets.providers.http import Fetched, redact
+from cti_assets.providers.network_context import special_use_reason as special_use
 
 log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("stix_id", "entity_type", "normalized_value", "tlp", "status")
-_SPECIAL_SUFFIXES = (
-    "local", "localhost", "test", "example", "invalid", "onion", "internal", "home.arpa",
-    "lan", "localdomain", "example.com", "example.net", "example.org",
-)
 STOPPING_ERRORS = (base.ERR_QUOTA, base.ERR_AUTH)
 
 
@@ -119,26 +114,6 @@ class LookupStats:
             if value is not None:
                 meta[name] = value
         return meta
-
-
-def special_use(entity_type: str, value: str) -> str | None:
-    """network_context.special_use_reason when available; else an ipaddress/suffix check."""
-    try:
-        from cti_assets.providers.network_context import special_use_reason
-    except ImportError:
-        special_use_reason = None
-    if special_use_reason is not None:
-        return special_use_reason(entity_type, value)
-    host = urlsplit(value).hostname if entity_type == "Url" else value
-    if not host or entity_type == "StixFile":
-        return None
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        name = host.rstrip(".").lower()
-        hit = next((s for s in _SPECIAL_SUFFIXES if name == s or name.endswith("." + s)), None)
-        return f"special-use-domain:.{hit}" if hit else None
-    return None if address.is_global else "non-global-address"
 
 
 def _row(obs: dict[str, Any], provider: str, status: str, reason: str | None = None,
