@@ -58,7 +58,7 @@ def test_sample_imports_cleanly_and_covers_every_type(store):
     assert not any((d.reason or "").startswith("tlp_unresolved") for d in decisions)
     results = [normalize(r.entity_type, r.value) for r in records]
     reasons = {res.reason.split(":")[0] for res in results if not res.ok}
-    assert {"invalid_ipv4", "invalid_hash"} <= reasons
+    assert {"invalid_ipv4", "unsupported_hash"} <= reasons
     assert {res.hash_type for res in results if res.ok} >= {"MD5", "SHA-1", "SHA-256"}
     assert sum(res.ok for res in results) >= len(records) - 5
     assert any(r.score is not None for r in records) and any(r.labels for r in records)
