@@ -241,6 +241,8 @@ def refreshes(force_refresh: bool | Collection[str], obs: dict[str, Any]) -> boo
     """Whether this observable row is looked up anew rather than taken from the cache."""
     if isinstance(force_refresh, bool):
         return force_refresh
+    if isinstance(force_refresh, str):  # one value, not a collection of its characters
+        force_refresh = (force_refresh,)
     return any(obs.get(name) in force_refresh for name in ("stix_id", "value", "normalized_value"))
 
 

@@ -1,0 +1,180 @@
+"""`cti-assets enrich`: bare values typed as STIX observables, imported, their day run against
+the provider sandbox and their scores printed; enriching again fetches just those values anew."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+import stix2
+
+from cti_assets.cli import main as cli
+from cti_assets.cli.enrich import UnknownValueError, enrich_now, guess_observable
+from cti_assets.cli.errors import CliError
+from cti_assets.providers.base import ABUSEIPDB, GREYNOISE, INTERNETDB
+from tests.cli.support import one_line, point_at_sandbox
+
+MD5 = "0cc175b9c0f1b6a831c399e269772661"
+SHA1 = "86f7e437faa5a7fce15d1ddcb9eaeaea377667b8"
+SHA256 = "ca978112ca1bbdcafac231b39a23dc4da786eff8146d4e2e5e8e5b8a7d3f3b1c"
+CHEAP_API_PROVIDERS = (INTERNETDB, GREYNOISE, ABUSEIPDB)
+
+
+# --- typing a bare value ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["45.83.73.1", " 45.83.73.1\n", "8.8.8.8"])
+def test_ipv4(text):
+    sco = guess_observable(text)
+    assert sco["type"] == "ipv4-addr" and sco["value"] == text.strip()
+    assert sco["id"] == stix2.IPv4Address(value=text.strip()).id
+
+
+@pytest.mark.parametrize("text", ["2001:4860:4860::8888", "2001:4860:4860:0:0:0:0:8888",
+                                  "2A00:1450:4001:82B::200E"])
+def test_ipv6_in_its_canonical_form(text):
+    sco = guess_observable(text)
+    canonical = ipaddress.IPv6Address(text).compressed
+    assert sco["type"] == "ipv6-addr" and sco["value"] == canonical
+    # every spelling of one address is one observable
+    assert sco["id"] == guess_observable(canonical)["id"]
+
+
+@pytest.mark.parametrize(("text", "algorithm"), [(MD5, "MD5"), (SHA1, "SHA-1"),
+                                                 (SHA256, "SHA-256"),
+                                                 (SHA256.upper(), "SHA-256")])
+def test_hashes_by_length(text, algorithm):
+    sco = guess_observable(text)
+    assert sco["type"] == "file"
+    assert list(sco["hashes"]) == [algorithm]
+    assert sco["hashes"][algorithm].lower() == text.lower()
+
+
+@pytest.mark.parametrize(
+    ("text", "host"),
+    [("http://evil-enrich.net/login?x=1", "evil-enrich.net"),
+     ("https://Evil-Enrich.NET/a", "evil-enrich.net"),
+     ("hxxp[:]//evil-enrich[.]net/b", "evil-enrich.net")],
+)
+def test_urls_including_defanged_ones(text, host):
+    sco = guess_observable(text)
+    assert sco["type"] == "url"
+    assert sco["value"].startswith(("http://", "https://")) and host in sco["value"]
+    assert "[" not in sco["value"]
+
+
+@pytest.mark.parametrize("text", ["evil-enrich.net", "Evil-Enrich.NET", "evil-enrich[.]net",
+                                  "evil-enrich.net."])
+def test_domains_lowercased_and_refanged(text):
+    sco = guess_observable(text)
+    assert sco["type"] == "domain-name" and sco["value"] == "evil-enrich.net"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["garbage value", "", "   ", "999.1.1.1", "1.2.3", "not_a_domain", "http://",
+     "-bad-.com", "0cc175b9c0f1b6a831c399e26977266", "zz" * 16],
+)
+def test_garbage_is_refused(text):
+    with pytest.raises(UnknownValueError) as error:
+        guess_observable(text)
+    assert repr(text) in str(error.value)
+
+
+def test_main_enrich_of_garbage_is_one_line_and_touches_nothing(capsys, data_dir):
+    assert cli.main(["enrich", "8.8.4.4", "garbage value"]) == 2
+    captured = capsys.readouterr()
+    line = one_line(captured.err)
+    assert line.startswith("cti-assets enrich: ") and "'garbage value'" in line
+    assert captured.out == ""
+    assert not (data_dir / "store.sqlite").exists()  # not even the valid value was imported
+
+
+# --- a real enrichment against the sandbox --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    from cti_assets.sandbox import ProviderSandbox
+
+    with ProviderSandbox(port=0) as sb:
+        yield sb
+
+
+@pytest.fixture
+def live(sandbox, data_dir, monkeypatch):
+    sandbox.reset()
+    point_at_sandbox(monkeypatch, sandbox)
+    return sandbox
+
+
+def asked(sandbox, value):
+    """Providers the sandbox was asked about `value`, with how many times each."""
+    counts: dict[str, int] = {}
+    for record in sandbox.requests:
+        if record.observable == value:
+            counts[record.provider] = counts.get(record.provider, 0) + 1
+    return counts
+
+
+def printed(out: str) -> dict[str, str]:
+    """value -> explanation from enrich's `value: explanation` lines."""
+    lines = {}
+    for line in out.splitlines():
+        value, sep, explanation = line.partition(": ")
+        if sep and not line.startswith((" ", "=")):
+            lines[value] = explanation
+    return lines
+
+
+def stored_scores(values):
+    from cti_assets.defs.partitions import partition_key_for
+    from cti_assets.sources.local import LocalStixStore
+    from cti_assets.storage.outputs import read_partition
+
+    ids = {guess_observable(v)["id"] for v in values}
+    seen = LocalStixStore().first_seen(ids)
+    assert set(seen) == ids
+    days = {partition_key_for(moment) for moment in seen.values()}
+    frames = [read_partition("observable_scores", day) for day in sorted(days)]
+    return {
+        row["normalized_value"]: row
+        for frame in frames
+        for row in frame.to_dict("records")
+        if row["stix_id"] in ids
+    }
+
+
+@pytest.mark.slow
+def test_enrich_scores_new_values_and_a_second_enrich_refreshes_only_those(live, capsys):
+    ip, domain = "45.83.73.20", "evil-enrich-now.net"
+    live.set_profile(ip, "malicious")
+
+    assert enrich_now([ip, domain]) == 0
+    out = capsys.readouterr().out
+    scores = stored_scores([ip, domain])
+    assert set(scores) == {ip, domain}
+    lines = printed(out)
+    for value in (ip, domain):
+        assert lines[value] == scores[value]["explanation"]
+    assert scores[ip]["verdict"] == "malicious" and scores[ip]["score"] > 50
+    first_ip = asked(live, ip)
+    assert set(CHEAP_API_PROVIDERS) <= set(first_ip)  # triage may add expensive ones
+    assert all(count == 1 for count in first_ip.values())
+    assert asked(live, domain)
+
+    live.reset_log()
+    assert enrich_now([ip]) == 0
+    out = capsys.readouterr().out
+    # the same providers asked again about the value, once each; nothing else was asked
+    assert asked(live, ip) == first_ip
+    assert {r.observable for r in live.requests} == {ip}
+    assert set(printed(out)) == {ip}
+    assert stored_scores([ip])[ip]["score"] == scores[ip]["score"]
+
+
+@pytest.mark.slow
+def test_enrich_of_garbage_raises_a_cli_error_before_any_run(live):
+    with pytest.raises(CliError):
+        enrich_now(["45.83.73.30", "no such thing"])
+    assert live.request_count() == 0
