@@ -525,11 +525,11 @@ class OpenCTIDouble:
 
     def _q_stixCoreRelationships(self, args: dict) -> dict:  # noqa: N802
         def ids(key: str) -> set[str] | None:
+            # The platform filters connections.internal_id: a standard id matches nothing.
             values = args.get(key)
             if values is None:
                 return None
-            values = [values] if isinstance(values, str) else values
-            return {self._aliases.get(v, v) for v in values}
+            return set([values] if isinstance(values, str) else values)
 
         def types_match(node: dict, wanted: list[str] | None) -> bool:
             if not wanted:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -350,26 +350,35 @@ class OpenCTISource:
         entities = [_threat_entity(node) for node in nodes]
         return sorted((e for e in entities if e is not None), key=lambda e: e.stix_id)
 
-    def threat_context(self, observable_stix_ids: list[str]) -> list[ThreatLink]:
+    def threat_context(
+        self, observable_stix_ids: list[str], internal_ids: Mapping[str, str] | None = None
+    ) -> list[ThreatLink]:
+        """Relationship filters (`fromOrToId`, `fromId`, `toId`) match the platform's internal
+        ids only, so each standard id is first mapped to its internal id: from `internal_ids`
+        (kept from the observable read), else looked up."""
         api = self._client()
+        known = dict(internal_ids or {})
         wanted = sorted(set(observable_stix_ids))
+        internal = self._internal_ids([i for i in wanted if not known.get(i)])
+        internal.update({i: known[i] for i in wanted if known.get(i)})
+        stix_of = {internal_id: stix_id for stix_id, internal_id in internal.items()}
         links: set[ThreatLink] = set()
         threat_types = list(THREAT_TYPES)
-        for chunk in _chunks(wanted):
+        for chunk in _chunks(sorted(stix_of)):
             members = set(chunk)
             for rel in self._pages("the relationship listing", api.stix_core_relationship.list,
                                    fromOrToId=chunk, elementWithTargetTypes=threat_types,
                                    customAttributes=_RELATIONSHIP_FIELDS):
                 source, target = rel.get("from") or {}, rel.get("to") or {}
-                if source.get("standard_id") in members:
+                if source.get("id") in members:
                     observable, other = source, target
-                elif target.get("standard_id") in members:
+                elif target.get("id") in members:
                     observable, other = target, source
                 else:
                     continue
                 entity = _threat_entity(other)
                 if entity is not None:
-                    links.add(ThreatLink(observable["standard_id"], entity, "direct",
+                    links.add(ThreatLink(stix_of[observable["id"]], entity, "direct",
                                          rel["relationship_type"]))
             based_on: dict[str, list[tuple[str, str]]] = {}
             for rel in self._pages("the indicator listing", api.stix_core_relationship.list,
@@ -377,9 +386,9 @@ class OpenCTISource:
                                    fromTypes=["Indicator"],
                                    customAttributes=_RELATIONSHIP_FIELDS):
                 indicator, observable = rel.get("from") or {}, rel.get("to") or {}
-                if observable.get("standard_id") in members and indicator.get("id"):
+                if observable.get("id") in members and indicator.get("id"):
                     based_on.setdefault(indicator["id"], []).append(
-                        (indicator["standard_id"], observable["standard_id"])
+                        (indicator["standard_id"], stix_of[observable["id"]])
                     )
             for indicator_chunk in _chunks(sorted(based_on)):
                 for rel in self._pages("the indicator relationship listing",
@@ -395,6 +404,24 @@ class OpenCTISource:
         return sorted(links, key=lambda link: (link.observable_stix_id, link.entity.stix_id,
                                                link.via, link.relationship_type,
                                                link.indicator_stix_id or ""))
+
+    def _internal_ids(self, stix_ids: list[str]) -> dict[str, str]:
+        """Internal id of each of these standard (or extra stix) ids the platform holds."""
+        api = self._client()
+        found: dict[str, str] = {}
+        wanted = set(stix_ids)
+        for chunk in _chunks(sorted(wanted)):
+            result = self._call(
+                "the internal id lookup", api.query, _EXISTING_QUERY % "stixCoreObjects",
+                {"filters": _filters({"key": "ids", "values": chunk}), "first": len(chunk)},
+            )
+            for edge in ((result.get("data") or {}).get("stixCoreObjects") or {}).get("edges") \
+                    or []:
+                node = edge["node"]
+                for alias in [node.get("standard_id"), *(node.get("x_opencti_stix_ids") or [])]:
+                    if alias in wanted:
+                        found[alias] = node["id"]
+        return found
 
     def write_bundle(self, bundle: dict) -> WriteStats:
         """Import the bundle object by object (pycti's GraphQL importer, `update=True`).

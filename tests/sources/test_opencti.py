@@ -209,3 +209,29 @@ def test_redact_url_drops_credentials_and_query():
 def test_empty_window_is_refused(double):
     with pytest.raises(SourceError, match="empty window"):
         make_source(double).observables_created_between(DAY, DAY)
+
+
+def test_threat_context_filters_relationships_by_internal_ids(double):
+    """The platform matches fromOrToId/toId on internal ids only; the ids read with the
+    observables are used as they are, and a missing one is looked up first."""
+    ip = double.add_observable("IPv4-Addr", "198.51.100.10", DAY)
+    domain = double.add_observable("Domain-Name", "c2.example", DAY)
+    apt = double.add_threat("Intrusion-Set", "APT28")
+    double.add_relationship("related-to", ip["id"], apt["id"])
+    indicator = double.add_indicator("[domain-name:value = 'c2.example']", "c2", "Domain-Name")
+    double.add_relationship("based-on", indicator["id"], domain["id"])
+    double.add_relationship("indicates", indicator["id"], apt["id"])
+    source = make_source(double)
+    records = source.observables_created_between(DAY, DAY + timedelta(days=1))
+
+    links = source.threat_context([r.stix_id for r in records],
+                                  {r.stix_id: r.internal_id for r in records})
+
+    assert {(link.observable_stix_id, link.via) for link in links} == {
+        (ip["standard_id"], "direct"), (domain["standard_id"], "indicator")}
+    assert double.calls_to("stixCoreObjects") == 0  # nothing to look up
+    sent = [v for name, v in double.calls if name == "stixCoreRelationships"]
+    assert {i for v in sent for i in v.get("fromOrToId") or []} == {ip["id"], domain["id"]}
+
+    looked_up = make_source(double).threat_context([ip["standard_id"], domain["standard_id"]])
+    assert looked_up == links
