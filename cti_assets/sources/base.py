@@ -24,6 +24,10 @@ OBSERVABLE_TYPES: tuple[str, ...] = (
     "StixFile",
 )
 
+# Custom property a write-back bundle may put on an observable: labels to take off it after the
+# upsert (upserts only ever add labels). A source pops it before storing the object.
+REMOVE_LABELS = "x_cti_assets_remove_labels"
+
 # Threat entities an observable can be correlated with, as STIX types.
 THREAT_ENTITY_TYPES: tuple[str, ...] = ("threat-actor", "intrusion-set", "campaign", "malware")
 

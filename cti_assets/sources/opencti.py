@@ -26,6 +26,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from cti_assets.intake.observable import MarkingRef
 from cti_assets.sources.base import (
     OBSERVABLE_TYPES,
+    REMOVE_LABELS,
     ObservableRecord,
     SourceError,
     ThreatEntity,
@@ -62,6 +63,7 @@ _OBSERVABLE_FIELDS = """
     ... on StixFile { hashes { algorithm hash } }
 """
 _WATERMARK_FIELDS = "id standard_id created_at"
+_LABELS_FIELDS = "id standard_id objectLabel { id value }"
 _THREAT_FIELDS = f"id standard_id entity_type\n{_THREAT_FRAGMENTS}"
 _END_FIELDS = f"... on BasicObject {{ id standard_id entity_type }}\n{_THREAT_FRAGMENTS}"
 _RELATIONSHIP_FIELDS = f"""
@@ -436,8 +438,11 @@ class OpenCTISource:
             raise SourceError("write_bundle: the bundle has no 'objects' list")
         stats = WriteStats()
         valid = []
+        removals: dict[str, list[str]] = {}
         for index, obj in enumerate(objects):
             if isinstance(obj, dict) and isinstance(obj.get("id"), str) and obj.get("type"):
+                obj = dict(obj)
+                removals[obj["id"]] = [str(v) for v in obj.pop(REMOVE_LABELS, None) or []]
                 valid.append(obj)
             else:
                 stats.failed += 1
@@ -462,6 +467,9 @@ class OpenCTISource:
                     continue
                 try:
                     self._call(f"the import of {item['id']}", self._import_one, item)
+                    if removals.get(item["id"]):
+                        self._call(f"the label removal on {item['id']}", self._remove_labels,
+                                   item["id"], removals[item["id"]])
                 except SourceError as error:
                     stats.failed += 1
                     stats.failures.append(f"{item['id']}: {error}")
@@ -487,6 +495,22 @@ class OpenCTISource:
                            all(transient for _, transient in self._transport.problems))
         if cache is not None and item["type"] != "marking-definition" and cache_key not in cache:
             raise _SwallowedError("pycti sent nothing for it (unsupported or incomplete)", False)
+
+    def _remove_labels(self, stix_id: str, values: list[str]) -> None:
+        """Take these labels off the observable, those it has (upserts only add labels)."""
+        api = self._client()
+        self._transport.problems.clear()
+        node = api.stix_cyber_observable.read(id=stix_id, customAttributes=_LABELS_FIELDS)
+        if self._transport.problems or node is None:
+            raise _SwallowedError("; ".join(w for w, _ in self._transport.problems)
+                                  or "the observable is gone", bool(self._transport.problems))
+        unwanted = set(values)
+        for label in node.get("objectLabel") or []:
+            if label.get("value") in unwanted:
+                api.stix_cyber_observable.remove_label(id=node["id"], label_id=label["id"])
+        if self._transport.problems:
+            raise _SwallowedError("; ".join(what for what, _ in self._transport.problems),
+                                  all(transient for _, transient in self._transport.problems))
 
     def _existing_ids(self, ids: list[str]) -> set[str]:
         """Which of these STIX ids the platform already holds (as standard or stix id)."""
