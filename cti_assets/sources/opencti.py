@@ -78,7 +78,10 @@ _EXISTING_QUERY = """
       }
     }
 """
-_ME_QUERY = "query CtiAssetsMe { me { id name } }"
+_ME_QUERY = "query CtiAssetsMe { me { id name capabilities { name } } }"
+_ABOUT_QUERY = "query CtiAssetsAbout { about { version } }"
+# Capabilities that let a user create and update knowledge (BYPASS: an administrator).
+_WRITE_CAPABILITIES = {"BYPASS", "KNOWLEDGE_KNUPDATE"}
 
 
 class _SwallowedError(Exception):
@@ -189,6 +192,7 @@ class OpenCTISource:
         self._backoff_max_s = backoff_max_s
         self._api: Any = None
         self._transport = _RecordingAdapter()
+        self._writable = False
 
     def __repr__(self) -> str:
         return f"OpenCTISource(url={redact_url(self.url)!r})"
@@ -294,11 +298,45 @@ class OpenCTISource:
 
     # --- Source protocol -------------------------------------------------------------------
     def check(self) -> None:
+        """The token is accepted and the platform runs the version pycti was built for."""
+        self._me()
+        self._check_version()
+
+    def _me(self) -> dict:
         api = self._client()
         result = self._call("the identity check", api.query, _ME_QUERY)
-        if not (result.get("data") or {}).get("me"):
+        me = (result.get("data") or {}).get("me")
+        if not me:
             raise SourceError(f"OpenCTI at {redact_url(self.url)} did not say who we are: "
                               "check OPENCTI_TOKEN")
+        return me
+
+    def _check_version(self) -> None:
+        """pycti sends its own version's input fields (e.g. customFieldValues), which another
+        platform version's schema may reject: the two must be the same version."""
+        from pycti import __version__ as pycti_version
+
+        api = self._client()
+        result = self._call("the version check", api.query, _ABOUT_QUERY)
+        platform = ((result.get("data") or {}).get("about") or {}).get("version")
+        if platform != pycti_version:
+            raise SourceError(
+                f"OpenCTI at {redact_url(self.url)} runs version {platform} but pycti is "
+                f"{pycti_version}: they must match; pin pycti=={platform} (or upgrade the "
+                "platform)")
+
+    def _check_writable(self) -> None:
+        """Once per source, before the first write: same version, and a user that may write."""
+        if self._writable:
+            return
+        me = self._me()
+        self._check_version()
+        capabilities = {str(c.get("name")) for c in me.get("capabilities") or []}
+        if not capabilities & _WRITE_CAPABILITIES:
+            raise SourceError(
+                f"the OpenCTI user {me.get('name')!r} behind OPENCTI_TOKEN may not write "
+                "knowledge (it needs the KNOWLEDGE_KNUPDATE capability): nothing was written")
+        self._writable = True
 
     def observables_created_between(self, start: datetime, end: datetime) -> list[ObservableRecord]:
         if _utc(start) >= _utc(end):
@@ -449,6 +487,7 @@ class OpenCTISource:
                 stats.failures.append(f"object {index}: not a STIX object with type and id")
         if not valid:
             return stats
+        self._check_writable()
         from pycti.utils.opencti_stix2_splitter import OpenCTIStix2Splitter
 
         existing = self._existing_ids([obj["id"] for obj in valid])

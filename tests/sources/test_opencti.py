@@ -235,3 +235,25 @@ def test_threat_context_filters_relationships_by_internal_ids(double):
 
     looked_up = make_source(double).threat_context([ip["standard_id"], domain["standard_id"]])
     assert looked_up == links
+
+
+def test_check_fails_clearly_when_the_platform_and_pycti_versions_differ():
+    with OpenCTIDouble(version="6.9.29") as double:
+        with pytest.raises(SourceError) as caught:
+            make_source(double).check()
+    message = str(caught.value)
+    assert "runs version 6.9.29 but pycti is 7.261026.0" in message
+    assert "pycti==6.9.29" in message
+
+
+def test_a_token_that_may_not_write_fails_once_before_any_write():
+    with OpenCTIDouble(capabilities=("KNOWLEDGE",)) as double:
+        double.add_observable("IPv4-Addr", "198.51.100.1", DAY)
+        source = make_source(double)
+        bundle = {"type": "bundle", "id": "bundle--x", "objects": [
+            {"type": "ipv4-addr", "spec_version": "2.1", "value": "198.51.100.1",
+             "id": double.objects("IPv4-Addr")[0]["standard_id"], "x_opencti_score": 90}]}
+        with pytest.raises(SourceError, match="may not write knowledge.*KNOWLEDGE_KNUPDATE"):
+            source.write_bundle(bundle)
+        assert not [name for name, _ in double.calls if name.endswith(("Add", "Edit"))]
+        assert double.objects("IPv4-Addr")[0]["x_opencti_score"] is None
