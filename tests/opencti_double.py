@@ -17,7 +17,7 @@ import json
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -32,6 +32,7 @@ from pycti import (
     Indicator,
     IntrusionSet,
     Malware,
+    Note,
     StixCoreRelationship,
     ThreatActorGroup,
     ThreatActorIndividual,
@@ -76,6 +77,9 @@ _STIX_OBSERVABLE_TYPES = {
     "StixFile": "file",
 }
 _HASH_PREFERENCE = ("SHA-256", "SHA-1", "MD5")
+# Entity types whose upserts are gated by confidence (relationships too; observables are not).
+_CONFIDENT_TYPES = {"Note", "Indicator", "Organization", "Individual", "System", "Intrusion-Set",
+                    "Malware", "Campaign", "Threat-Actor-Group", "Threat-Actor-Individual"}
 _REF_FIELDS = ("objectMarking", "objectLabel", "externalReferences", "objects")
 _VOCABULARY_CATEGORIES = [
     {
@@ -141,8 +145,23 @@ def _parse_time(text: str) -> datetime:
 class OpenCTIDouble:
     """In-memory OpenCTI graph behind a real HTTP server; use as a context manager."""
 
-    def __init__(self, token: str = "double-token") -> None:
+    def __init__(
+        self,
+        token: str = "double-token",
+        *,
+        user_max_confidence: int = 100,
+        decay_lifetimes: dict[str, timedelta] | None = None,
+        capabilities: tuple[str, ...] = ("KNOWLEDGE", "KNOWLEDGE_KNUPDATE"),
+        version: str = PLATFORM_VERSION,
+    ) -> None:
+        """`user_max_confidence`: the token's user's max confidence (caps what it writes);
+        `decay_lifetimes`: the decay manager's lifetime per main observable type (None: decay
+        off); `capabilities`: the user's; `version`: what `about` reports."""
         self.token = token
+        self.user_max_confidence = user_max_confidence
+        self.decay_lifetimes = dict(decay_lifetimes or {})
+        self.capabilities = capabilities
+        self.version = version
         self.unsupported: list[str] = []
         self.calls: list[tuple[str, dict]] = []
         self._lock = threading.RLock()
@@ -502,11 +521,12 @@ class OpenCTIDouble:
 
     # --- queries ---------------------------------------------------------------------------
     def _q_about(self, args: dict) -> dict:
-        return {"version": PLATFORM_VERSION}
+        return {"version": self.version}
 
     def _q_me(self, args: dict) -> dict:
         return {"id": "88ec0c6a-13ce-5e39-b486-354fe4a7084f", "name": "admin",
-                "user_email": "admin@opencti.io"}
+                "user_email": "admin@opencti.io",
+                "capabilities": [{"name": name} for name in self.capabilities]}
 
     def _q_vocabularyCategories(self, args: dict) -> list[dict]:  # noqa: N802
         return _VOCABULARY_CATEGORIES
@@ -525,11 +545,11 @@ class OpenCTIDouble:
 
     def _q_stixCoreRelationships(self, args: dict) -> dict:  # noqa: N802
         def ids(key: str) -> set[str] | None:
+            # The platform filters connections.internal_id: a standard id matches nothing.
             values = args.get(key)
             if values is None:
                 return None
-            values = [values] if isinstance(values, str) else values
-            return {self._aliases.get(v, v) for v in values}
+            return set([values] if isinstance(values, str) else values)
 
         def types_match(node: dict, wanted: list[str] | None) -> bool:
             if not wanted:
@@ -640,10 +660,24 @@ class OpenCTIDouble:
             resolved.append(node["id"])
         return resolved
 
-    def _upsert(self, candidates: list[str | None], fields: dict, refs: dict) -> dict:
-        """Create, or update the node any candidate id resolves to; returns the node."""
+    def _upsert(self, candidates: list[str | None], fields: dict, refs: dict,
+                derive: Callable[[dict], str] | None = None) -> dict:
+        """Create, or update the node any candidate id resolves to; returns the node.
+
+        The platform's upsert rules: a node with a confidence (`_CONFIDENT_TYPES`) changes its
+        fields only when the incoming confidence, capped at the user's max confidence, is at
+        least the stored one; labels and other references are only ever added (markings
+        included, so an unmarked node takes the markings it is sent); `derive` recomputes a
+        content-derived standard id after an update, the old one kept in x_opencti_stix_ids.
+        """
         existing = next((self.get(c) for c in candidates if c and self.get(c)), None)
         resolved = {key: self._resolve_refs(value) for key, value in refs.items()}
+        entity_type = fields.get("entity_type") or (existing or {}).get("entity_type")
+        confident = entity_type in _CONFIDENT_TYPES or "relationship_type" in fields
+        if confident:
+            incoming = fields.get("confidence")
+            fields["confidence"] = min(self.user_max_confidence,
+                                       self.user_max_confidence if incoming is None else incoming)
         if existing is None:
             node = {**{k: v for k, v in fields.items() if v is not None}}
             node["standard_id"] = next(c for c in candidates if c)
@@ -651,18 +685,42 @@ class OpenCTIDouble:
             node["x_opencti_stix_ids"] = sorted(set(stix_ids))
             for key, value in resolved.items():
                 node[key] = list(dict.fromkeys(value))
+            self._apply_indicator_rules(node, created=True)
             return self._store(node, stix_ids)
-        for key, value in fields.items():
-            if value is not None:
-                existing[key] = value
+        stored = existing.get("confidence")
+        if not confident or stored is None or fields["confidence"] >= stored:
+            valid_from = existing.get("valid_from")
+            for key, value in fields.items():
+                if value is not None:
+                    existing[key] = value
+            self._apply_indicator_rules(existing, created=existing.get("valid_from") != valid_from)
         for key, value in resolved.items():
             existing[key] = list(dict.fromkeys(existing.get(key, []) + value))
         for candidate in candidates:
             if candidate and candidate != existing["standard_id"] and self.get(candidate) is None:
                 existing["x_opencti_stix_ids"].append(candidate)
                 self._aliases[candidate] = existing["id"]
+        if derive is not None:
+            regenerated = derive(existing)
+            if regenerated != existing["standard_id"]:
+                existing["x_opencti_stix_ids"].append(existing["standard_id"])
+                existing["standard_id"] = regenerated
+                self._aliases[regenerated] = existing["id"]
         existing["updated_at"] = _now()
         return existing
+
+    def _apply_indicator_rules(self, node: dict, created: bool) -> None:
+        """Indicator lifetime: the decay manager (when on) sets valid_until from its rule when
+        the indicator starts (created, or valid_from moved); one whose valid_until is past is
+        revoked."""
+        if node.get("entity_type") != "Indicator":
+            return
+        lifetime = self.decay_lifetimes.get(node.get("x_opencti_main_observable_type") or "")
+        if created and lifetime is not None and node.get("valid_from"):
+            until = _parse_time(node["valid_from"]) + lifetime
+            node["valid_until"] = until.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        until = node.get("valid_until")
+        node["revoked"] = bool(until) and _parse_time(until) <= datetime.now(UTC)
 
     def _q_stixCyberObservableAdd(self, args: dict) -> dict:  # noqa: N802
         entity_type = args["type"]
@@ -704,7 +762,10 @@ class OpenCTIDouble:
         fields["entity_type"] = "Note"
         if not data.get("objects"):
             raise DoubleError("A note must reference objects", "VALIDATION_ERROR")
-        return self._add(data, [data.get("stix_id")], fields, ("objects",))
+        # The platform derives a note's identity from content, created and abstract: a note
+        # whose derived id exists is merged into it (its objects grow).
+        return self._add(data, [_note_standard_id(fields), data.get("stix_id")], fields,
+                         ("objects",), derive=_note_standard_id)
 
     def _identity(self, entity_type: str, data: dict) -> dict:
         identity_class = {"Organization": "organization", "Individual": "individual",
@@ -764,11 +825,12 @@ class OpenCTIDouble:
                             "name": data["name"], "category": data["category"]}, [])
 
     def _add(self, data: dict, candidates: list[str | None], fields: dict,
-             extra_refs: tuple[str, ...] = ()) -> dict:
+             extra_refs: tuple[str, ...] = (),
+             derive: Callable[[dict], str] | None = None) -> dict:
         refs = {k: data.get(k) for k in ("objectMarking", "objectLabel", "externalReferences",
                                           *extra_refs)}
         fields["createdBy"] = self._created_by(data.get("createdBy"))
-        return self._upsert(candidates, fields, refs)
+        return self._upsert(candidates, fields, refs, derive)
 
     def _created_by(self, created_by: str | None) -> str | None:
         return self._resolve_refs([created_by])[0] if created_by else None
@@ -810,11 +872,28 @@ class OpenCTIDouble:
             node[key] = list(dict.fromkeys(node[key] + [target]))
             return {"id": str(uuid.uuid4())}
 
-        handlers = {"fieldPatch": field_patch, "relationAdd": relation_add}
+        def relation_delete(sub_args: dict) -> dict:
+            # The only way to take a label (or marking) off: upserts never remove one.
+            target = double._resolve_refs([sub_args["toId"]])[0]
+            key = {"object-label": "objectLabel", "object-marking": "objectMarking",
+                   "external-reference": "externalReferences"}.get(sub_args["relationship_type"])
+            if key is None:
+                raise DoubleError(f"relationDelete {sub_args['relationship_type']!r}",
+                                  "UNSUPPORTED")
+            node[key] = [ref for ref in node[key] if ref != target]
+            return node
+
+        handlers = {"fieldPatch": field_patch, "relationAdd": relation_add,
+                    "relationDelete": relation_delete}
         for selection in field.selection_set.selections:
             if isinstance(selection, FieldNode) and selection.name.value not in handlers:
                 raise DoubleError(f"{name}.{selection.name.value}", "UNSUPPORTED")
         return handlers
+
+
+def _note_standard_id(note: dict) -> str:
+    return Note.generate_id(note.get("created"), note["content"],
+                            note.get("attribute_abstract"))
 
 
 def _parents(entity_type: str) -> list[str]:

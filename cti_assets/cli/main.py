@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cti_assets.cli.errors import CliError
@@ -58,11 +58,12 @@ def cmd_export(args: argparse.Namespace) -> int:
             scores = read_partition("observable_scores", args.partition)
             context = read_partition("threat_context", args.partition)
             observables = read_partition("observables", args.partition)
+            merged = read_partition("merged_enrichment", args.partition)
         except FileNotFoundError:
             raise CliError(
                 f"no scores stored for partition {args.partition}: materialise it first"
             ) from None
-        bundle = partition_bundle(args.partition, scores, context, observables)
+        bundle = partition_bundle(scores, context, observables, merged, datetime.now(UTC))
         out.write_text(json.dumps(bundle, indent=1, sort_keys=True))
         print(f"wrote {len(bundle['objects'])} objects of partition {args.partition} to {out}")
         return 0

@@ -94,7 +94,8 @@ def threat_context(
     try:
         cti_source = source.get()
         ids = observables["stix_id"].tolist()
-        links = cti_source.threat_context(ids) if ids else []
+        internal = dict(zip(ids, observables["internal_id"].tolist(), strict=True))
+        links = cti_source.threat_context(ids, internal) if ids else []
         entities = cti_source.threat_entities()
     except SourceError as error:
         raise dg.Failure(description=str(error), allow_retries=False) from None

@@ -4,20 +4,24 @@ Deterministic ids make the write an upsert: a rerun, or a resend after a failure
 updates what is there and creates nothing new. Retries: each OpenCTI call is retried by the
 source (OPENCTI_MAX_ATTEMPTS = 4 attempts); objects still failing fail the step, and
 WRITEBACK_RETRY reruns it (3 step attempts), so one object is attempted at most 4 x 3 = 12
-times. Derived objects carry the source observable's markings. `dry_run` writes the bundle
-under CTI_DATA_DIR instead of sending it.
+times. Derived objects carry the source observable's markings. Timestamps come from the
+evidence (the lookups' fetched_at, read from merged_enrichment), never from the run's clock;
+the clock only leaves out indicators already expired. `dry_run` writes the bundle under
+CTI_DATA_DIR instead of sending it.
 """
 
 import json
+from datetime import UTC, datetime
 
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
 from cti_assets import settings
-from cti_assets.defs.partitions import BACKFILL_POLICY, daily_partitions, partition_window
+from cti_assets.defs.partitions import BACKFILL_POLICY, daily_partitions
 from cti_assets.defs.resources import SourceResource
 from cti_assets.sources.base import SourceError
+from cti_assets.writeback.timing import FETCHED_AT_COLUMNS
 
 # Whole-step retries only (the platform calls inside a step are retried by the source).
 WRITEBACK_RETRY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL)
@@ -28,21 +32,26 @@ class WritebackRunConfig(dg.Config):
 
     dry_run: bool = Field(default=False, description="Write the bundle to disk, send nothing")
     indicator_threshold: int = Field(default=70, description="Indicator for malicious >= this")
+    confidence: int = Field(
+        default=75, description="Confidence of what we write (0-100), like a connector's level")
 
 
 def partition_bundle(
-    partition_key: str,
     scores: pd.DataFrame,
     context_frame: pd.DataFrame,
     observables: pd.DataFrame,
+    merged: pd.DataFrame | None,
+    written_at: datetime,
     indicator_threshold: int = 70,
+    confidence: int = 75,
 ) -> dict:
-    """The bundle of one partition; valid_from is the partition's start, never now()."""
+    """The bundle of one partition, dated by its evidence (`merged`'s fetched_at columns)."""
     from cti_assets.writeback.bundle import WritebackConfig, build_bundle
+    from cti_assets.writeback.timing import scored_at
 
-    start, _ = partition_window(partition_key)
-    config = WritebackConfig(indicator_threshold=indicator_threshold)
-    return build_bundle(scores, context_frame, observables, config, valid_from=start)
+    config = WritebackConfig(indicator_threshold=indicator_threshold, confidence=confidence)
+    return build_bundle(scores, context_frame, observables, config, written_at,
+                        scored_at(merged))
 
 
 @dg.asset(
@@ -52,6 +61,8 @@ def partition_bundle(
     pool="opencti",
     kinds={"opencti", "stix"},
     retry_policy=WRITEBACK_RETRY,
+    ins={"merged_enrichment": dg.AssetIn(
+        metadata={"columns": ["stix_id", *FETCHED_AT_COLUMNS]})},
 )
 def opencti_writeback(
     context: dg.AssetExecutionContext,
@@ -60,17 +71,20 @@ def opencti_writeback(
     observable_scores: pd.DataFrame,
     threat_context: pd.DataFrame,
     observables: pd.DataFrame,
+    merged_enrichment: pd.DataFrame,
 ) -> dg.MaterializeResult:
     """The partition's scores, notes, indicators and correlations written to the source
     (OpenCTI, or the embedded store) as one idempotent STIX 2.1 bundle."""
     from cti_assets.writeback.send import dry_run, send
 
     bundle = partition_bundle(
-        context.partition_key,
         observable_scores,
         threat_context,
         observables,
+        merged_enrichment,
+        datetime.now(UTC),
         config.indicator_threshold,
+        config.confidence,
     )
     by_type: dict[str, int] = {}
     for obj in bundle["objects"]:

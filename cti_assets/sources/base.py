@@ -7,6 +7,7 @@ whole pipeline runs the same on either.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -22,6 +23,10 @@ OBSERVABLE_TYPES: tuple[str, ...] = (
     "Url",
     "StixFile",
 )
+
+# Custom property a write-back bundle may put on an observable: labels to take off it after the
+# upsert (upserts only ever add labels). A source pops it before storing the object.
+REMOVE_LABELS = "x_cti_assets_remove_labels"
 
 # Threat entities an observable can be correlated with, as STIX types.
 THREAT_ENTITY_TYPES: tuple[str, ...] = ("threat-actor", "intrusion-set", "campaign", "malware")
@@ -116,9 +121,13 @@ class Source(Protocol):
     def threat_entities(self) -> list[ThreatEntity]:
         """Every threat actor, intrusion set, campaign and malware, for name/alias matching."""
 
-    def threat_context(self, observable_stix_ids: list[str]) -> list[ThreatLink]:
+    def threat_context(
+        self, observable_stix_ids: list[str], internal_ids: Mapping[str, str] | None = None
+    ) -> list[ThreatLink]:
         """Links of the given observables to threat entities: directly, or through an
-        indicator that is based on the observable and indicates / is attributed to them."""
+        indicator that is based on the observable and indicates / is attributed to them.
+        `internal_ids` maps stix id -> the source's internal id, as read with the observables
+        (OpenCTI's relationship filters match internal ids only)."""
 
     def write_bundle(self, bundle: dict) -> WriteStats:
         """Upsert a STIX 2.1 bundle; idempotent on STIX id."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -303,7 +303,10 @@ class LocalStixStore:
         entities = (_entity(json.loads(text)) for (text,) in rows)
         return {entity.stix_id: entity for entity in entities}
 
-    def threat_context(self, observable_stix_ids: list[str]) -> list[ThreatLink]:
+    def threat_context(
+        self, observable_stix_ids: list[str], internal_ids: Mapping[str, str] | None = None
+    ) -> list[ThreatLink]:
+        """`internal_ids` is unused: here the internal id is the stix id."""
         observables = set(observable_stix_ids)
         with self._connect() as connection:
             direct = _relationships_touching(connection, observables)

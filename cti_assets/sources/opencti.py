@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -26,6 +26,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from cti_assets.intake.observable import MarkingRef
 from cti_assets.sources.base import (
     OBSERVABLE_TYPES,
+    REMOVE_LABELS,
     ObservableRecord,
     SourceError,
     ThreatEntity,
@@ -62,6 +63,7 @@ _OBSERVABLE_FIELDS = """
     ... on StixFile { hashes { algorithm hash } }
 """
 _WATERMARK_FIELDS = "id standard_id created_at"
+_LABELS_FIELDS = "id standard_id objectLabel { id value }"
 _THREAT_FIELDS = f"id standard_id entity_type\n{_THREAT_FRAGMENTS}"
 _END_FIELDS = f"... on BasicObject {{ id standard_id entity_type }}\n{_THREAT_FRAGMENTS}"
 _RELATIONSHIP_FIELDS = f"""
@@ -76,7 +78,10 @@ _EXISTING_QUERY = """
       }
     }
 """
-_ME_QUERY = "query CtiAssetsMe { me { id name } }"
+_ME_QUERY = "query CtiAssetsMe { me { id name capabilities { name } } }"
+_ABOUT_QUERY = "query CtiAssetsAbout { about { version } }"
+# Capabilities that let a user create and update knowledge (BYPASS: an administrator).
+_WRITE_CAPABILITIES = {"BYPASS", "KNOWLEDGE_KNUPDATE"}
 
 
 class _SwallowedError(Exception):
@@ -187,6 +192,7 @@ class OpenCTISource:
         self._backoff_max_s = backoff_max_s
         self._api: Any = None
         self._transport = _RecordingAdapter()
+        self._writable = False
 
     def __repr__(self) -> str:
         return f"OpenCTISource(url={redact_url(self.url)!r})"
@@ -292,11 +298,45 @@ class OpenCTISource:
 
     # --- Source protocol -------------------------------------------------------------------
     def check(self) -> None:
+        """The token is accepted and the platform runs the version pycti was built for."""
+        self._me()
+        self._check_version()
+
+    def _me(self) -> dict:
         api = self._client()
         result = self._call("the identity check", api.query, _ME_QUERY)
-        if not (result.get("data") or {}).get("me"):
+        me = (result.get("data") or {}).get("me")
+        if not me:
             raise SourceError(f"OpenCTI at {redact_url(self.url)} did not say who we are: "
                               "check OPENCTI_TOKEN")
+        return me
+
+    def _check_version(self) -> None:
+        """pycti sends its own version's input fields (e.g. customFieldValues), which another
+        platform version's schema may reject: the two must be the same version."""
+        from pycti import __version__ as pycti_version
+
+        api = self._client()
+        result = self._call("the version check", api.query, _ABOUT_QUERY)
+        platform = ((result.get("data") or {}).get("about") or {}).get("version")
+        if platform != pycti_version:
+            raise SourceError(
+                f"OpenCTI at {redact_url(self.url)} runs version {platform} but pycti is "
+                f"{pycti_version}: they must match; pin pycti=={platform} (or upgrade the "
+                "platform)")
+
+    def _check_writable(self) -> None:
+        """Once per source, before the first write: same version, and a user that may write."""
+        if self._writable:
+            return
+        me = self._me()
+        self._check_version()
+        capabilities = {str(c.get("name")) for c in me.get("capabilities") or []}
+        if not capabilities & _WRITE_CAPABILITIES:
+            raise SourceError(
+                f"the OpenCTI user {me.get('name')!r} behind OPENCTI_TOKEN may not write "
+                "knowledge (it needs the KNOWLEDGE_KNUPDATE capability): nothing was written")
+        self._writable = True
 
     def observables_created_between(self, start: datetime, end: datetime) -> list[ObservableRecord]:
         if _utc(start) >= _utc(end):
@@ -350,26 +390,35 @@ class OpenCTISource:
         entities = [_threat_entity(node) for node in nodes]
         return sorted((e for e in entities if e is not None), key=lambda e: e.stix_id)
 
-    def threat_context(self, observable_stix_ids: list[str]) -> list[ThreatLink]:
+    def threat_context(
+        self, observable_stix_ids: list[str], internal_ids: Mapping[str, str] | None = None
+    ) -> list[ThreatLink]:
+        """Relationship filters (`fromOrToId`, `fromId`, `toId`) match the platform's internal
+        ids only, so each standard id is first mapped to its internal id: from `internal_ids`
+        (kept from the observable read), else looked up."""
         api = self._client()
+        known = dict(internal_ids or {})
         wanted = sorted(set(observable_stix_ids))
+        internal = self._internal_ids([i for i in wanted if not known.get(i)])
+        internal.update({i: known[i] for i in wanted if known.get(i)})
+        stix_of = {internal_id: stix_id for stix_id, internal_id in internal.items()}
         links: set[ThreatLink] = set()
         threat_types = list(THREAT_TYPES)
-        for chunk in _chunks(wanted):
+        for chunk in _chunks(sorted(stix_of)):
             members = set(chunk)
             for rel in self._pages("the relationship listing", api.stix_core_relationship.list,
                                    fromOrToId=chunk, elementWithTargetTypes=threat_types,
                                    customAttributes=_RELATIONSHIP_FIELDS):
                 source, target = rel.get("from") or {}, rel.get("to") or {}
-                if source.get("standard_id") in members:
+                if source.get("id") in members:
                     observable, other = source, target
-                elif target.get("standard_id") in members:
+                elif target.get("id") in members:
                     observable, other = target, source
                 else:
                     continue
                 entity = _threat_entity(other)
                 if entity is not None:
-                    links.add(ThreatLink(observable["standard_id"], entity, "direct",
+                    links.add(ThreatLink(stix_of[observable["id"]], entity, "direct",
                                          rel["relationship_type"]))
             based_on: dict[str, list[tuple[str, str]]] = {}
             for rel in self._pages("the indicator listing", api.stix_core_relationship.list,
@@ -377,9 +426,9 @@ class OpenCTISource:
                                    fromTypes=["Indicator"],
                                    customAttributes=_RELATIONSHIP_FIELDS):
                 indicator, observable = rel.get("from") or {}, rel.get("to") or {}
-                if observable.get("standard_id") in members and indicator.get("id"):
+                if observable.get("id") in members and indicator.get("id"):
                     based_on.setdefault(indicator["id"], []).append(
-                        (indicator["standard_id"], observable["standard_id"])
+                        (indicator["standard_id"], stix_of[observable["id"]])
                     )
             for indicator_chunk in _chunks(sorted(based_on)):
                 for rel in self._pages("the indicator relationship listing",
@@ -396,6 +445,24 @@ class OpenCTISource:
                                                link.via, link.relationship_type,
                                                link.indicator_stix_id or ""))
 
+    def _internal_ids(self, stix_ids: list[str]) -> dict[str, str]:
+        """Internal id of each of these standard (or extra stix) ids the platform holds."""
+        api = self._client()
+        found: dict[str, str] = {}
+        wanted = set(stix_ids)
+        for chunk in _chunks(sorted(wanted)):
+            result = self._call(
+                "the internal id lookup", api.query, _EXISTING_QUERY % "stixCoreObjects",
+                {"filters": _filters({"key": "ids", "values": chunk}), "first": len(chunk)},
+            )
+            for edge in ((result.get("data") or {}).get("stixCoreObjects") or {}).get("edges") \
+                    or []:
+                node = edge["node"]
+                for alias in [node.get("standard_id"), *(node.get("x_opencti_stix_ids") or [])]:
+                    if alias in wanted:
+                        found[alias] = node["id"]
+        return found
+
     def write_bundle(self, bundle: dict) -> WriteStats:
         """Import the bundle object by object (pycti's GraphQL importer, `update=True`).
 
@@ -409,14 +476,18 @@ class OpenCTISource:
             raise SourceError("write_bundle: the bundle has no 'objects' list")
         stats = WriteStats()
         valid = []
+        removals: dict[str, list[str]] = {}
         for index, obj in enumerate(objects):
             if isinstance(obj, dict) and isinstance(obj.get("id"), str) and obj.get("type"):
+                obj = dict(obj)
+                removals[obj["id"]] = [str(v) for v in obj.pop(REMOVE_LABELS, None) or []]
                 valid.append(obj)
             else:
                 stats.failed += 1
                 stats.failures.append(f"object {index}: not a STIX object with type and id")
         if not valid:
             return stats
+        self._check_writable()
         from pycti.utils.opencti_stix2_splitter import OpenCTIStix2Splitter
 
         existing = self._existing_ids([obj["id"] for obj in valid])
@@ -435,6 +506,9 @@ class OpenCTISource:
                     continue
                 try:
                     self._call(f"the import of {item['id']}", self._import_one, item)
+                    if removals.get(item["id"]):
+                        self._call(f"the label removal on {item['id']}", self._remove_labels,
+                                   item["id"], removals[item["id"]])
                 except SourceError as error:
                     stats.failed += 1
                     stats.failures.append(f"{item['id']}: {error}")
@@ -460,6 +534,22 @@ class OpenCTISource:
                            all(transient for _, transient in self._transport.problems))
         if cache is not None and item["type"] != "marking-definition" and cache_key not in cache:
             raise _SwallowedError("pycti sent nothing for it (unsupported or incomplete)", False)
+
+    def _remove_labels(self, stix_id: str, values: list[str]) -> None:
+        """Take these labels off the observable, those it has (upserts only add labels)."""
+        api = self._client()
+        self._transport.problems.clear()
+        node = api.stix_cyber_observable.read(id=stix_id, customAttributes=_LABELS_FIELDS)
+        if self._transport.problems or node is None:
+            raise _SwallowedError("; ".join(w for w, _ in self._transport.problems)
+                                  or "the observable is gone", bool(self._transport.problems))
+        unwanted = set(values)
+        for label in node.get("objectLabel") or []:
+            if label.get("value") in unwanted:
+                api.stix_cyber_observable.remove_label(id=node["id"], label_id=label["id"])
+        if self._transport.problems:
+            raise _SwallowedError("; ".join(what for what, _ in self._transport.problems),
+                                  all(transient for _, transient in self._transport.problems))
 
     def _existing_ids(self, ids: list[str]) -> set[str]:
         """Which of these STIX ids the platform already holds (as standard or stix id)."""

@@ -1,11 +1,21 @@
 """Turns a partition's scores and threat context into one STIX 2.1 bundle for write-back.
 
-Pure and deterministic: the same frames and `valid_from` give a byte-identical bundle, and
-every id is derived (pycti's `generate_id` helpers, never now()), so a rerun is an upsert.
-It fixes what OpenCTI's enrichment connectors get wrong (anchors.md Part A):
+Pure and deterministic: the same frames give a byte-identical bundle (timestamps come from
+the evidence, writeback.timing; the write time only leaves out indicators already expired),
+and every id is derived (pycti's `generate_id` helpers, never now()), so a rerun is an upsert.
+It fixes what OpenCTI's enrichment connectors get wrong (anchors.md Part A) and survives the
+platform's upsert rules (reference/pycti.md section 9):
 
-- one Note per observable, with an id keyed on the observable and the author only, so a
-  rerun updates that note instead of adding a new one (connectors#5825);
+- one Note per observable, with a stix id keyed on the observable and the author only, so a
+  rerun updates that note instead of adding a new one (connectors#5825); its content names
+  the observable, so the platform's content-derived note identity never merges two
+  observables' notes;
+- object confidence is the author's reliability (`WritebackConfig.confidence`, like a
+  connector's confidence level), constant across runs, so the platform's confidence-gated
+  upsert lets every rerun update; the score's own confidence is in the note text;
+- the observable's verdict label `cti:<verdict>` is the only one it carries: the others are
+  listed under sources.base.REMOVE_LABELS for the source to
+  remove (upserts only ever add labels);
 - the score written is `final_score`, as scoring decided it under its policy (scoring.policy
   is the one owner: by default an existing higher score is never lowered);
 - indicators live for hours to weeks depending on how volatile the type is, not years;
@@ -22,7 +32,7 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,6 +41,8 @@ import pandas as pd
 from pycti import Identity, Indicator, Note, StixCoreRelationship
 
 from cti_assets.scoring.components import parse_components
+from cti_assets.scoring.model import VERDICTS
+from cti_assets.sources.base import REMOVE_LABELS
 
 # The STIX 2.1 / OpenCTI namespace; used here only for the bundle id.
 _NAMESPACE = uuid.UUID("00abedb4-aa42-466c-9c01-fed23315a9b7")
@@ -76,10 +88,17 @@ class WritebackConfig:
     )
     author_name: str = "cti-assets"
     label_prefix: str = "cti"
+    # How much the platform should trust what we write (0..100), the same for every run.
+    confidence: int = 75
 
     def __post_init__(self) -> None:
         if not 0 <= self.indicator_threshold <= 100:
             raise ValueError("indicator_threshold must lie in 0..100")
+        if not 0 <= self.confidence <= 100:
+            raise ValueError("confidence must lie in 0..100")
+
+    def verdict_label(self, verdict: str) -> str:
+        return f"{self.label_prefix}:{_label_part(verdict)}"
 
 
 def stix_time(moment: datetime) -> str:
@@ -123,11 +142,16 @@ def build_bundle(
     context: pd.DataFrame | None,
     observables: pd.DataFrame,
     config: WritebackConfig,
-    valid_from: datetime,
+    written_at: datetime,
+    scored_at: Mapping[str, datetime] | None = None,
 ) -> dict:
-    """One STIX 2.1 bundle (plain dicts) for every scored, non-rejected observable."""
-    when = stix_time(valid_from)
-    until_base = pd.Timestamp(when).to_pydatetime()
+    """One STIX 2.1 bundle (plain dicts) for every scored, non-rejected observable.
+
+    `scored_at` (stix_id -> when its evidence was gathered, writeback.timing) dates the notes
+    and starts the indicators' windows; an observable without one uses its `created_at`.
+    `written_at` is when the bundle will be written: an indicator whose window has closed by
+    then is left out (the platform would create it revoked)."""
+    written = pd.Timestamp(stix_time(written_at)).to_pydatetime()
     author = author_identity(config.author_name)
     source_rows = _rows_by_stix_id(observables)
     links_by_id = _links_by_stix_id(context)
@@ -139,9 +163,10 @@ def build_bundle(
         source = source_rows.get(row["stix_id"], {})
         if source.get("status") == "rejected":
             continue
+        moment = (scored_at or {}).get(row["stix_id"]) or source.get("created_at") or written_at
         derived = _observable_objects(
-            row, source, links_by_id.get(row["stix_id"], []), config, author["id"], when,
-            until_base,
+            row, source, links_by_id.get(row["stix_id"], []), config, author["id"],
+            stix_time(moment), written,
         )
         for obj in derived:
             if not obj.get("object_marking_refs"):  # unmarked stays unmarked (STIX: no [])
@@ -150,7 +175,7 @@ def build_bundle(
     if objects:
         objects[author["id"]] = author
     ordered = sorted(objects.values(), key=lambda o: (_TYPE_ORDER.get(o["type"], 1), o["id"]))
-    ids = json.dumps([o["id"] for o in ordered] + [when])
+    ids = json.dumps([[o["id"], o.get("modified")] for o in ordered])
     return {
         "type": "bundle",
         "id": f"bundle--{uuid.uuid5(_NAMESPACE, ids)}",
@@ -165,14 +190,14 @@ def _observable_objects(
     config: WritebackConfig,
     author_id: str,
     when: str,
-    until_base: datetime,
+    written: datetime,
 ) -> list[dict]:
     entity_type = row["entity_type"]
     markings = sorted(set(_string_list(source.get("marking_ids"))))
     components = parse_components(_clean(row.get("components")))
     score = None if row.get("final_score") is None else int(row["final_score"])
     verdict = str(row.get("verdict") or "unknown")
-    confidence = _confidence(row.get("confidence"))
+    confidence = config.confidence
     observable = _observable(row, source, components, config, score, verdict, markings)
     objects = [observable]
     note = {
@@ -184,13 +209,12 @@ def _observable_objects(
         "created_by_ref": author_id,
         "abstract": f"{config.author_name}: {verdict}"
         + (f", score {score}" if score is not None else ""),
-        "content": _note_content(row, components, links, score, verdict),
+        "content": _note_content(row, source, components, links, score, verdict),
         "object_refs": [row["stix_id"]],
         "note_types": ["analysis"],
+        "confidence": confidence,
         "object_marking_refs": markings,
     }
-    if confidence is not None:
-        note["confidence"] = confidence
     objects.append(note)
     indicator = None
     final_score = row.get("final_score")
@@ -198,10 +222,12 @@ def _observable_objects(
         verdict == "malicious"
         and final_score is not None
         and int(final_score) >= config.indicator_threshold
+        and _indicator_window_open(config, entity_type, when, written)
     ):
         hours = config.indicator_lifetime_hours.get(entity_type)
         if hours is None:
             raise ValueError(f"no indicator lifetime configured for {entity_type}")
+        valid_until = pd.Timestamp(when).to_pydatetime() + timedelta(hours=hours)
         value = row.get("normalized_value") or source.get("normalized_value")
         hash_type = _hash_type(row, source) if entity_type == "StixFile" else None
         pattern = stix_pattern(entity_type, str(value), hash_type)
@@ -219,14 +245,13 @@ def _observable_objects(
             "pattern": pattern,
             "pattern_type": "stix",
             "valid_from": when,
-            "valid_until": stix_time(until_base + timedelta(hours=hours)),
-            "labels": [f"{config.label_prefix}:{_label_part(verdict)}"],
+            "valid_until": stix_time(valid_until),
+            "labels": [config.verdict_label(verdict)],
+            "confidence": confidence,
             "x_opencti_score": int(final_score),
             "x_opencti_main_observable_type": entity_type,
             "object_marking_refs": markings,
         }
-        if confidence is not None:
-            indicator["confidence"] = confidence
         objects.append(indicator)
         objects.append(
             _relationship("based-on", indicator["id"], row["stix_id"], when, author_id,
@@ -271,10 +296,13 @@ def _observable(
         observable["value"] = str(raw_value)
     if score is not None:
         observable["x_opencti_score"] = score
-    labels = set(_string_list(source.get("labels")))
-    labels.add(f"{config.label_prefix}:{_label_part(verdict)}")
+    current = config.verdict_label(verdict)
+    stale = sorted({config.verdict_label(other) for other in VERDICTS} - {current})
+    labels = set(_string_list(source.get("labels"))) - set(stale)
+    labels.add(current)
     labels.update(_tag_labels(components, config.label_prefix))
     observable["x_opencti_labels"] = sorted(labels)
+    observable[REMOVE_LABELS] = stale
     references = _external_references(components, entity_type, row.get("normalized_value"))
     if references:
         observable["x_opencti_external_references"] = references
@@ -290,7 +318,7 @@ def _relationship(
     when: str,
     author_id: str,
     markings: list[str],
-    confidence: int | None,
+    confidence: int,
     description: str,
 ) -> dict:
     relationship = {
@@ -304,22 +332,25 @@ def _relationship(
         "source_ref": source_ref,
         "target_ref": target_ref,
         "description": description,
+        "confidence": confidence,
         "object_marking_refs": markings,
     }
-    if confidence is not None:
-        relationship["confidence"] = confidence
     return relationship
 
 
 def _note_content(
-    row: dict, components: list[dict], links: list[dict], score: int | None, verdict: str
+    row: dict, source: dict, components: list[dict], links: list[dict], score: int | None,
+    verdict: str,
 ) -> str:
+    value = source.get("value") or row.get("normalized_value")
     lines = [
+        # Names the observable: the platform derives a note's identity from its content.
+        f"**Observable:** {row['entity_type']} `{value}` ({row['stix_id']})",
         f"**Verdict:** {verdict}",
         f"**Score written:** {score if score is not None else 'unchanged'}"
         f" (model {_fmt(row.get('score'))}, final {_fmt(row.get('final_score'))},"
         f" previous {_fmt(row.get('existing_score'))})",
-        f"**Confidence:** {_fmt(row.get('confidence'))}",
+        f"**Score confidence:** {_fmt(_confidence(row.get('confidence')))}",
         f"**Policy:** {_fmt(row.get('policy_action'))}",
         "",
         str(row.get("explanation") or "No explanation recorded."),
@@ -335,6 +366,15 @@ def _note_content(
         for link in _unique_links(links):
             lines.append(f"- {_link_description(link)}")
     return "\n".join(lines)
+
+
+def _indicator_window_open(
+    config: WritebackConfig, entity_type: str, when: str, written: datetime
+) -> bool:
+    hours = config.indicator_lifetime_hours.get(entity_type)
+    if hours is None:
+        raise ValueError(f"no indicator lifetime configured for {entity_type}")
+    return pd.Timestamp(when).to_pydatetime() + timedelta(hours=hours) > written
 
 
 def _link_description(link: dict) -> str:

@@ -32,7 +32,8 @@ EXPECTED_PARENTS = {
     },
     "threat_context": {"observables", "merged_enrichment"},
     "observable_scores": {"merged_enrichment", "threat_context"},
-    "opencti_writeback": {"observable_scores", "threat_context", "observables"},
+    "opencti_writeback": {"observable_scores", "threat_context", "observables",
+                          "merged_enrichment"},  # its fetched_at dates the write-back
 }
 
 

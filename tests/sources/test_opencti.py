@@ -209,3 +209,51 @@ def test_redact_url_drops_credentials_and_query():
 def test_empty_window_is_refused(double):
     with pytest.raises(SourceError, match="empty window"):
         make_source(double).observables_created_between(DAY, DAY)
+
+
+def test_threat_context_filters_relationships_by_internal_ids(double):
+    """The platform matches fromOrToId/toId on internal ids only; the ids read with the
+    observables are used as they are, and a missing one is looked up first."""
+    ip = double.add_observable("IPv4-Addr", "198.51.100.10", DAY)
+    domain = double.add_observable("Domain-Name", "c2.example", DAY)
+    apt = double.add_threat("Intrusion-Set", "APT28")
+    double.add_relationship("related-to", ip["id"], apt["id"])
+    indicator = double.add_indicator("[domain-name:value = 'c2.example']", "c2", "Domain-Name")
+    double.add_relationship("based-on", indicator["id"], domain["id"])
+    double.add_relationship("indicates", indicator["id"], apt["id"])
+    source = make_source(double)
+    records = source.observables_created_between(DAY, DAY + timedelta(days=1))
+
+    links = source.threat_context([r.stix_id for r in records],
+                                  {r.stix_id: r.internal_id for r in records})
+
+    assert {(link.observable_stix_id, link.via) for link in links} == {
+        (ip["standard_id"], "direct"), (domain["standard_id"], "indicator")}
+    assert double.calls_to("stixCoreObjects") == 0  # nothing to look up
+    sent = [v for name, v in double.calls if name == "stixCoreRelationships"]
+    assert {i for v in sent for i in v.get("fromOrToId") or []} == {ip["id"], domain["id"]}
+
+    looked_up = make_source(double).threat_context([ip["standard_id"], domain["standard_id"]])
+    assert looked_up == links
+
+
+def test_check_fails_clearly_when_the_platform_and_pycti_versions_differ():
+    with OpenCTIDouble(version="6.9.29") as double:
+        with pytest.raises(SourceError) as caught:
+            make_source(double).check()
+    message = str(caught.value)
+    assert "runs version 6.9.29 but pycti is 7.261026.0" in message
+    assert "pycti==6.9.29" in message
+
+
+def test_a_token_that_may_not_write_fails_once_before_any_write():
+    with OpenCTIDouble(capabilities=("KNOWLEDGE",)) as double:
+        double.add_observable("IPv4-Addr", "198.51.100.1", DAY)
+        source = make_source(double)
+        bundle = {"type": "bundle", "id": "bundle--x", "objects": [
+            {"type": "ipv4-addr", "spec_version": "2.1", "value": "198.51.100.1",
+             "id": double.objects("IPv4-Addr")[0]["standard_id"], "x_opencti_score": 90}]}
+        with pytest.raises(SourceError, match="may not write knowledge.*KNOWLEDGE_KNUPDATE"):
+            source.write_bundle(bundle)
+        assert not [name for name, _ in double.calls if name.endswith(("Add", "Edit"))]
+        assert double.objects("IPv4-Addr")[0]["x_opencti_score"] is None

@@ -257,10 +257,21 @@ def test_bad_config_is_refused():
         WritebackConfig(indicator_threshold=101)
 
 
-@pytest.mark.parametrize(("given", "expected"), [(0.8, 80), (1.0, 100), (75, 75), (75.0, 75),
-                                                 (250, 100), (None, None)])
-def test_confidence_is_written_on_the_stix_0_to_100_scale(given, expected):
+@pytest.mark.parametrize(("given", "expected"), [(0.8, "80"), (1.0, "100"), (75, "75"),
+                                                 (75.0, "75"), (250, "100"), (None, "n/a")])
+def test_score_confidence_goes_in_the_note_text_on_the_0_to_100_scale(given, expected):
     bundle = build(confidence=given)
     ip_note = next(o for o in by_type(bundle, "note")
                    if o["object_refs"] == ["ipv4-addr--2b3e2c17-3144-5591-9c88-a605220f8c0c"])
-    assert ip_note.get("confidence") == expected
+    assert f"**Score confidence:** {expected}\n" in ip_note["content"]
+
+
+@pytest.mark.parametrize("score_confidence", [0.2, 0.9, None])
+def test_object_confidence_is_the_authors_reliability_whatever_the_score_confidence(
+        score_confidence):
+    """The platform gates upserts on confidence: a constant one lets every rerun update."""
+    bundle = build(WritebackConfig(confidence=65), confidence=score_confidence)
+    derived = [o for o in bundle["objects"] if o["type"] in ("note", "indicator", "relationship")]
+    assert derived and {o["confidence"] for o in derived} == {65}
+    with pytest.raises(ValueError, match="confidence"):
+        WritebackConfig(confidence=101)
