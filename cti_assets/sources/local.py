@@ -19,6 +19,7 @@ from pathlib import Path
 from cti_assets import settings
 from cti_assets.intake.observable import STIX_TO_ENTITY_TYPE, MarkingRef, marking_ref
 from cti_assets.sources.base import (
+    REMOVE_LABELS,
     THREAT_ENTITY_TYPES,
     ObservableRecord,
     SourceError,
@@ -99,11 +100,18 @@ def _platform_property(obj: dict, key: str) -> object:
 
 
 def _merge(stored: dict, incoming: dict) -> dict:
+    """Labels and other lists add up as on the platform, except the labels the write-back
+    names under REMOVE_LABELS (a stale verdict), which go, as pycti's remove_label does."""
+    incoming = dict(incoming)
+    removed = set(incoming.pop(REMOVE_LABELS, None) or [])
     merged = {**stored, **incoming}
     for key in _LIST_PROPERTIES:
         old, new = stored.get(key), incoming.get(key)
         if isinstance(old, list) and isinstance(new, list):
             merged[key] = old + [item for item in new if item not in old]
+    for key in ("labels", "x_opencti_labels"):
+        if isinstance(merged.get(key), list) and removed:
+            merged[key] = [label for label in merged[key] if label not in removed]
     for key, new in incoming.items():
         old = stored.get(key)
         if isinstance(old, dict) and isinstance(new, dict):
@@ -193,11 +201,11 @@ class LocalStixStore:
         ).fetchone()
         modified = _stix_time(obj.get("modified"))
         if row is None:
-            final = obj
+            final = {k: v for k, v in obj.items() if k != REMOVE_LABELS}
         elif modified and row[1]:
             if modified <= row[1]:
                 return False
-            final = obj
+            final = {k: v for k, v in obj.items() if k != REMOVE_LABELS}
         else:
             final = _merge(json.loads(row[0]), obj)
         connection.execute(

@@ -276,3 +276,15 @@ def test_concurrent_writers_do_not_lock_each_other_out(tmp_path):
         thread.join()
     assert errors == []
     assert LocalStixStore(path).counts_by_type() == {"ipv4-addr": 4 * 5 * 50}
+
+
+def test_a_changed_verdict_replaces_the_stale_verdict_label(store):
+    from cti_assets.sources.base import REMOVE_LABELS
+
+    ip = ipv4("198.51.100.60", labels=["feed", "cti:malicious"])
+    store.write_bundle(bundle(ip))
+    again = {**ip, "labels": ["cti:benign"], REMOVE_LABELS: ["cti:malicious", "cti:suspicious"]}
+    store.write_bundle(bundle(again))
+    stored = store.get(ip["id"])
+    assert stored["labels"] == ["feed", "cti:benign"]
+    assert REMOVE_LABELS not in stored
