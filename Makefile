@@ -29,6 +29,7 @@ lint: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml

@@ -96,7 +96,7 @@ def plan_sensor_tick(
         affected[key] = affected.get(key, 0) + 1
     requests = [
         dg.RunRequest(
-            run_key=f"{key}:{watermark.created_at.isoformat()}:{last_id}",
+            run_key=f"{key}:{last_created.isoformat()}:{last_id}",
             partition_key=key,
             tags={
                 "dagster/priority": SENSOR_PRIORITY,

@@ -12,6 +12,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,7 +35,8 @@ CACHEABLE = (base.OK, base.NOT_FOUND)
 class ResponseCache:
     """SQLite (WAL, busy timeout) cache of provider answers, safe to share between threads."""
 
-    def __init__(self, path: str | Path | None = None, *, clock=time.time) -> None:
+    def __init__(self, path: str | Path | None = None, *, clock: Callable[[], float] = time.time,
+                 ) -> None:
         self.path = Path(path) if path is not None else data_settings.cache_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._clock = clock

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import requests
@@ -27,6 +27,10 @@ import tenacity
 from requests.adapters import HTTPAdapter
 
 from cti_assets.providers import base
+
+if TYPE_CHECKING:
+    from cti_assets.providers.config import ProviderSettings
+    from cti_assets.providers.ratelimit import SharedLimiter
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +263,13 @@ def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000.0, 3)
 
 
+def _outcome(state: tenacity.RetryCallState) -> Outcome:
+    """The Outcome of the attempt `state` follows (set before tenacity calls back)."""
+    if state.outcome is None:
+        raise RuntimeError("tenacity called back before any attempt finished")
+    return state.outcome.result()
+
+
 class ProviderClient:
     """Base of every provider client: build a request, send it under the limiter, classify.
 
@@ -269,7 +280,8 @@ class ProviderClient:
     provider: str = ""
     needs_key: bool = True
 
-    def __init__(self, settings, limiter=None, *, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, settings: ProviderSettings, limiter: SharedLimiter | None = None, *,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.settings = settings
         self.limiter = limiter
         self.session = make_session(settings.max_workers)
@@ -318,7 +330,7 @@ class ProviderClient:
             retry=tenacity.retry_if_result(self._should_retry),
             sleep=self._sleep,
             before_sleep=self._log_retry,
-            retry_error_callback=lambda state: state.outcome.result(),
+            retry_error_callback=_outcome,
         )
         outcome = retrying(attempt)
         if outcome.retryable and attempts > 1:
@@ -332,13 +344,13 @@ class ProviderClient:
         return wait is None or wait <= self.settings.max_retry_after_s
 
     def _log_retry(self, state: tenacity.RetryCallState) -> None:
-        outcome: Outcome = state.outcome.result()
+        outcome = _outcome(state)
         wait = state.next_action.sleep if state.next_action else 0.0
         log.info("%s: attempt %d failed (%s: %s); retrying in %.2f s", self.provider,
                  state.attempt_number, outcome.reason, redact(outcome.message), wait)
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
-        outcome: Outcome = state.outcome.result()
+        outcome = _outcome(state)
         if outcome.retry_after_s is not None:
             return outcome.retry_after_s
         jitter = tenacity.wait_random_exponential(

@@ -17,12 +17,27 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pyrate_limiter import BucketFactory, Limiter, Rate, RateItem, SQLiteBucket, TimeClock
+from pyrate_limiter import (
+    AbstractBucket,
+    BucketFactory,
+    Limiter,
+    Rate,
+    RateItem,
+    RedisBucket,
+    SQLiteBucket,
+    TimeClock,
+)
 from pyrate_limiter.exceptions import BucketFullException, LimiterDelayException
 
 from cti_assets import settings as data_settings
 from cti_assets.providers import base
+
+if TYPE_CHECKING:
+    import redis
+
+    from cti_assets.providers.config import ProviderSettings
 
 REDIS_URL_ENV = "CTI_RATELIMIT_REDIS_URL"
 LEAK_EVERY_S = 30.0
@@ -80,14 +95,14 @@ class _OneBucket(BucketFactory):
     """A single-bucket factory without pyrate-limiter's background Leaker thread (which dies
     with an AssertionError once its bucket is disposed); SharedLimiter leaks on acquire."""
 
-    def __init__(self, bucket) -> None:
+    def __init__(self, bucket: AbstractBucket) -> None:
         self.bucket = bucket
         self.clock = TimeClock()
 
     def wrap_item(self, name: str, weight: int = 1) -> RateItem:
         return RateItem(name, self.clock.now(), weight=weight)
 
-    def get(self, _item: RateItem):
+    def get(self, _item: RateItem) -> AbstractBucket:
         return self.bucket
 
 
@@ -115,8 +130,8 @@ class SharedLimiter:
         with self._ledger_lock:
             self._ledger.execute("PRAGMA journal_mode=WAL")
             self._ledger.executescript(_LEDGER_SCHEMA)
-        self._bucket = None
-        self._redis = None
+        self._bucket: AbstractBucket | None = None
+        self._redis: redis.Redis | None = None
         self._limiter: Limiter | None = None
         self._next_leak = 0.0
         if self.rates:
@@ -131,7 +146,7 @@ class SharedLimiter:
             )
 
     @classmethod
-    def for_settings(cls, settings, *, path: str | Path | None = None,
+    def for_settings(cls, settings: ProviderSettings, *, path: str | Path | None = None,
                      redis_url: str | None = None) -> SharedLimiter:
         """The limiter of `settings.name` with its per-second/minute/day/month limits."""
         limits = {
@@ -143,11 +158,10 @@ class SharedLimiter:
         return cls(settings.name, limits, path=path, redis_url=redis_url,
                    max_wait_s=settings.max_wait_s)
 
-    def _make_bucket(self, redis_url: str | None):
+    def _make_bucket(self, redis_url: str | None) -> AbstractBucket:
         redis_url = redis_url if redis_url is not None else os.environ.get(REDIS_URL_ENV)
         if redis_url:
             import redis
-            from pyrate_limiter import RedisBucket
 
             self._redis = redis.Redis.from_url(redis_url)
             key = f"cti_assets:ratelimit:{self.provider}"
@@ -240,7 +254,7 @@ class SharedLimiter:
             return 0
         now_ms = int(time.time() * 1000)
         since = now_ms - WINDOW_MS[window]
-        if self._redis is not None:
+        if self._redis is not None and isinstance(self._bucket, RedisBucket):
             return int(self._redis.zcount(self._bucket.bucket_key, since, now_ms))
         with self._ledger_lock:
             row = self._ledger.execute(
@@ -280,8 +294,8 @@ class SharedLimiter:
         self._ledger.close()
 
 
-def remaining(provider: str, window: str, settings=None, *, path: str | Path | None = None,
-              ) -> int | None:
+def remaining(provider: str, window: str, settings: ProviderSettings | None = None, *,
+              path: str | Path | None = None) -> int | None:
     """Requests `provider` has left in `window` on this machine (see SharedLimiter.remaining);
     the limits come from `settings`, else from the environment (config.settings_from_env)."""
     if settings is None:

@@ -6,6 +6,7 @@ become external references on what the write-back creates, so an analyst can cli
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from cti_assets.providers import base
@@ -16,6 +17,9 @@ from cti_assets.providers.clients.shodan import InternetDBClient, ShodanClient
 from cti_assets.providers.clients.virustotal import VirusTotalClient
 from cti_assets.providers.config import ProviderSettings, settings_from_env
 from cti_assets.providers.http import ProviderClient
+
+if TYPE_CHECKING:
+    from cti_assets.providers.ratelimit import SharedLimiter
 
 CLIENTS: dict[str, type[ProviderClient]] = {
     base.VIRUSTOTAL: VirusTotalClient,
@@ -56,7 +60,8 @@ PROVIDER_PAGE_URLS: dict[str, dict[str, str]] = {
 }
 
 
-def make_client(provider: str, settings: ProviderSettings, *, limiter=None,
+def make_client(provider: str, settings: ProviderSettings, *,
+                limiter: SharedLimiter | None = None,
                 internetdb_settings: ProviderSettings | None = None) -> ProviderClient:
     """The client of `provider`; Shodan gets an InternetDB client for its 403 fallback."""
     if provider not in CLIENTS:

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -31,8 +31,11 @@ from cti_assets.providers import base
 from cti_assets.providers.cache import ResponseCache
 from cti_assets.providers.config import ProviderSettings
 from cti_assets.providers.fields import PROVIDER_SCOPE
-from cti_assets.providers.http import Fetched, redact
+from cti_assets.providers.http import Fetched, ProviderClient, redact
 from cti_assets.providers.network_context import special_use_reason as special_use
+
+if TYPE_CHECKING:
+    from cti_assets.providers.ratelimit import SharedLimiter
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +111,11 @@ class LookupStats:
                                 ("skipped", self.skipped_by_reason)):
             for key, value in sorted(counter.items()):
                 meta[f"{prefix}_{key}"] = int(value)
-        for name, value in (("latency_p50_ms", self.latency_p50_ms),
-                            ("latency_p95_ms", self.latency_p95_ms),
-                            ("quota_remaining", self.quota_remaining)):
-            if value is not None:
-                meta[name] = value
+        for name, reading in (("latency_p50_ms", self.latency_p50_ms),
+                              ("latency_p95_ms", self.latency_p95_ms),
+                              ("quota_remaining", self.quota_remaining)):
+            if reading is not None:
+                meta[name] = reading
         return meta
 
 
@@ -194,10 +197,10 @@ def lookup_frame(
     settings: ProviderSettings,
     *,
     cache: ResponseCache,
-    limiter=None,
+    limiter: SharedLimiter | None = None,
     force_refresh: bool | Collection[str] = False,
     deferred: dict[str, str] | None = None,
-    client=None,
+    client: ProviderClient | None = None,
 ) -> tuple[pd.DataFrame, LookupStats]:
     """One LOOKUP_COLUMNS row per observable row, same order and index; and what it cost.
 
@@ -232,9 +235,12 @@ def lookup_frame(
             for i in indexes:
                 rows[i] = _result_row(records[i], results[key])
 
-    for row in rows:
+    filled = [row for row in rows if row is not None]
+    if len(filled) != len(rows):  # each row is gated, cached, deferred or looked up above
+        raise RuntimeError(f"{provider}: {len(rows) - len(filled)} observables without a row")
+    for row in filled:
         stats.count(row)
-    return to_lookup_frame(rows, observables.index), stats
+    return to_lookup_frame(filled, observables.index), stats
 
 
 def refreshes(force_refresh: bool | Collection[str], obs: dict[str, Any]) -> bool:
@@ -253,12 +259,17 @@ def _is_missing(value: Any) -> bool:
         return False
 
 
-def _not_called(provider: str, key: tuple[str, str], reason: str, message: str):
+def _not_called(provider: str, key: tuple[str, str], reason: str, message: str,
+                ) -> base.LookupResult:
     return base.LookupResult(provider=provider, entity_type=key[0], value=key[1],
                              status=base.ERROR, reason=reason, message=message)
 
 
-def _call_all(provider, keys, settings, cache, limiter, client, stats) -> dict:
+def _call_all(
+    provider: str, keys: list[tuple[str, str]], settings: ProviderSettings,
+    cache: ResponseCache, limiter: SharedLimiter | None, client: ProviderClient | None,
+    stats: LookupStats,
+) -> dict[tuple[str, str], base.LookupResult]:
     """Each distinct observable sent once on a bounded pool; stop on quota or refused key."""
     results: dict[tuple[str, str], base.LookupResult] = {}
     stop_lock = threading.Lock()
@@ -269,7 +280,7 @@ def _call_all(provider, keys, settings, cache, limiter, client, stats) -> dict:
         return {key: _not_called(provider, key, base.ERR_QUOTA, message) for key in keys}
 
     own_client = client is None
-    if own_client:
+    if client is None:
         from cti_assets.providers.registry import make_client
 
         client = make_client(provider, settings, limiter=limiter)

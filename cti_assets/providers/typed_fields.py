@@ -9,6 +9,7 @@ re-score: parsing when the day's lookups are written spares each re-score from p
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -42,7 +43,7 @@ def typed_field_columns(provider: str) -> list[str]:
     return [column(provider, name) for name in PROVIDER_FIELDS[provider]]
 
 
-def has_typed_fields(provider: str, columns) -> bool:
+def has_typed_fields(provider: str, columns: Iterable[str]) -> bool:
     """Whether a lookups table with these columns stores every field parsed (tables written
     before a field was added do not, and are merged from their JSON)."""
     return set(typed_field_columns(provider)) <= set(columns)
@@ -169,7 +170,8 @@ def _typed(provider: str, field: pa.Field, values: list[Any]) -> pa.Array:
             f"{provider} field {field.name!r} does not hold {dtype} values: {exc}") from None
 
 
-def pandas_array(values: pa.Array | pa.ChunkedArray, dtype: str):
+def pandas_array(values: pa.Array | pa.ChunkedArray, dtype: str,
+                 ) -> pd.api.extensions.ExtensionArray:
     if is_list(dtype):
         return pd.arrays.ArrowExtensionArray(values)
     return values.to_pandas(types_mapper=PANDAS_TYPES.get).array

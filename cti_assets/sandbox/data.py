@@ -152,7 +152,7 @@ def facts_for(value: str, seed: int = 0, forced_profile: str | None = None) -> F
         abuse = (rng.randint(75, 100), rng.randint(20, 900), rng.randint(5, 200))
         categories = tuple(rng.sample(STRONG_ABUSE_CATEGORIES, rng.randint(1, 3)))
         ports = tuple(sorted({rng.choice(RISKY_PORTS), rng.choice(COMMON_PORTS)}))
-        tags = (rng.choice(("c2", "malware", "compromised")),)
+        tags: tuple[str, ...] = (rng.choice(("c2", "malware", "compromised")),)
         vulns = _cves(rng, rng.randint(1, 5))
         is_tor = rng.random() < 0.1
         first_seen = BASE_EPOCH - rng.randint(2, 60) * 86400
@@ -296,6 +296,7 @@ def _engine_results(total: int, malicious: int, suspicious: int, harmless: int,
     """Per-engine verdicts; shared between answers with the same counts (never mutated)."""
     results: dict[str, dict[str, Any]] = {}
     bad_result = family.lower() if family else "malicious"
+    result: str | None
     for index, engine in enumerate(ENGINE_NAMES[:total]):
         if index < malicious:
             category, result = "malicious", bad_result
@@ -511,7 +512,7 @@ def greynoise_community(ip: str, f: Facts) -> dict[str, Any]:
     """Community answer for a found IP (call only when profile != not_found)."""
     riot = f.riot is not None
     noise = not riot
-    if riot:
+    if f.riot is not None:
         name = f.riot[1]
     elif f.benign_scanner:
         name = f.benign_scanner

@@ -69,7 +69,8 @@ def _vt(status: int, code: str, message: str, headers: dict | None = None) -> Re
     return json_reply(status, {"error": {"code": code, "message": message}}, headers)
 
 
-def _abuse(status: int, detail: str, parameter: str | None = None, headers: dict | None = None):
+def _abuse(status: int, detail: str, parameter: str | None = None, headers: dict | None = None,
+           ) -> Reply:
     error: dict = {"detail": detail, "status": status}
     if parameter:
         error["source"] = {"parameter": parameter}

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import numpy as np
 import pandas as pd
@@ -72,6 +73,13 @@ def _same_rows(ids: pa.Array, other: pa.Array) -> bool:
                                 other.cast(pa.large_string()))).as_py())
 
 
+class SummaryMetadata(TypedDict):
+    rows: int
+    verdicts: dict[str, int]
+    histogram: dict[str, int]
+    top_scores: str  # Markdown
+
+
 @dataclass
 class ScoreSummary:
     """What the scores' metadata and blocking checks need, gathered slice by slice."""
@@ -97,7 +105,7 @@ class ScoreSummary:
         self.ids.append(pa.array(scores["stix_id"], from_pandas=True).cast(pa.large_string()))
         self.top.append(_top_candidates(scores))
 
-    def metadata(self) -> dict[str, object]:
+    def metadata(self) -> SummaryMetadata:
         top = pd.concat(self.top, ignore_index=True) if self.top else pd.DataFrame()
         return {
             "rows": self.rows,

@@ -7,6 +7,7 @@ form it was stored in (a typed Parquet list now, JSON text in earlier versions).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,8 @@ def parse_components(components: object) -> list[dict]:
     if components is None or components is pd.NA or (
             isinstance(components, float) and np.isnan(components)):
         return []
+    if not isinstance(components, Iterable):
+        raise TypeError(f"components: {type(components).__name__} is not a list of items")
     return [_component(dict(item)) for item in components]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -145,7 +146,9 @@ def _match(reported: str, index: dict[str, list[ThreatEntity]]) -> list[ThreatEn
     return found
 
 
-def _reported_names(merged: pd.DataFrame, index: dict[str, list[ThreatEntity]]):
+def _reported_names(
+    merged: pd.DataFrame, index: dict[str, list[ThreatEntity]],
+) -> Iterator[tuple[str, str, list[ThreatEntity], np.ndarray]]:
     """(provider, reported name, matched entities, merged row positions) per matching name.
 
     Names are matched once per distinct value; only rows with status ok are read.

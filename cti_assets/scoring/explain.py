@@ -48,7 +48,7 @@ def explain_text(
     for item in sorted(items, key=lambda i: (-abs(float(i.get("contribution") or 0)),
                                              str(i.get("rule")))):
         provider = item.get("provider")
-        label = PROVIDER_LABELS.get(provider, provider)
+        label = PROVIDER_LABELS.get(provider, provider) if provider else provider
         lines.append(
             f"  {float(item.get('contribution') or 0):+6.1f}  {item.get('rule')}: "
             f"{label} {item.get('field')} = {json.dumps(item.get('value'))}"
@@ -188,7 +188,8 @@ def _link_lines(row: dict) -> list[str]:
     return ["  none"]
 
 
-def _raw_lines(row, lookups, raw_bodies, items) -> list[str]:
+def _raw_lines(row: dict, lookups: dict[str, dict], raw_bodies: dict[str, bytes],
+               items: list[dict]) -> list[str]:
     digests: dict[str, str] = {}
     for item in items:
         if item.get("raw_digest") and item.get("rule") != THREAT_LINK_RULE:

@@ -98,7 +98,9 @@ def _positions(stix_ids: pa.Array, lookup_ids: pa.Array) -> pa.Array | None:
     return pa.array(np.arange(len(stix_ids), dtype=np.int64))
 
 
-def _meta_array(source: pd.Series, dtype: str, positions: pa.Array):
+def _meta_array(
+    source: pd.Series, dtype: str, positions: pa.Array,
+) -> pd.api.extensions.ExtensionArray:
     if dtype == "string":
         return pd.arrays.ArrowStringArray(arrow_strings(source).take(positions).cast(pa.string()))
     if dtype == "boolean":

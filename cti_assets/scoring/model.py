@@ -171,7 +171,8 @@ def _confidence(view: View, weights: ScoringWeights) -> np.ndarray:
     return confidence
 
 
-def _verdicts(score, confidence, benign_evidence, scored, weights: ScoringWeights) -> np.ndarray:
+def _verdicts(score: np.ndarray, confidence: np.ndarray, benign_evidence: np.ndarray,
+              scored: np.ndarray, weights: ScoringWeights) -> np.ndarray:
     verdict = np.select(
         [
             score >= weights.malicious_threshold,
@@ -185,7 +186,8 @@ def _verdicts(score, confidence, benign_evidence, scored, weights: ScoringWeight
     return verdict
 
 
-def _contributions(hits, base, hazard, cap_delta, capped, cap_hit) -> list[np.ndarray]:
+def _contributions(hits: list[Hit], base: np.ndarray, hazard: np.ndarray, cap_delta: np.ndarray,
+                   capped: np.ndarray, cap_hit: np.ndarray) -> list[np.ndarray]:
     """Score points per hit row: malicious items share `base` in proportion to their hazard;
     the binding benign cap carries the (negative) points it removed; other benign items 0."""
     out = []
@@ -200,7 +202,8 @@ def _contributions(hits, base, hazard, cap_delta, capped, cap_hit) -> list[np.nd
     return out
 
 
-def _components(view, hits, contributions, link_contribution, summary) -> pa.ListArray:
+def _components(view: View, hits: list[Hit], contributions: list[np.ndarray],
+                link_contribution: np.ndarray, summary: np.ndarray) -> pa.ListArray:
     """Per row, its evidence items (COMPONENT_TYPE) in rule order, the threat link last. Built
     column by column from the hits, with no text per item: at a million rows the items are
     millions, and as JSON text they were most of the scores' bytes."""
@@ -242,7 +245,9 @@ def _digests(view: View, hits: list[Hit], part: np.ndarray, row: np.ndarray) -> 
 
 
 def _explanations(
-    view, hits, capped, cap_hit, link_contribution, summary, score, confidence, verdict,
+    view: View, hits: list[Hit], capped: np.ndarray, cap_hit: np.ndarray,
+    link_contribution: np.ndarray, summary: np.ndarray, score: np.ndarray,
+    confidence: np.ndarray, verdict: np.ndarray,
 ) -> pa.Array:
     """"<verdict> (<score>/100, confidence <c>): <phrase>; <phrase>; not answered: <gaps>"."""
     gaps = view.gaps()
@@ -297,7 +302,7 @@ def _unscored_columns(
     frame = view.frame
     n_rows = view.size
 
-    def passthrough(name: str, dtype: str):
+    def passthrough(name: str, dtype: str) -> pd.api.extensions.ExtensionArray:
         if dtype == "string":  # Arrow-backed, as read: no copy into Python strings
             dtype = pd.StringDtype("pyarrow")
         if name in frame.columns:
@@ -322,7 +327,10 @@ def _unscored_columns(
     return columns
 
 
-def _output(columns, score, confidence, verdict, components, explanation) -> pd.DataFrame:
+def _output(columns: dict[str, pd.api.extensions.ExtensionArray],
+            score: pd.api.extensions.ExtensionArray, confidence: np.ndarray,
+            verdict: np.ndarray, components: pa.ListArray, explanation: pa.Array,
+            ) -> pd.DataFrame:
     scored = {
         "score": score,
         "confidence": pd.array(confidence, dtype="Int64"),

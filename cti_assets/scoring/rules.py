@@ -10,9 +10,12 @@ the lineage and the tests. Nothing here loops over rows in Python.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 
@@ -155,14 +158,20 @@ def evaluate(view: View, weights: ScoringWeights) -> list[Hit]:
     return sorted(hits, key=lambda hit: (order[hit.rule], hit.provider))
 
 
-def _hit(spec_name: str, provider: str, field: str, mask, amount, value, phrase) -> Hit:
+# Text per fired row: one string for all, an Arrow array, or a function of the fired rows
+# (`...`: the rules bind loop variables as lambda defaults, `lambda r, first=first: ...`).
+HitText: TypeAlias = str | pa.Array | Callable[..., Any]
+
+
+def _hit(spec_name: str, provider: str, field: str, mask: npt.ArrayLike, amount: npt.ArrayLike,
+         value: HitText, phrase: HitText) -> Hit:
     """`value` and `phrase` are text or functions of the fired rows (built only for those)."""
     rows = np.flatnonzero(mask)
     kind = next(spec.kind for spec in RULES if spec.name == spec_name)
     amount = np.asarray(amount, dtype=float)
     amount = np.full(rows.size, float(amount)) if amount.ndim == 0 else amount[rows]
 
-    def text(source) -> pa.Array:
+    def text(source: HitText) -> pa.Array:
         made = source(rows) if callable(source) else source
         return const(made, rows.size) if isinstance(made, str) else made
 
@@ -394,7 +403,8 @@ def vt_stale(v: View, w: ScoringWeights) -> np.ndarray:
     return (fetched_s - analysed) > w.vt_stale_days * 86400
 
 
-def _first_item(v: View, provider: str, name: str, predicate) -> tuple[np.ndarray, np.ndarray]:
+def _first_item(v: View, provider: str, name: str, predicate: Callable[[pd.Series], pd.Series],
+                ) -> tuple[np.ndarray, np.ndarray]:
     """Rows with a list item satisfying `predicate`, and that first item per row. The
     predicate sees each distinct item once."""
     items = v.items(provider, name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -18,39 +19,42 @@ import pyarrow.compute as pc
 
 LARGE = pa.large_string()
 
+# A column of values: a list, a numpy array, a pandas Series or an Arrow array.
+Column: TypeAlias = Any
+
 
 def const(text: str, size: int) -> pa.Array:
     """The same text `size` times."""
     return pa.nulls(size, LARGE).fill_null(text)
 
 
-def from_objects(values) -> pa.Array:
+def from_objects(values: Column) -> pa.Array:
     """Python strings (None for null) as an Arrow array."""
     if isinstance(values, pa.Array):
         return values.cast(LARGE)
     return pa.array(np.asarray(values, dtype=object), type=LARGE, from_pandas=True)
 
 
-def cat(*parts) -> pa.Array:
+def cat(*parts: str | Column) -> pa.Array:
     """Element-wise concatenation of arrays and constant strings (null if any part is null)."""
     args = [pa.scalar(p, LARGE) if isinstance(p, str) else from_objects(p) for p in parts]
     return pc.binary_join_element_wise(*args, pa.scalar("", LARGE))
 
 
-def where(mask: np.ndarray, if_true, if_false) -> pa.Array:
-    def arg(value):
+def where(mask: np.ndarray, if_true: str | Column, if_false: str | Column) -> pa.Array:
+    def arg(value: str | Column) -> Any:
         return pa.scalar(value, LARGE) if isinstance(value, str) else from_objects(value)
 
     return pc.if_else(pa.array(np.asarray(mask, dtype=bool)), arg(if_true), arg(if_false))
 
 
-def labels(values) -> pa.Array:
+def labels(values: Column) -> pa.Array:
     """Low-cardinality Python strings (e.g. verdicts) as Arrow, encoded once per value."""
     codes, uniques = pd.factorize(pd.Series(np.asarray(values, dtype=object), dtype=object))
     return pa.array(list(uniques) + [None], type=LARGE).take(pa.array(codes))
 
 
-def ints(values) -> pa.Array:
+def ints(values: Column) -> pa.Array:
     """Rounded integers as text, "?" for missing."""
     array = np.atleast_1d(np.asarray(values, dtype=float))
     missing = np.isnan(array)
@@ -58,13 +62,13 @@ def ints(values) -> pa.Array:
     return pa.array(rounded, mask=missing).cast(LARGE).fill_null("?")
 
 
-def decimal1(values) -> pa.Array:
+def decimal1(values: Column) -> pa.Array:
     """Numbers rounded to one decimal, as JSON numbers ("12.5", "-3", "0")."""
     array = np.round(np.nan_to_num(np.asarray(values, dtype=float)), 1) + 0.0  # no "-0"
     return pa.array(array).cast(LARGE)
 
 
-def json_text(values) -> pa.Array:
+def json_text(values: Column) -> pa.Array:
     """JSON text of each value ("null" for missing), encoded once per distinct value."""
     series = pd.Series(np.asarray(values, dtype=object), dtype=object)
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
@@ -175,5 +179,5 @@ def to_pandas(array: pa.Array) -> pd.api.extensions.ExtensionArray:
     return pd.arrays.ArrowStringArray(array.cast(LARGE))
 
 
-def _plain(value):
+def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value

@@ -99,8 +99,10 @@ def deferred_map(triage_df: pd.DataFrame, provider: str) -> dict[str, str]:
 
 
 def _decide(
-    frame, provider, budget, priority, deferred_before, certain_benign, base_reason, id_rank
-):
+    frame: pd.DataFrame, provider: str, budget: int | None, priority: np.ndarray,
+    deferred_before: np.ndarray, certain_benign: np.ndarray, base_reason: np.ndarray,
+    id_rank: np.ndarray,
+) -> pd.DataFrame:
     n_rows = len(frame)
     entity_type = frame["entity_type"].astype(object).to_numpy()
     status_ok = (
@@ -135,7 +137,8 @@ def _decide(
     })
 
 
-def _priority(score, confidence, linked, weights: ScoringWeights) -> np.ndarray:
+def _priority(score: np.ndarray, confidence: np.ndarray, linked: np.ndarray,
+              weights: ScoringWeights) -> np.ndarray:
     """Higher for an uncertain middle score, a high score, a threat link, low confidence."""
     middle = (weights.suspicious_threshold + weights.malicious_threshold) / 2
     half_band = max(middle, 100 - middle)
@@ -148,7 +151,7 @@ def _priority(score, confidence, linked, weights: ScoringWeights) -> np.ndarray:
     )
 
 
-def _deferred_ids(previously_deferred, provider: str) -> set[str]:
+def _deferred_ids(previously_deferred: set[str] | dict | None, provider: str) -> set[str]:
     if not previously_deferred:
         return set()
     if isinstance(previously_deferred, dict):

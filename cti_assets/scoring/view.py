@@ -4,7 +4,8 @@ each computed once per frame and without per-row Python objects where Arrow can 
 from __future__ import annotations
 
 import json
-from typing import NamedTuple
+from collections.abc import Callable, Hashable
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,8 @@ from cti_assets.providers.base import (
 from cti_assets.providers.fields import PROVIDER_SCOPE, column
 from cti_assets.scoring.text import LARGE, const, join_rows
 from cti_assets.tables import OBSERVABLE_OK
+
+T = TypeVar("T")
 
 PROVIDER_LABELS = {
     VIRUSTOTAL: "VirusTotal",
@@ -69,7 +72,7 @@ class View:
 
     def codes(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """A low-cardinality column as codes (-1 for null) and its distinct values."""
-        def load():
+        def load() -> tuple[np.ndarray, np.ndarray]:
             if name not in self.frame.columns:
                 return np.full(self.size, -1, dtype=np.int64), np.array([], dtype=object)
             codes, uniques = pd.factorize(self.frame[name], use_na_sentinel=True)
@@ -189,7 +192,7 @@ class View:
             texts.append(named.take(pa.array(codes[gap])))
         return join_rows(self.size, rows, texts, ", ")
 
-    def _memo(self, key, load):
+    def _memo(self, key: Hashable, load: Callable[[], T]) -> T:
         if key not in self._cache:
             self._cache[key] = load()
         return self._cache[key]
@@ -254,7 +257,8 @@ def _objects(frame: pd.DataFrame, name: str) -> np.ndarray:
     return values[codes]
 
 
-def _status_text(status_codes, statuses, reason_codes, reasons) -> tuple[np.ndarray, list[str]]:
+def _status_text(status_codes: np.ndarray, statuses: np.ndarray, reason_codes: np.ndarray,
+                 reasons: np.ndarray) -> tuple[np.ndarray, list[str]]:
     pair = (status_codes + 1) * (len(reasons) + 1) + (reason_codes + 1)
     codes, pairs = pd.factorize(pair)
     texts = []

@@ -180,7 +180,7 @@ class LocalStixStore:
             try:
                 for index, obj in enumerate(objects):
                     problem = _shape_problem(obj)
-                    if problem:
+                    if problem or not isinstance(obj, dict):  # not a dict: a problem
                         stats.failed += 1
                         stats.failures.append(f"object {index}: {problem}")
                         continue

@@ -100,7 +100,10 @@ class _RecordingAdapter(HTTPAdapter):
         self.last_status: int | None = None
         self.problems: list[tuple[str, bool]] = []  # (what, transient)
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+    # types-requests spells out send's keywords; this passes them all through unchanged.
+    def send(  # type: ignore[override]
+        self, request: requests.PreparedRequest, **kwargs: Any
+    ) -> requests.Response:
         self.last_status = None
         try:
             response = super().send(request, **kwargs)

@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, SupportsFloat
 
 import pandas as pd
 from pycti import Identity, Indicator, Note, StixCoreRelationship
@@ -200,7 +200,7 @@ def _observable_objects(
     confidence = config.confidence
     observable = _observable(row, source, components, config, score, verdict, markings)
     objects = [observable]
-    note = {
+    note: dict[str, Any] = {
         "type": "note",
         "spec_version": "2.1",
         "id": note_id(config.author_name, row["stix_id"]),
@@ -444,7 +444,7 @@ def _hash_type(row: dict, source: dict) -> str:
     return hash_type
 
 
-def _confidence(value: object) -> int | None:
+def _confidence(value: SupportsFloat | str | None) -> int | None:
     """Confidence as STIX wants it (0..100): a float in [0, 1] is a fraction and is scaled."""
     if value is None or isinstance(value, bool):
         return None

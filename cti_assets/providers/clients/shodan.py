@@ -11,7 +11,7 @@ case, and calling InternetDB twice would only spend its budget.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cti_assets.providers import base
 from cti_assets.providers.http import (
@@ -20,6 +20,10 @@ from cti_assets.providers.http import (
     Request,
     path_segment,
 )
+
+if TYPE_CHECKING:
+    from cti_assets.providers.config import ProviderSettings
+    from cti_assets.providers.ratelimit import SharedLimiter
 
 FALLBACK_NOTE = "Shodan host API refused the key (403: no membership); answered from InternetDB"
 NO_KEY_NOTE = "no Shodan API key; answered from InternetDB"
@@ -65,8 +69,8 @@ class InternetDBClient(ProviderClient):
 class ShodanClient(ProviderClient):
     provider = base.SHODAN
 
-    def __init__(self, settings, limiter=None, *, internetdb: InternetDBClient | None = None,
-                 **kwargs) -> None:
+    def __init__(self, settings: ProviderSettings, limiter: SharedLimiter | None = None, *,
+                 internetdb: InternetDBClient | None = None, **kwargs: Any) -> None:
         super().__init__(settings, limiter, **kwargs)
         self.internetdb = internetdb
         self._membership_denied = threading.Event()
