@@ -1,10 +1,26 @@
 """Runs from the terminal: the definitions, the Dagster instance, in-process materialisation and
-the provider pools. The demo, dev and enrich commands share these."""
+the provider pools. The demo, dev and enrich commands share these.
+
+Every run goes to the one Dagster home settings resolves (DAGSTER_HOME, default
+<data dir>/dagster_home), created with the project's dagster.yaml when missing, so a bare
+`cti-assets enrich` shows up in `make dev`'s UI and `pools` sets the limits the daemon reads.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import cti_assets
+from cti_assets import settings
+from cti_assets.cli.errors import CliError
+
+# The instance settings of the project (run queue, pool default, retries), beside the package.
+PROJECT_DAGSTER_YAML = Path(cti_assets.__file__).resolve().parent.parent / "dagster.yaml"
 
 POOL_LIMITS = {
     "virustotal": 1,
@@ -24,13 +40,24 @@ def load_defs():
     return build_defs()
 
 
+def ensure_dagster_home() -> Path:
+    """The Dagster home, created with the project's dagster.yaml when missing, and exported as
+    DAGSTER_HOME so that Dagster, and any process started from here, uses the same one."""
+    home = settings.dagster_home_path()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists() and PROJECT_DAGSTER_YAML.is_file():
+        shutil.copyfile(PROJECT_DAGSTER_YAML, config)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
 def dagster_instance():
+    """The project's persistent Dagster instance (see ensure_dagster_home)."""
     import dagster as dg
 
-    if os.environ.get("DAGSTER_HOME"):
-        Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
-        return dg.DagsterInstance.get()
-    return dg.DagsterInstance.ephemeral()
+    ensure_dagster_home()
+    return dg.DagsterInstance.get()
 
 
 def materialise(partition_keys, run_config: dict | None = None, job_name: str = "enrichment"):
@@ -70,9 +97,22 @@ def materialise(partition_keys, run_config: dict | None = None, job_name: str = 
 
 
 def set_pool_limits(limits: dict[str, int] | None = None) -> dict[str, int]:
-    """Give each provider pool its limit on the instance (a fresh instance has none)."""
-    instance = dagster_instance()
+    """Give each provider pool its limit on the instance, through the route Dagster documents
+    (`dagster instance concurrency set POOL LIMIT`; it has no public Python API for this). The
+    commands run side by side: each spends its time importing Dagster, not writing."""
+    ensure_dagster_home()
     limits = limits or POOL_LIMITS
-    for pool, limit in limits.items():
-        instance.event_log_storage.set_concurrency_slots(pool, limit)
+
+    def set_one(item: tuple[str, int]) -> subprocess.CompletedProcess:
+        pool, limit = item
+        command = [sys.executable, "-m", "dagster", "instance", "concurrency", "set", pool,
+                   str(limit)]  # fmt: skip
+        return subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
+
+    with ThreadPoolExecutor(max_workers=len(limits) or 1) as pool:
+        results = list(pool.map(set_one, limits.items()))
+    for (pool_name, _), result in zip(limits.items(), results, strict=True):
+        if result.returncode != 0:
+            lines = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
+            raise CliError(f"could not set the limit of pool {pool_name}: {lines[-1]}")
     return limits
