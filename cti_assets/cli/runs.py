@@ -9,10 +9,10 @@ Every run goes to the one Dagster home settings resolves (DAGSTER_HOME, default
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cti_assets
@@ -96,23 +96,35 @@ def materialise(partition_keys, run_config: dict | None = None, job_name: str = 
     return failed
 
 
+def _dagster_cli(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "dagster", "instance", "concurrency", *args]
+    return subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
+
+
+_LIMIT_LINE = re.compile(r'^"(?P<pool>[^"]+)": \d+ / (?P<limit>\d+) slots occupied$', re.M)
+
+
+def pool_limits_set() -> dict[str, int]:
+    """The pool limits the instance holds (`dagster instance concurrency get --all`)."""
+    result = _dagster_cli("get", "--all")
+    if result.returncode != 0:
+        return {}
+    return {m["pool"]: int(m["limit"]) for m in _LIMIT_LINE.finditer(result.stdout)}
+
+
 def set_pool_limits(limits: dict[str, int] | None = None) -> dict[str, int]:
-    """Give each provider pool its limit on the instance, through the route Dagster documents
-    (`dagster instance concurrency set POOL LIMIT`; it has no public Python API for this). The
-    commands run side by side: each spends its time importing Dagster, not writing."""
+    """Give each provider pool its limit on the instance through the route Dagster documents,
+    `dagster instance concurrency set POOL LIMIT` (there is no public Python API for it). Each
+    call is a process that imports Dagster, so only limits that differ are set, one at a time
+    (side by side they would fight over the SQLite instance)."""
     ensure_dagster_home()
     limits = limits or POOL_LIMITS
-
-    def set_one(item: tuple[str, int]) -> subprocess.CompletedProcess:
-        pool, limit = item
-        command = [sys.executable, "-m", "dagster", "instance", "concurrency", "set", pool,
-                   str(limit)]  # fmt: skip
-        return subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
-
-    with ThreadPoolExecutor(max_workers=len(limits) or 1) as pool:
-        results = list(pool.map(set_one, limits.items()))
-    for (pool_name, _), result in zip(limits.items(), results, strict=True):
+    current = pool_limits_set()
+    for pool, limit in limits.items():
+        if current.get(pool) == limit:
+            continue
+        result = _dagster_cli("set", pool, str(limit))
         if result.returncode != 0:
             lines = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
-            raise CliError(f"could not set the limit of pool {pool_name}: {lines[-1]}")
+            raise CliError(f"could not set the limit of pool {pool}: {lines[-1]}")
     return limits
