@@ -41,23 +41,37 @@ def load_defs():
 
 
 def ensure_dagster_home() -> Path:
-    """The Dagster home, created with the project's dagster.yaml when missing, and exported as
-    DAGSTER_HOME so that Dagster, and any process started from here, uses the same one."""
+    """The Dagster home, created with the project's dagster.yaml when missing."""
     home = settings.dagster_home_path()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists() and PROJECT_DAGSTER_YAML.is_file():
         shutil.copyfile(PROJECT_DAGSTER_YAML, config)
-    os.environ["DAGSTER_HOME"] = str(home)
     return home
 
 
+def dagster_env() -> dict[str, str]:
+    """The environment of a Dagster process started from here: the same data directory and
+    Dagster home as this one, spelled out (absolute), whatever its working directory."""
+    home = ensure_dagster_home()
+    return {**os.environ, "CTI_DATA_DIR": str(settings.data_dir_path()), "DAGSTER_HOME": str(home)}
+
+
 def dagster_instance():
-    """The project's persistent Dagster instance (see ensure_dagster_home)."""
+    """The project's persistent Dagster instance (see ensure_dagster_home). DagsterInstance.get
+    reads DAGSTER_HOME; it is set for that call only, so nothing else in the process moves."""
     import dagster as dg
 
-    ensure_dagster_home()
-    return dg.DagsterInstance.get()
+    home = str(ensure_dagster_home())
+    saved = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = home
+    try:
+        return dg.DagsterInstance.get()
+    finally:
+        if saved is None:
+            del os.environ["DAGSTER_HOME"]
+        else:
+            os.environ["DAGSTER_HOME"] = saved
 
 
 def materialise(partition_keys, run_config: dict | None = None, job_name: str = "enrichment"):
@@ -98,7 +112,9 @@ def materialise(partition_keys, run_config: dict | None = None, job_name: str = 
 
 def _dagster_cli(*args: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "dagster", "instance", "concurrency", *args]
-    return subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
+    return subprocess.run(  # noqa: S603 - our own interpreter and fixed arguments
+        command, capture_output=True, text=True, check=False, env=dagster_env()
+    )
 
 
 _LIMIT_LINE = re.compile(r'^"(?P<pool>[^"]+)": \d+ / (?P<limit>\d+) slots occupied$', re.M)
@@ -117,7 +133,6 @@ def set_pool_limits(limits: dict[str, int] | None = None) -> dict[str, int]:
     `dagster instance concurrency set POOL LIMIT` (there is no public Python API for it). Each
     call is a process that imports Dagster, so only limits that differ are set, one at a time
     (side by side they would fight over the SQLite instance)."""
-    ensure_dagster_home()
     limits = limits or POOL_LIMITS
     current = pool_limits_set()
     for pool, limit in limits.items():
