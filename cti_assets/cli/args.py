@@ -66,3 +66,15 @@ def rate_limits(text: str) -> dict[str, float]:
                 f"the limit of {provider} must be a positive number of requests per second"
             )
     return {provider: float(rps) for provider, rps in limits.items()}
+
+
+def existing_file(text: str) -> str:
+    """A path to a file that exists (checked before anything is opened or created)."""
+    from pathlib import Path
+
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text}: no such file")
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text}: not a file")
+    return text

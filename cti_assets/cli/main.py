@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
 
-from cti_assets.cli.args import day, port_number, rate_limits, whole_number
+from cti_assets.cli.args import day, existing_file, port_number, rate_limits, whole_number
 from cti_assets.cli.errors import CliError
 
 
@@ -217,7 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
         return command
 
     p = add("import", cmd_import, "Load STIX 2.1 bundles into the local store")
-    p.add_argument("files", nargs="+", metavar="FILE.json", help="STIX 2.1 bundle file(s)")
+    p.add_argument(
+        "files", nargs="+", metavar="FILE.json", type=existing_file, help="STIX 2.1 bundle file(s)"
+    )
     p.add_argument("--created-at", help="ISO-8601 creation time recorded for new observables")
 
     p = add(
