@@ -334,14 +334,17 @@ def test_a_bad_argument_in_a_real_process_is_one_line():
 
 
 @pytest.mark.slow
-def test_pools_sets_the_limits_on_the_data_dirs_dagster_home(capsys, env):
-    from cti_assets.cli.runs import POOL_LIMITS, pool_limits_set
+def test_pools_sets_the_limits_on_the_data_dirs_dagster_home(capsys, env, monkeypatch):
+    from cti_assets.cli import runs
 
+    # two pools, not seven: each limit is one `dagster instance concurrency set` process
+    limits = {"virustotal": 1, "greynoise": 2}
+    monkeypatch.setattr(runs, "POOL_LIMITS", limits)
     code, out, err = run(capsys, ["pools"])
     assert (code, err) == (0, "")
-    assert "pool virustotal           limit 1" in out
+    assert out == "pool virustotal           limit 1\npool greynoise            limit 2\n"
     assert (env / "data" / "dagster_home" / "dagster.yaml").exists()  # the project's, copied
-    assert pool_limits_set() == POOL_LIMITS  # read back from that instance
+    assert runs.pool_limits_set() == limits  # read back from that instance
 
 
 @pytest.mark.slow

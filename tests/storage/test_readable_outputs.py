@@ -99,10 +99,10 @@ def test_our_reader_still_gives_arrow_backed_lists(outputs):
 def test_duckdb_reads_every_output(outputs):
     import duckdb
 
-    for name, path in outputs.items():
-        count = duckdb.sql(f"select count(*) from read_parquet('{path}')").fetchone()[0]
-        assert count == pq.ParquetFile(path).metadata.num_rows, name
-        duckdb.sql(f"select * from read_parquet('{path}')").fetchall()
+    with duckdb.connect() as connection:
+        for name, path in outputs.items():
+            rows = connection.execute("select * from read_parquet(?)", [str(path)]).fetchall()
+            assert len(rows) == pq.ParquetFile(path).metadata.num_rows, name
 
 
 @pytest.mark.skipif(importlib.util.find_spec("polars") is None, reason="polars not installed")
