@@ -118,7 +118,7 @@ class FrameBatches:
                     if writer is None:
                         schema = readable_schema(table.schema)
                         writer = pq.ParquetWriter(sink, schema)
-                    table = table.replace_schema_metadata(schema.metadata)
+                    table = table.replace_schema_metadata(writer.schema.metadata)
                     if writing is not None:
                         writing.result()
                     writing = pool.submit(writer.write_table, table)
