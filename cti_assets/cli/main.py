@@ -100,9 +100,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from cti_assets.sandbox import serve_forever
 
-    serve_forever(
-        port=args.port, host="127.0.0.1", latency_ms=args.latency_ms, rate_limits=args.rate_limits
-    )
+    try:
+        serve_forever(
+            port=args.port, host="127.0.0.1", latency_ms=args.latency_ms,
+            rate_limits=args.rate_limits,
+        )  # fmt: skip
+    except SystemExit as refusal:  # the sandbox's one-line refusal (e.g. the port is taken)
+        if isinstance(refusal.code, str):
+            raise CliError(refusal.code.removeprefix("provider sandbox: ")) from None
+        raise
     return 0
 
 

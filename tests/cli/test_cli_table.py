@@ -137,6 +137,8 @@ BAD = [
      r"the limit of virustotal must be a positive number of requests per second"),
     (["sandbox", "--port", "99999"], 2,
      r"^cti-assets sandbox: argument --port: '99999' is not a port number \(0-65535\)"),
+    (["sandbox", "--port", "{busy}"], 2,
+     r"^cti-assets sandbox: cannot listen on 127\.0\.0\.1:\d+: Address already in use$"),
     (["sandbox", "--port", "not-a-number"], 2, r"'not-a-number' is not a port number"),
     (["sandbox", "--latency-ms", "-5"], 2, r"'-5' is not a whole number >= 0"),
     (["explain"], 2, r"^cti-assets explain: the following arguments are required: value"),
