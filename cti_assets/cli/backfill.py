@@ -94,7 +94,8 @@ def server_reason(response: requests.Response) -> str:
     except ValueError:
         payload = None
     if isinstance(payload, dict) and payload.get("errors"):
-        messages = [str(e.get("message", e)) for e in payload["errors"] if e]
+        errors = payload["errors"] if isinstance(payload["errors"], list) else [payload["errors"]]
+        messages = [str(e.get("message", e) if isinstance(e, dict) else e) for e in errors]
         reason = "; ".join(messages)
     else:
         reason = response.text
@@ -144,7 +145,8 @@ def launch_backfill(
         )
     except requests.RequestException as error:
         raise BackfillError(
-            f"cannot reach the Dagster webserver at {safe_url(url)}: {type(error).__name__}"
+            f"cannot reach the Dagster webserver at {safe_url(url)}: {type(error).__name__} "
+            "(is `make dev` running? --url sets where)"
         ) from None
     if response.status_code != 200:
         raise BackfillError(

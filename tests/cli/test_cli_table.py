@@ -178,7 +178,7 @@ BAD = [
     (["backfill", "--from", "2026-11-01", "--to", "2026-11-02",
       "--url", "http://user:s3cret@127.0.0.1:{busy_closed}"], 2,
      r"^cti-assets backfill: cannot reach the Dagster webserver at http://127\.0\.0\.1:\d+: "
-     r"ConnectionError$"),
+     r"ConnectionError \(is `make dev` running\? --url sets where\)$"),
     (["demo", "--sandbox-port", "99999"], 2, r"^cti-assets demo: argument --sandbox-port: "),
     (["dev", "--port", "70000"], 2, r"^cti-assets dev: argument --port: '70000' is not a port"),
     (["where", "extra"], 2, r"^cti-assets: unrecognized arguments: extra"),
