@@ -370,3 +370,14 @@ def test_enrich_reuses_a_running_sandbox_and_records_the_run(capsys, env, monkey
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     with dg.DagsterInstance.get() as instance:
         assert instance.get_runs_count() >= 1  # visible in the UI of that Dagster home
+
+
+def test_explain_outside_the_repo_names_the_default_data_dir_and_creates_none(
+    capsys, env, monkeypatch
+):
+    monkeypatch.delenv("CTI_DATA_DIR")
+    code, _, err = run(capsys, ["explain", "1.2.3.4"])
+    assert code == 2 and one_line(err) == (
+        f"cti-assets explain: no data directory at {env / 'work' / 'data'} (the default, ./data):"
+        " nothing has been scored yet")
+    assert not (env / "work" / "data").exists()
