@@ -2,8 +2,10 @@
 
 Where the pipeline keeps what it writes is one data directory, set by CTI_DATA_DIR: every writer
 (local STIX store, Parquet outputs, response cache, rate-limit buckets, Dagster home) derives its
-path from here, so one variable moves the whole project. Provider settings live with the
-providers (providers/config.py), read the same way.
+path from here, so one variable moves the whole project. The Dagster home follows it
+(DAGSTER_HOME, default <data dir>/dagster_home, as `make` sets it), so every entry point, make or
+a bare `cti-assets`, records runs and pool limits in one instance. Provider settings live with
+the providers (providers/config.py), read the same way.
 """
 
 from __future__ import annotations
@@ -15,11 +17,25 @@ DEFAULT_DATA_DIR = "./data"
 DEFAULT_BATCH_ROWS = 100_000
 
 
+def data_dir_path() -> Path:
+    """Where the data directory is (CTI_DATA_DIR, default ./data), absolute; not created."""
+    return Path(os.environ.get("CTI_DATA_DIR") or DEFAULT_DATA_DIR).expanduser().resolve()
+
+
 def data_dir() -> Path:
     """The data directory (CTI_DATA_DIR, default ./data), created when missing."""
-    path = Path(os.environ.get("CTI_DATA_DIR", DEFAULT_DATA_DIR)).expanduser().resolve()
+    path = data_dir_path()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def dagster_home_path() -> Path:
+    """The Dagster home (DAGSTER_HOME, default <data dir>/dagster_home), absolute; not created.
+    `make` sets the same default, so runs land in one instance whichever way they start."""
+    home = os.environ.get("DAGSTER_HOME")
+    if home:
+        return Path(home).expanduser().resolve()
+    return data_dir_path() / "dagster_home"
 
 
 def store_path() -> Path:

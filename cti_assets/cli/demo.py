@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 from cti_assets import settings
-from cti_assets.cli.runs import materialise, set_pool_limits
+from cti_assets.cli.runs import dagster_env, materialise, set_pool_limits
 from cti_assets.intake.observable import STIX_TO_ENTITY_TYPE
 
 DEMO_DAYS = ("2026-11-20", "2026-11-21")
@@ -97,7 +97,7 @@ def print_scores(partition_keys, n: int = 12) -> None:
 def run_demo(sandbox_port: int = 8765) -> int:
     from cti_assets.sandbox import ProviderSandbox
 
-    print(f"data directory: {settings.data_dir()}")
+    print(f"data directory: {settings.data_dir()}; Dagster home: {settings.dagster_home_path()}")
     sandbox = ProviderSandbox(port=sandbox_port)
     try:
         sandbox.start()
@@ -133,7 +133,8 @@ def run_dev(sandbox_port: int = 8765, ui_port: int = 3000) -> int:
     print(f"provider sandbox on {sandbox.url}; pools set; sensor on")
     command = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", str(ui_port)]
     try:
-        return subprocess.call(command)  # noqa: S603 - our own interpreter and fixed arguments
+        # our own interpreter and fixed arguments, with the same data dir and Dagster home
+        return subprocess.call(command, env=dagster_env())  # noqa: S603
     except KeyboardInterrupt:
         return 0
     finally:

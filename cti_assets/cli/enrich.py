@@ -3,6 +3,10 @@
 The values are imported into the local store when new (so they belong to today's partition),
 then their day's pipeline runs with `refresh_values` set on every lookup asset: the given
 values are fetched anew, the rest of the day comes from the cache at no cost.
+
+Providers are reached through their settings (keys and base URLs from the environment), or,
+with `--sandbox-port N`, through the provider sandbox on that port: the one already listening
+there (a `cti-assets sandbox` or `make dev`), else one started for this command.
 """
 
 from __future__ import annotations
@@ -83,16 +87,53 @@ def enrich_now(values: list[str]) -> int:
     return 1 if failed else 0
 
 
+def running_sandbox_urls(port: int, host: str = "127.0.0.1") -> dict[str, str] | None:
+    """The base URLs of a provider sandbox already answering on the port, or None when what
+    answers there (if anything) is no sandbox."""
+    import requests
+
+    from cti_assets.sandbox import BASE_URL_PATHS
+
+    url = f"http://{host}:{port}"
+    try:
+        reply = requests.get(f"{url}/_sandbox/stats", timeout=3)
+        stats = reply.json() if reply.status_code == 200 else None
+    except (requests.RequestException, ValueError):
+        return None
+    if not isinstance(stats, dict) or not {"total", "providers"} <= stats.keys():
+        return None
+    return {name: f"{url}{path}" for name, path in BASE_URL_PATHS.items()}
+
+
 def enrich_values(values: list[str], sandbox_port: int | None = None) -> int:
     """Import the values when needed, run their day's pipeline with a forced refresh of them,
     and print their scores."""
+    from cti_assets.cli.errors import CliError
+
+    for value in values:  # refuse a bad value before anything starts or is written
+        try:
+            guess_observable(value)
+        except UnknownValueError as error:
+            raise CliError(str(error)) from None
     sandbox = None
     if sandbox_port is not None:
         from cti_assets.cli.demo import point_providers_at
         from cti_assets.sandbox import ProviderSandbox
 
-        sandbox = ProviderSandbox(port=sandbox_port).start()
-        point_providers_at(sandbox.base_urls)
+        base_urls = running_sandbox_urls(sandbox_port) if sandbox_port else None
+        if base_urls is None:
+            try:
+                sandbox = ProviderSandbox(port=sandbox_port).start()
+            except OSError:
+                raise CliError(
+                    f"port {sandbox_port} is in use by something that is not the provider "
+                    "sandbox; give another --sandbox-port"
+                ) from None
+            base_urls = sandbox.base_urls
+            print(f"provider sandbox started on {sandbox.url}")
+        else:
+            print(f"using the provider sandbox already running on port {sandbox_port}")
+        point_providers_at(base_urls)
     try:
         return enrich_now(values)
     finally:

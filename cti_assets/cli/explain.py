@@ -1,7 +1,8 @@
 """`cti-assets explain VALUE`: a score's whole derivation, from the stored tables.
 
 It reads what the pipeline stored (scores, each provider's lookup row, the cached raw answers),
-so it costs no provider call and shows exactly what the score was computed from.
+so it costs no provider call and shows exactly what the score was computed from. It only reads:
+a missing data directory is reported with its path, never created.
 """
 
 from __future__ import annotations
@@ -59,17 +60,32 @@ def provider_rows(partition: str, stix_id: str) -> dict[str, dict]:
     return rows
 
 
+def searched_where() -> str:
+    """The data directory explain reads, and where that came from."""
+    import os
+
+    from cti_assets import settings
+
+    origin = "CTI_DATA_DIR" if os.environ.get("CTI_DATA_DIR") else "the default, ./data"
+    return f"{settings.data_dir_path()} ({origin})"
+
+
 def explain_value(value: str, partition: str | None = None, raw: bool = True) -> str:
+    import os
+
+    from cti_assets import settings
     from cti_assets.cli.errors import CliError
     from cti_assets.scoring.explain import explain_text
 
+    if not os.environ.get("CTI_OUTPUTS_BASE") and not settings.data_dir_path().is_dir():
+        raise CliError(f"no data directory at {searched_where()}: nothing has been scored yet")
     try:
         key, row = find_score(value, partition)
     except NotScoredError as error:
-        raise CliError(str(error)) from None
+        raise CliError(f"{error} (searched {searched_where()})") from None
     lookups = provider_rows(key, row["stix_id"])
     raw_bodies: dict[str, bytes] | None = None
-    if raw:
+    if raw and settings.cache_path().exists():
         from cti_assets.providers.cache import ResponseCache
 
         cache = ResponseCache()

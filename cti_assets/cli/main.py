@@ -1,6 +1,8 @@
 """`cti-assets`: the terminal side of the project (import, export, sandbox, explain, enrich,
-backfill, demo, dev, pools).
+backfill, demo, dev, pools, where).
 
+One resolution of where things live (settings: CTI_DATA_DIR, default ./data; DAGSTER_HOME,
+default <data dir>/dagster_home, the same as `make`), shown by `cti-assets where` and `--help`.
 Every command turns expected failures into one clear line on stderr and exit status 2; a
 traceback here is a bug.
 """
@@ -8,12 +10,13 @@ traceback here is a bug.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NoReturn
 
+from cti_assets.cli.args import day, existing_file, port_number, rate_limits, whole_number
 from cti_assets.cli.errors import CliError
 
 
@@ -46,39 +49,67 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from cti_assets.sources.bundle_files import export_store
-    from cti_assets.sources.local import LocalStixStore
+    from cti_assets import settings
+    from cti_assets.sources.bundle_files import (
+        BundleError,
+        bundle_of,
+        export_target,
+        write_bundle_file,
+    )
 
-    out = Path(args.out)
+    default_name = f"bundle-{args.partition}.json" if args.partition else "export.json"
+    try:
+        out = export_target(args.out, default_name)
+    except BundleError as error:
+        raise CliError(str(error)) from None
     if args.partition:
+        import os
+
         from cti_assets.defs.writeback import partition_bundle
         from cti_assets.storage.outputs import read_partition
 
         try:
+            if not os.environ.get("CTI_OUTPUTS_BASE") and not settings.data_dir_path().is_dir():
+                raise FileNotFoundError  # read nothing, create nothing
             scores = read_partition("observable_scores", args.partition)
             context = read_partition("threat_context", args.partition)
             observables = read_partition("observables", args.partition)
             merged = read_partition("merged_enrichment", args.partition)
         except FileNotFoundError:
             raise CliError(
-                f"no scores stored for partition {args.partition}: materialise it first"
+                f"no scores stored for partition {args.partition} under "
+                f"{settings.data_dir_path()}: materialise it first"
             ) from None
         bundle = partition_bundle(scores, context, observables, merged, datetime.now(UTC))
-        out.write_text(json.dumps(bundle, indent=1, sort_keys=True))
-        print(f"wrote {len(bundle['objects'])} objects of partition {args.partition} to {out}")
-        return 0
-    count = export_store(LocalStixStore(), out)
-    print(f"wrote {count} objects of the local store to {out}")
+        what = f"of partition {args.partition}"
+    else:
+        from cti_assets.sources.local import LocalStixStore
+
+        # a store that does not exist yet exports as an empty bundle, without creating it
+        store_file = settings.data_dir_path() / "store.sqlite"
+        objects = LocalStixStore(store_file).all_objects() if store_file.exists() else []
+        bundle = bundle_of(objects)
+        what = "of the local store"
+    try:
+        write_bundle_file(bundle, out)
+    except BundleError as error:
+        raise CliError(str(error)) from None
+    print(f"wrote {len(bundle['objects'])} objects {what} to {out}")
     return 0
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from cti_assets.sandbox import serve_forever
 
-    rate_limits = json.loads(args.rate_limits) if args.rate_limits else None
-    serve_forever(
-        port=args.port, host="127.0.0.1", latency_ms=args.latency_ms, rate_limits=rate_limits
-    )
+    try:
+        serve_forever(
+            port=args.port, host="127.0.0.1", latency_ms=args.latency_ms,
+            rate_limits=args.rate_limits,
+        )  # fmt: skip
+    except SystemExit as refusal:  # the sandbox's one-line refusal (e.g. the port is taken)
+        if isinstance(refusal.code, str):
+            raise CliError(refusal.code.removeprefix("provider sandbox: ")) from None
+        raise
     return 0
 
 
@@ -104,7 +135,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         )
     except BackfillError as error:
         raise CliError(str(error)) from None
-    print(f"backfill {backfill_id} launched: {args.url}/runs/b/{backfill_id}")
+    from cti_assets.cli.backfill import safe_url
+
+    print(f"backfill {backfill_id} launched: {safe_url(args.url)}/runs/b/{backfill_id}")
     return 0
 
 
@@ -128,9 +161,62 @@ def cmd_pools(args: argparse.Namespace) -> int:
     return 0
 
 
+def where_lines() -> list[str]:
+    """Where everything lives, and which setting decided it (nothing is created)."""
+    import os
+
+    from cti_assets import settings
+
+    def origin(name: str, default: str) -> str:
+        return f"from {name}" if os.environ.get(name) else f"default: {default}; set {name}"
+
+    data = settings.data_dir_path()
+    outputs = os.environ.get("CTI_OUTPUTS_BASE") or str(data / "outputs")
+    return [
+        f"data directory  {data}  ({origin('CTI_DATA_DIR', './data')})",
+        f"Dagster home    {settings.dagster_home_path()}  "
+        f"({origin('DAGSTER_HOME', '<data directory>/dagster_home')})",
+        f"outputs         {outputs}  ({origin('CTI_OUTPUTS_BASE', '<data directory>/outputs')})",
+        f"STIX store      {data / 'store.sqlite'}",
+        f"response cache  {data / 'cache.sqlite'}",
+    ]
+
+
+def cmd_where(args: argparse.Namespace) -> int:
+    print("\n".join(where_lines()))
+    return 0
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line on stderr (exit 2), naming the command."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed_version
+
+    try:
+        return installed_version("cti-assets")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cti-assets", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    epilog = "where things live (cti-assets where):\n  " + "\n  ".join(where_lines())
+    parser = OneLineParser(
+        prog="cti-assets",
+        description=" ".join(__doc__.split("\n\n")[0].split()),
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"cti-assets {version()}",
+        help="Print the installed version and exit",
+    )  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str):
         command = sub.add_parser(name, help=help_text, description=help_text)
@@ -138,44 +224,81 @@ def build_parser() -> argparse.ArgumentParser:
         return command
 
     p = add("import", cmd_import, "Load STIX 2.1 bundles into the local store")
-    p.add_argument("files", nargs="+", metavar="FILE.json")
+    p.add_argument(
+        "files", nargs="+", metavar="FILE.json", type=existing_file, help="STIX 2.1 bundle file(s)"
+    )
     p.add_argument("--created-at", help="ISO-8601 creation time recorded for new observables")
 
     p = add(
         "export", cmd_export, "Write the local store, or one partition's enrichment, as a bundle"
     )
-    p.add_argument("--out", default="export.json")
-    p.add_argument("--partition", help="Day (YYYY-MM-DD) whose write-back bundle to export")
+    p.add_argument(
+        "--out", default="export.json",
+        help="File to write, in an existing directory; a directory gets a file inside it "
+        "(default: export.json)",
+    )  # fmt: skip
+    p.add_argument(
+        "--partition", type=day, help="Day (YYYY-MM-DD) whose write-back bundle to export"
+    )
 
     p = add("sandbox", cmd_sandbox, "Run the provider sandbox (local API simulator)")
-    p.add_argument("--port", type=int, default=8765)
-    p.add_argument("--latency-ms", type=int, default=0)
-    p.add_argument("--rate-limits", help='JSON, e.g. {"virustotal": 4}')
+    p.add_argument(
+        "--port", type=port_number, default=8765, help="Port to listen on (default: 8765)"
+    )
+    p.add_argument(
+        "--latency-ms", type=whole_number, default=0,
+        help="Delay added to every answer, in milliseconds (default: 0)",
+    )  # fmt: skip
+    p.add_argument(
+        "--rate-limits", type=rate_limits,
+        help='Requests per second per provider, as JSON, e.g. {"virustotal": 4}',
+    )  # fmt: skip
 
     p = add("explain", cmd_explain, "Print a score's whole derivation, down to provider answers")
-    p.add_argument("value")
-    p.add_argument("--partition", help="Day to look in (default: the latest that has it)")
+    p.add_argument("value", help="Observable value or STIX id")
+    p.add_argument("--partition", type=day, help="Day to look in (default: the latest with it)")
     p.add_argument("--no-raw", action="store_true", help="Leave out raw provider answers")
 
     p = add("enrich", cmd_enrich, "Enrich observable values now and print their scores")
-    p.add_argument("values", nargs="+")
-    p.add_argument("--sandbox-port", type=int, default=None, help="Use a sandbox on this port")
+    p.add_argument("values", nargs="+", metavar="VALUE", help="IP, domain, URL or file hash")
+    p.add_argument(
+        "--sandbox-port", type=port_number, default=None,
+        help="Use the provider sandbox on this port (the running one, else start one); "
+        "without it, the provider settings of the environment",
+    )  # fmt: skip
 
     p = add("backfill", cmd_backfill, "Launch an asset backfill through the Dagster webserver")
-    p.add_argument("--from", dest="date_from", required=True)
-    p.add_argument("--to", dest="date_to", required=True)
-    p.add_argument("--assets", nargs="*", default=None)
-    p.add_argument("--job", default=None, help="e.g. rescore")
-    p.add_argument("--url", default="http://127.0.0.1:3000")
+    p.add_argument("--from", dest="date_from", required=True, help="First day, YYYY-MM-DD")
+    p.add_argument("--to", dest="date_to", required=True, help="Last day (included), YYYY-MM-DD")
+    p.add_argument(
+        "--assets", nargs="*", default=None, metavar="ASSET",
+        help="Assets to backfill (default: the whole graph, or the job's)",
+    )  # fmt: skip
+    p.add_argument(
+        "--job", default=None, help="Backfill a job's assets instead: rescore"
+    )
+    p.add_argument(
+        "--url", default="http://127.0.0.1:3000",
+        help="Dagster webserver (default: http://127.0.0.1:3000)",
+    )  # fmt: skip
 
     p = add("demo", cmd_demo, "The main job end to end on the embedded default, with the sandbox")
-    p.add_argument("--sandbox-port", type=int, default=8765)
+    p.add_argument(
+        "--sandbox-port", type=port_number, default=8765,
+        help="Port for the provider sandbox (another free one if taken; default: 8765)",
+    )  # fmt: skip
 
     p = add("dev", cmd_dev, "dagster dev with the sandbox running and the sensor on")
-    p.add_argument("--sandbox-port", type=int, default=8765)
-    p.add_argument("--port", type=int, default=3000)
+    p.add_argument(
+        "--sandbox-port", type=port_number, default=8765,
+        help="Port for the provider sandbox (default: 8765)",
+    )  # fmt: skip
+    p.add_argument(
+        "--port", type=port_number, default=3000, help="Port of the Dagster UI (default: 3000)"
+    )
 
     add("pools", cmd_pools, "Set the per-provider pool limits on the Dagster instance")
+    add("where", cmd_where, "Print where the data directory, Dagster home and outputs are")
     return parser
 
 
@@ -195,10 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 - last line of defence: one line, no traceback
         from cti_assets.providers.http import redact
 
-        print(
-            f"cti-assets {args.command}: {type(error).__name__}: {redact(str(error))}",
-            file=sys.stderr,
-        )
+        message = " ".join(redact(str(error)).split())
+        print(f"cti-assets {args.command}: {type(error).__name__}: {message}", file=sys.stderr)
         return 2
 
 

@@ -1,10 +1,26 @@
 """Runs from the terminal: the definitions, the Dagster instance, in-process materialisation and
-the provider pools. The demo, dev and enrich commands share these."""
+the provider pools. The demo, dev and enrich commands share these.
+
+Every run goes to the one Dagster home settings resolves (DAGSTER_HOME, default
+<data dir>/dagster_home), created with the project's dagster.yaml when missing, so a bare
+`cti-assets enrich` shows up in `make dev`'s UI and `pools` sets the limits the daemon reads.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+import cti_assets
+from cti_assets import settings
+from cti_assets.cli.errors import CliError
+
+# The instance settings of the project (run queue, pool default, retries), beside the package.
+PROJECT_DAGSTER_YAML = Path(cti_assets.__file__).resolve().parent.parent / "dagster.yaml"
 
 POOL_LIMITS = {
     "virustotal": 1,
@@ -24,13 +40,38 @@ def load_defs():
     return build_defs()
 
 
+def ensure_dagster_home() -> Path:
+    """The Dagster home, created with the project's dagster.yaml when missing."""
+    home = settings.dagster_home_path()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists() and PROJECT_DAGSTER_YAML.is_file():
+        shutil.copyfile(PROJECT_DAGSTER_YAML, config)
+    return home
+
+
+def dagster_env() -> dict[str, str]:
+    """The environment of a Dagster process started from here: the same data directory and
+    Dagster home as this one, spelled out (absolute), whatever its working directory."""
+    home = ensure_dagster_home()
+    return {**os.environ, "CTI_DATA_DIR": str(settings.data_dir_path()), "DAGSTER_HOME": str(home)}
+
+
 def dagster_instance():
+    """The project's persistent Dagster instance (see ensure_dagster_home). DagsterInstance.get
+    reads DAGSTER_HOME; it is set for that call only, so nothing else in the process moves."""
     import dagster as dg
 
-    if os.environ.get("DAGSTER_HOME"):
-        Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    home = str(ensure_dagster_home())
+    saved = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = home
+    try:
         return dg.DagsterInstance.get()
-    return dg.DagsterInstance.ephemeral()
+    finally:
+        if saved is None:
+            del os.environ["DAGSTER_HOME"]
+        else:
+            os.environ["DAGSTER_HOME"] = saved
 
 
 def materialise(partition_keys, run_config: dict | None = None, job_name: str = "enrichment"):
@@ -69,10 +110,36 @@ def materialise(partition_keys, run_config: dict | None = None, job_name: str = 
     return failed
 
 
+def _dagster_cli(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "dagster", "instance", "concurrency", *args]
+    return subprocess.run(  # noqa: S603 - our own interpreter and fixed arguments
+        command, capture_output=True, text=True, check=False, env=dagster_env()
+    )
+
+
+_LIMIT_LINE = re.compile(r'^"(?P<pool>[^"]+)": \d+ / (?P<limit>\d+) slots occupied$', re.M)
+
+
+def pool_limits_set() -> dict[str, int]:
+    """The pool limits the instance holds (`dagster instance concurrency get --all`)."""
+    result = _dagster_cli("get", "--all")
+    if result.returncode != 0:
+        return {}
+    return {m["pool"]: int(m["limit"]) for m in _LIMIT_LINE.finditer(result.stdout)}
+
+
 def set_pool_limits(limits: dict[str, int] | None = None) -> dict[str, int]:
-    """Give each provider pool its limit on the instance (a fresh instance has none)."""
-    instance = dagster_instance()
+    """Give each provider pool its limit on the instance through the route Dagster documents,
+    `dagster instance concurrency set POOL LIMIT` (there is no public Python API for it). Each
+    call is a process that imports Dagster, so only limits that differ are set, one at a time
+    (side by side they would fight over the SQLite instance)."""
     limits = limits or POOL_LIMITS
+    current = pool_limits_set()
     for pool, limit in limits.items():
-        instance.event_log_storage.set_concurrency_slots(pool, limit)
+        if current.get(pool) == limit:
+            continue
+        result = _dagster_cli("set", pool, str(limit))
+        if result.returncode != 0:
+            lines = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
+            raise CliError(f"could not set the limit of pool {pool}: {lines[-1]}")
     return limits

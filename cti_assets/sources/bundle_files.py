@@ -3,7 +3,9 @@
 Import is all-or-nothing: every file is read and every object validated (with stix2) before one
 SQLite transaction writes them, so a bad file never leaves a half-imported store. Export writes
 a bundle OpenCTI's importer accepts, with an id derived from its content so that exporting the
-same store twice gives byte-identical files.
+same store twice gives byte-identical files. An export goes to an existing directory only (a
+directory given as the target gets a file inside it) and replaces the file atomically; a failed
+write leaves no temporary file behind.
 """
 
 from __future__ import annotations
@@ -122,18 +124,43 @@ def bundle_of(objects: list[dict]) -> dict:
     }
 
 
+def export_target(out: str | Path, default_name: str) -> Path:
+    """The file an export writes for `out`: `out` itself, or `default_name` inside it when it is
+    a directory. BundleError when its directory does not exist (none is created)."""
+    path = Path(out).expanduser()
+    if path.is_dir():
+        return path / default_name
+    if not str(out).strip() or path.name in ("", ".", ".."):
+        raise BundleError(f"--out {str(out)!r} is not a file name")
+    folder = path.parent
+    if not folder.exists():
+        raise BundleError(f"cannot write {path}: directory {folder} does not exist")
+    if not folder.is_dir():
+        raise BundleError(f"cannot write {path}: {folder} is not a directory")
+    return path
+
+
+def write_bundle_file(bundle: dict, path: str | Path) -> Path:
+    """Write a bundle as JSON, replacing `path` atomically; the temporary file is removed when
+    anything fails. BundleError when the file cannot be written."""
+    path = Path(path)
+    text = json.dumps(bundle, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError as error:
+        raise BundleError(f"cannot write {path}: {error.strerror or error}") from None
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
 def export_store(
     store: LocalStixStore, path: str | Path, types: Iterable[str] | None = None
 ) -> int:
     """Write the store's objects (or those of the given STIX types) as one bundle file;
     returns how many objects it holds. The file is replaced atomically."""
     objects = store.all_objects(types)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(
-        json.dumps(bundle_of(objects), indent=2, sort_keys=True, ensure_ascii=False) + "\n",
-        encoding="utf-8",
-    )
-    temporary.replace(path)
+    write_bundle_file(bundle_of(objects), path)
     return len(objects)

@@ -6,6 +6,11 @@ an output can be written from a stream of frames (`FrameBatches`), keeping memor
 the slice size. Frames come back Arrow-backed where pandas allows it: "string" columns as
 pyarrow strings and list columns as Arrow lists, so no Python object is made per value and
 list columns keep their item type across the round trip.
+
+The files themselves need no reader of ours: the pandas metadata written into the schema names
+only dtypes plain pandas can rebuild (an Arrow list dtype is recorded as `object`, which is what
+`pandas.read_parquet(path)` then gives: Python lists), so pandas, pyarrow, DuckDB and polars
+read every output with no options.
 """
 
 from __future__ import annotations
@@ -58,6 +63,34 @@ def _metadata_of_present_columns(table: pa.Table) -> pa.Table:
     return table.replace_schema_metadata({**metadata, b"pandas": json.dumps(pandas_metadata)})
 
 
+def readable_schema(schema: pa.Schema) -> pa.Schema:
+    """`schema` with pandas metadata that plain `pandas.read_parquet` can follow: a column whose
+    recorded dtype pandas cannot rebuild by name (an Arrow list such as
+    `list<item: string>[pyarrow]`) is recorded as `object`. Our own reader maps list columns
+    back to Arrow dtypes itself (to_frame), so nothing is lost."""
+    metadata = schema.metadata or {}
+    if b"pandas" not in metadata:
+        return schema
+    pandas_metadata = json.loads(metadata[b"pandas"])
+    changed = False
+    for column in pandas_metadata.get("columns", []):
+        recorded = column.get("numpy_type")
+        if isinstance(recorded, str) and not _pandas_knows(recorded):
+            column["numpy_type"] = "object"
+            changed = True
+    if not changed:
+        return schema
+    return schema.with_metadata({**metadata, b"pandas": json.dumps(pandas_metadata).encode()})
+
+
+def _pandas_knows(dtype_name: str) -> bool:
+    try:
+        pd.api.types.pandas_dtype(dtype_name)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 @dataclass
 class FrameBatches:
     """An asset output produced as consecutive frames of the same columns and dtypes."""
@@ -83,8 +116,9 @@ class FrameBatches:
                 for frame in self.frames:
                     table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
                     if writer is None:
-                        schema = table.schema
+                        schema = readable_schema(table.schema)
                         writer = pq.ParquetWriter(sink, schema)
+                    table = table.replace_schema_metadata(writer.schema.metadata)
                     if writing is not None:
                         writing.result()
                     writing = pool.submit(writer.write_table, table)

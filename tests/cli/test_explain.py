@@ -178,7 +178,9 @@ def test_no_scores_at_all_is_one_clear_line(tmp_path, monkeypatch, capsys):
     isolate(monkeypatch, tmp_path / "empty-data")
     with pytest.raises(CliError) as error:
         explain_value("45.83.65.1")
-    assert "no scores" in str(error.value)
+    assert "nothing has been scored" in str(error.value)
+    assert str(tmp_path / "empty-data") in str(error.value)  # says which data dir it searched
+    assert not (tmp_path / "empty-data").exists()  # and creates none
     assert cli.main(["explain", "45.83.65.1"]) == 2
     captured = capsys.readouterr()
     assert one_line(captured.err) == f"cti-assets explain: {error.value}"
