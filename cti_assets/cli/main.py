@@ -127,6 +127,23 @@ def cmd_pools(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_connector(args: argparse.Namespace) -> int:
+    """Run as an OpenCTI enrichment connector (issue 16; docs/connector.md)."""
+    import logging
+
+    from cti_assets.connector.config import ConnectorConfigError, settings_from_env
+    from cti_assets.connector.service import run_connector
+
+    try:
+        settings = settings_from_env()
+    except ConnectorConfigError as error:
+        raise CliError(str(error)) from None
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    run_connector(settings)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cti-assets", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -175,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=3000)
 
     add("pools", cmd_pools, "Set the per-provider pool limits on the Dagster instance")
+    add("connector", cmd_connector, "Run as an OpenCTI enrichment connector (docs/connector.md)")
     return parser
 
 
