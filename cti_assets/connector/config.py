@@ -30,6 +30,7 @@ class ConnectorSettings:
     auto: bool = False
     log_level: str = "info"
     dagster_url: str = DEFAULT_DAGSTER_URL
+    dagster_public_url: str = ""  # run links on works; default: dagster_url
     window_s: float = DEFAULT_WINDOW_S
     poll_s: float = 0.5
     max_backoff_s: float = 60.0
@@ -78,7 +79,8 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
 
 def settings_from_env(env: Mapping[str, str] | None = None) -> ConnectorSettings:
     """CONNECTOR_* and OPENCTI_* as any OpenCTI connector, plus DAGSTER_WEBSERVER_URL and
-    CONNECTOR_COALESCE_WINDOW_S (seconds requests for one partition wait to share a run)."""
+    CONNECTOR_COALESCE_WINDOW_S (seconds requests for one partition wait to share a run);
+    DAGSTER_PUBLIC_URL is the address analysts open run links at, when it differs."""
     env = os.environ if env is None else env
     missing = [n for n in ("OPENCTI_URL", "OPENCTI_TOKEN", "CONNECTOR_ID") if not env.get(n)]
     if missing:
@@ -96,6 +98,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> ConnectorSettings
         dagster_url=(env.get("DAGSTER_WEBSERVER_URL", "").strip() or DEFAULT_DAGSTER_URL).rstrip(
             "/"
         ),
+        dagster_public_url=env.get("DAGSTER_PUBLIC_URL", "").strip().rstrip("/"),
         window_s=_seconds(env, "CONNECTOR_COALESCE_WINDOW_S", DEFAULT_WINDOW_S),
         poll_s=_seconds(env, "CONNECTOR_POLL_S", 0.5),
     )

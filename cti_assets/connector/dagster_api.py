@@ -70,14 +70,15 @@ class DagsterApi:
     """A small GraphQL client for one webserver and one job."""
 
     def __init__(self, url: str, *, location: str = "cti_assets", job: str = "enrichment",
-                 timeout_s: float = 30.0) -> None:
+                 timeout_s: float = 30.0, public_url: str = "") -> None:
         self.url = url.rstrip("/")
+        self.public_url = public_url.rstrip("/") or self.url
         self.location = location
         self.job = job
         self.timeout_s = timeout_s
 
     def run_url(self, run_id: str) -> str:
-        return f"{self.url}/runs/{run_id}"
+        return f"{self.public_url}/runs/{run_id}"
 
     def _query(self, query: str, variables: dict) -> dict:
         try:

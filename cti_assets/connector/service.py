@@ -63,7 +63,8 @@ def run_connector(settings: ConnectorSettings) -> None:
     # the dispatcher reports from its own thread: its own client, no shared session
     reporter = OpenCTIApiClient(settings.opencti_url, settings.opencti_token,
                                 settings.log_level, perform_health_check=False)
-    dispatcher = Dispatcher(ledger, DagsterApi(settings.dagster_url), reporter.work,
+    dagster = DagsterApi(settings.dagster_url, public_url=settings.dagster_public_url)
+    dispatcher = Dispatcher(ledger, dagster, reporter.work,
                             window_s=settings.window_s, poll_s=settings.poll_s,
                             max_backoff_s=settings.max_backoff_s).start()
     try:
