@@ -60,15 +60,21 @@ def webserver(tmp_path_factory, double):
         "telemetry: {enabled: false}\n"
         "run_coordinator:\n  module: dagster.core.run_coordinator\n  class: DefaultRunCoordinator\n"
     )
+    workspace = tmp_path / "workspace.yaml"
+    workspace.write_text(
+        "load_from:\n  - python_module:\n"
+        "      module_name: tests.connector.inprocess_location\n"
+        f"      location_name: cti_assets\n      working_directory: {ROOT}\n")
     port = free_port()
     log_path = tmp_path / "webserver.log"
     with ProviderSandbox(port=0) as sandbox, log_path.open("w") as log:
         env = {**os.environ, **sandbox.base_urls, "DAGSTER_HOME": str(home),
                "CTI_DATA_DIR": str(tmp_path / "data"), "OPENCTI_URL": double.url,
-               "OPENCTI_TOKEN": double.token, "CTI_SOURCE": "opencti"}
+               "OPENCTI_TOKEN": double.token, "CTI_SOURCE": "opencti",
+               "PYTHONPATH": str(ROOT)}
         process = subprocess.Popen(
             [sys.executable, "-m", "dagster_webserver", "-h", "127.0.0.1", "-p", str(port),
-             "-w", str(ROOT / "workspace.yaml")],
+             "-w", str(workspace)],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
 
