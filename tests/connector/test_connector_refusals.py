@@ -60,6 +60,7 @@ def test_malformed_out_of_scope_deleted_and_playbook_get_a_message_and_no_run(
         assert not any(m["message"].startswith("accepted") for m in work["messages"])
     assert connector.ledger_rows("SELECT * FROM requests") == []
     assert connector.ledger_rows("SELECT * FROM batches") == []
+    assert double.token not in connector.log_path.read_text()  # never log the token
 
 
 def test_above_max_tlp_is_accepted_with_a_note_and_kept_while_dagster_is_down(
