@@ -14,6 +14,7 @@ from datetime import datetime
 from cti_assets.intake.observable import tlp_allows
 from cti_assets.providers.base import ALL_PROVIDERS
 from cti_assets.providers.config import settings_from_env
+from cti_assets.settings import partitions_start
 
 NETWORK_CONTEXT = "network_context"
 
@@ -99,6 +100,11 @@ def parse_request(event: dict, *, work_id: str | None, applicant_id: str | None,
     except ValueError:
         raise RequestRefusedError(
             f"unreadable creation date {created_at!r}: no run launched") from None
+    first_day = partitions_start()
+    if partition < first_day:
+        raise RequestRefusedError(
+            f"created on {partition}, before the pipeline's first partition {first_day} "
+            "(CTI_PARTITIONS_START): no run launched")
     return EnrichmentRequest(
         work_id=work_id,
         entity_id=standard_id,

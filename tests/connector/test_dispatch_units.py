@@ -51,6 +51,9 @@ def test_refusals_name_their_reason():
     kwargs = {"work_id": "w", "applicant_id": "u", "scope_ok": lambda t: t == "IPv4-Addr"}
     with pytest.raises(RequestRefusedError, match="playbook"):
         parse_request({"enrichment_entity": entity()}, playbook=True, **kwargs)
+    with pytest.raises(RequestRefusedError, match="before the pipeline's first partition"):
+        parse_request({"enrichment_entity": entity(created="2019-05-01T00:00:00Z")},
+                      playbook=False, **kwargs)
     with pytest.raises(RequestRefusedError, match="Url is outside"):
         parse_request({"enrichment_entity": dict(entity(), entity_type="Url")}, playbook=False,
                       **kwargs)
