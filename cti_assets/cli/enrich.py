@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import stix2
 
 from cti_assets.intake.observable import normalize
-from cti_assets.providers.base import ALL_PROVIDERS
+from cti_assets.refresh import run_config_refreshing
 
 _GUESS_ORDER = ("IPv4-Addr", "IPv6-Addr", "StixFile", "Url", "Domain-Name")
 
@@ -48,17 +48,6 @@ def guess_observable(value: str) -> dict:
     raise UnknownValueError(
         f"{value!r} is not an IP address, domain, URL or MD5/SHA-1/SHA-256 hash"
     )
-
-
-def run_config_refreshing(values: list[str]) -> dict:
-    """Run config forcing a fresh lookup of the given values on every provider asset."""
-    return {
-        "ops": {
-            f"{provider}_lookups": {"config": {"refresh_values": list(values)}}
-            for provider in ALL_PROVIDERS
-            if provider != "network_context"
-        }
-    }
 
 
 def enrich_now(values: list[str]) -> int:

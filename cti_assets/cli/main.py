@@ -204,6 +204,23 @@ def version() -> str:
         return "unknown (not installed)"
 
 
+def cmd_connector(args: argparse.Namespace) -> int:
+    """Run as an OpenCTI enrichment connector (issue 16; docs/connector.md)."""
+    import logging
+
+    from cti_assets.connector.config import ConnectorConfigError, settings_from_env
+    from cti_assets.connector.service import run_connector
+
+    try:
+        settings = settings_from_env()
+    except ConnectorConfigError as error:
+        raise CliError(str(error)) from None
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    run_connector(settings)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     epilog = "where things live (cti-assets where):\n  " + "\n  ".join(where_lines())
     parser = OneLineParser(
@@ -299,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("pools", cmd_pools, "Set the per-provider pool limits on the Dagster instance")
     add("where", cmd_where, "Print where the data directory, Dagster home and outputs are")
+    add("connector", cmd_connector, "Run as an OpenCTI enrichment connector (docs/connector.md)")
     return parser
 
 
