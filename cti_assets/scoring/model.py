@@ -35,7 +35,7 @@ from cti_assets.providers.base import (
 from cti_assets.providers.fields import column
 from cti_assets.scoring import rules, text
 from cti_assets.scoring.components import COMPONENT_TYPE
-from cti_assets.scoring.rules import BENIGN_KIND, MALICIOUS_KIND, Hit
+from cti_assets.scoring.rules import BENIGN_KIND, CAP_KINDS, LABEL_KIND, MALICIOUS_KIND, Hit
 from cti_assets.scoring.view import View
 from cti_assets.scoring.weights import ScoringWeights
 from cti_assets.tables import SCORE_COLUMNS
@@ -57,11 +57,7 @@ def score_frame(
     view = View(merged)
     hits = rules.evaluate(view, weights)
     n_rows = view.size
-    hazard = np.zeros(n_rows)
-    for hit in hits:
-        if hit.kind == MALICIOUS_KIND:
-            hazard[hit.rows] += -np.log1p(-np.minimum(hit.amount, _P_MAX))
-    base = -100.0 * np.expm1(-hazard)
+    base, hazard, witnesses, shares = _witnesses(hits, n_rows, weights)
     known, named, summary = _links(view, context)
     bonus = np.minimum(
         weights.link_max_points,
@@ -70,10 +66,11 @@ def score_frame(
     bonus[~view.scored] = 0
     pre_cap = np.minimum(100.0, base + bonus)
     cap, cap_hit = _caps(hits, n_rows)
-    strong = np.floor(base + 0.5) >= weights.benign_override_score  # as the rounded score
-    capped = ~np.isinf(cap) & ~strong & (cap < pre_cap)
+    lifted = (witnesses >= weights.lift_min_witnesses) & (
+        np.floor(base + 0.5) >= weights.benign_override_score)  # as the rounded score
+    capped = ~np.isinf(cap) & ~lifted & (cap < pre_cap)
     final = np.where(capped, cap, pre_cap)
-    contributions = _contributions(hits, base, hazard, final - pre_cap, capped, cap_hit)
+    contributions = _contributions(hits, base, shares, final - pre_cap, capped, cap_hit)
     link_contribution = pre_cap - np.minimum(100.0, base)
     # Arrow's string kernels release the GIL: the big text columns build while the rest is
     # computed.
@@ -82,8 +79,12 @@ def score_frame(
             _components, view, hits, contributions, link_contribution, summary
         )
         score = np.floor(final + 0.5)
-        confidence = np.floor(_confidence(view, weights) + 0.5)
-        verdict = _verdicts(score, confidence, ~np.isinf(cap), view.scored, weights)
+        vouchers = _vouchers(hits, n_rows)
+        conflict = (vouchers > 0) | ~np.isinf(cap)
+        support = _support(score, witnesses, vouchers, conflict & (witnesses > 0), weights)
+        support[view.special_use()] = 1.0  # never looked up, and certainly not a threat
+        confidence = np.floor(_confidence(view, weights) * support + 0.5)
+        verdict = _verdicts(score, confidence, vouchers > 0, view.scored, weights)
         explanation = pool.submit(
             _explanations, view, hits, capped, cap_hit, link_contribution, summary,
             score, confidence, verdict,
@@ -134,12 +135,59 @@ def _align(stix_ids: pa.Array, other: pd.Series) -> np.ndarray:
         zero_copy_only=False)
 
 
+def _witnesses(hits: list[Hit], n_rows: int, weights: ScoringWeights):
+    """Noisy-OR within each witness (a provider's signals, capped at its witness_max), then
+    across witnesses. Returns base (0-100), total hazard, the witnesses claiming at least
+    lift_min_p per row, and per malicious hit its share of the total hazard per fired row."""
+    raw: dict[str, np.ndarray] = {}
+    items: dict[int, np.ndarray] = {}
+    for index, hit in enumerate(hits):
+        if hit.kind == MALICIOUS_KIND:
+            items[index] = -np.log1p(-np.minimum(hit.amount, _P_MAX))
+            raw.setdefault(hit.witness, np.zeros(n_rows))[hit.rows] += items[index]
+    hazard = np.zeros(n_rows)
+    claimed: dict[str, np.ndarray] = {}
+    witnesses = np.zeros(n_rows, dtype=np.int64)
+    for name, own in raw.items():
+        p = np.minimum(-np.expm1(-own), weights.witness_max.get(name, 1.0))
+        claimed[name] = -np.log1p(-np.minimum(p, _P_MAX))
+        hazard += claimed[name]
+        witnesses += p >= weights.lift_min_p
+    shares = {}
+    for index, item in items.items():
+        hit = hits[index]
+        own = raw[hit.witness][hit.rows]
+        shares[index] = (claimed[hit.witness][hit.rows] / np.where(hazard[hit.rows] > 0,
+                                                                    hazard[hit.rows], 1)
+                         * item / np.where(own > 0, own, 1))
+    return -100.0 * np.expm1(-hazard), hazard, witnesses, shares
+
+
+def _vouchers(hits: list[Hit], n_rows: int) -> np.ndarray:
+    """Distinct providers vouching for each row (benign rules; shared infrastructure is not)."""
+    seen: dict[str, np.ndarray] = {}
+    for hit in hits:
+        if hit.kind == BENIGN_KIND:
+            seen.setdefault(hit.provider, np.zeros(n_rows, dtype=bool))[hit.rows] = True
+    return sum((mask.astype(np.int64) for mask in seen.values()), np.zeros(n_rows, np.int64))
+
+
+def _support(score, witnesses, vouchers, conflict, weights: ScoringWeights) -> np.ndarray:
+    """Share of the coverage that counts: by the independent witnesses behind the verdict
+    (malicious ones for a score in the suspicious band or above, vouching ones below),
+    lowered where malicious and benign evidence meet."""
+    table = np.asarray(weights.support_by_witnesses, dtype=float)
+    behind = np.where(score >= weights.suspicious_threshold, witnesses, vouchers)
+    support = table[np.minimum(behind, table.size - 1)]
+    return np.where(conflict, support * weights.conflict_factor, support)
+
+
 def _caps(hits: list[Hit], n_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """Lowest benign cap per row, and which hit (index in `hits`) sets it."""
+    """Lowest cap (benign or shared infrastructure) per row, and which hit sets it."""
     cap = np.full(n_rows, np.inf)
     cap_hit = np.full(n_rows, -1)
     for index, hit in enumerate(hits):
-        if hit.kind != BENIGN_KIND:
+        if hit.kind not in CAP_KINDS:
             continue
         lower = hit.amount < cap[hit.rows]
         cap[hit.rows[lower]] = hit.amount[lower]
@@ -185,15 +233,14 @@ def _verdicts(score, confidence, benign_evidence, scored, weights: ScoringWeight
     return verdict
 
 
-def _contributions(hits, base, hazard, cap_delta, capped, cap_hit) -> list[np.ndarray]:
-    """Score points per hit row: malicious items share `base` in proportion to their hazard;
-    the binding benign cap carries the (negative) points it removed; other benign items 0."""
+def _contributions(hits, base, shares, cap_delta, capped, cap_hit) -> list[np.ndarray]:
+    """Score points per hit row: malicious items share `base` by their share of the hazard;
+    the binding cap carries the (negative) points it removed; other items 0."""
     out = []
     for index, hit in enumerate(hits):
         rows = hit.rows
         if hit.kind == MALICIOUS_KIND:
-            share = -np.log1p(-np.minimum(hit.amount, _P_MAX))
-            out.append(base[rows] * share / np.where(hazard[rows] > 0, hazard[rows], 1))
+            out.append(base[rows] * shares[index])
         else:
             binding = capped[rows] & (cap_hit[rows] == index)
             out.append(np.where(binding, cap_delta[rows], 0.0))
@@ -201,9 +248,10 @@ def _contributions(hits, base, hazard, cap_delta, capped, cap_hit) -> list[np.nd
 
 
 def _components(view, hits, contributions, link_contribution, summary) -> pa.ListArray:
-    """Per row, its evidence items (COMPONENT_TYPE) in rule order, the threat link last. Built
-    column by column from the hits, with no text per item: at a million rows the items are
-    millions, and as JSON text they were most of the scores' bytes."""
+    """Per row, its evidence items (COMPONENT_TYPE), largest contribution first (ties in rule
+    order, the threat link after the rules). Built column by column from the hits, with no
+    text per item: at a million rows the items are millions, and as JSON text they were most
+    of the scores' bytes."""
     link_rows = np.flatnonzero(link_contribution > 0)
     links = [link_rows] if link_rows.size else []
     parts = [hit.rows for hit in hits] + links
@@ -211,6 +259,11 @@ def _components(view, hits, contributions, link_contribution, summary) -> pa.Lis
     item = slots.part < len(parts)  # the slot of a row without items holds none
     source, part, row = slots.source[item], slots.part[item], slots.row[item]
     offsets = slots.offsets - np.searchsorted(slots.bare, np.arange(view.size + 1))
+    amounts = np.concatenate([*contributions, *(link_contribution[r] for r in links),
+                              np.zeros(0)])
+    # Items are laid out row after row: one stable sort by (row, -contribution) orders each row.
+    order = np.lexsort((-np.round(amounts[source], 1), row))
+    source, part, row = source[order], part[order], row[order]
     labels = [(hit.rule, hit.provider, hit.field) for hit in hits]
     labels += [(THREAT_LINK_RULE, "threat_context", "links")] * len(links)
     names = np.array(labels, dtype=object).reshape(-1, 3)
@@ -219,8 +272,6 @@ def _components(view, hits, contributions, link_contribution, summary) -> pa.Lis
     values = pa.concat_arrays([hit.value.cast(pa.string()) for hit in hits]
                               + [text.json_text(summary[r]).cast(pa.string()) for r in links]
                               + [pa.nulls(0, pa.string())])
-    amounts = np.concatenate([*contributions, *(link_contribution[r] for r in links),
-                              np.zeros(0)])
     items = pa.StructArray.from_arrays(
         [rule, provider, field_name, values.take(pa.array(source)),
          pa.array(np.round(amounts[source], 1) + 0.0), _digests(view, hits, part, row)],
@@ -254,13 +305,17 @@ def _explanations(
     if link_rows.size:
         parts.append((link_rows, lambda: text.cat("linked to ", summary[link_rows].astype(str))))
     for index, hit in enumerate(hits):
-        if hit.kind == BENIGN_KIND:
+        if hit.kind in CAP_KINDS:
             binding = capped[hit.rows] & (cap_hit[hit.rows] == index)
-            parts.append((hit.rows, lambda hit=hit, binding=binding: text.where(
+            note = " (benign)" if hit.kind == BENIGN_KIND else " (shared infrastructure)"
+            parts.append((hit.rows, lambda hit=hit, binding=binding, note=note: text.where(
                 binding,
                 text.cat("capped at ", text.ints(hit.amount), " by ", hit.phrase),
-                text.cat(hit.phrase, " (benign)"),
+                text.cat(hit.phrase, note),
             )))
+    for hit in hits:
+        if hit.kind == LABEL_KIND:
+            parts.append((hit.rows, lambda hit=hit: text.cat("label: ", hit.phrase)))
     has_gaps = pc.not_equal(gaps, pa.scalar("", text.LARGE)).to_numpy(zero_copy_only=False)
     gap_rows = np.flatnonzero(has_gaps & view.scored)
     heads = text.cat(text.labels(verdict), " (", text.ints(score), "/100, confidence ",
