@@ -3,15 +3,21 @@
 Why it exists: each anchor connector writes its own number (a VirusTotal 6 replaced an
 AbuseIPDB 100; one engine in seventy made an IP "malicious"; Shodan is always 50). Here every
 provider signal is an evidence rule; rules are evaluated as column operations over the whole
-merged frame, combined by noisy-OR (independent sources corroborate, none can lower another),
-nudged by threat links, capped by benign evidence unless malicious evidence is strong, and
-written down item by item in `components` and in one sentence in `explanation`.
+merged frame; a provider's signals combine into one capped witness, witnesses combine by
+noisy-OR (independent sources corroborate, none can lower another), threat links nudge, benign
+or shared-infrastructure context caps unless two independent witnesses overrule it, and every
+item is written down in `components` (largest contribution first) and in one sentence in
+`explanation`.
 
-Formula (docs/scoring.md has the table of rules):
-    hazard_i = -ln(1 - p_i) for each malicious item, base = 100 * (1 - exp(-sum hazard_i))
-    contribution_i = base * hazard_i / sum hazard  (so contributions add up to base)
+Formula (docs/scoring.md has the table of rules and a worked example):
+    h_i = -ln(1 - p_i); per witness w: p_w = min(witness_max_w, 1 - exp(-sum h_i)),
+    H_w = -ln(1 - p_w); base = 100 * (1 - exp(-sum H_w))
+    contribution_i = base * H_w / sum H * h_i / sum_w h  (so contributions add up to base)
     pre_cap = min(100, base + min(link_max_points, link points))
-    score = pre_cap if base >= benign_override_score else min(pre_cap, lowest benign cap)
+    score = pre_cap if (>= 2 witnesses claim >= lift_min_p and base >= benign_override_score)
+            else min(pre_cap, lowest cap)
+    confidence = coverage (share of provider reliability answered) x support (witnesses
+                 agreeing behind the verdict, lowered on conflict)
 Not found, skipped, errors and deferred lookups never add evidence; they lower confidence.
 """
 

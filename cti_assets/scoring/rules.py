@@ -573,7 +573,7 @@ def _age_days(v: View, provider: str, name: str, rows: np.ndarray | None = None)
     picked = np.flatnonzero(wanted)
     if picked.size:
         stamps = pd.to_datetime(pd.Series(text_values[picked], dtype=object), utc=True,
-                                errors="coerce", format="mixed")
+                                errors="coerce", format="ISO8601")
         seconds = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(
             dtype=float, na_value=np.nan)
         age[picked] = (fetched[picked] - seconds) / 86400
