@@ -7,6 +7,8 @@ form it was stored in (a typed Parquet list now, JSON text in earlier versions).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -32,7 +34,7 @@ def parse_components(components: object) -> list[dict]:
     if components is None or components is pd.NA or (
             isinstance(components, float) and np.isnan(components)):
         return []
-    return [_component(dict(item)) for item in components]
+    return [_component(dict(item)) for item in cast(Iterable, components)]
 
 
 def _component(item: dict) -> dict:

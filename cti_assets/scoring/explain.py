@@ -47,7 +47,7 @@ def explain_text(
         lines.append("  none")
     for item in sorted(items, key=lambda i: (-abs(float(i.get("contribution") or 0)),
                                              str(i.get("rule")))):
-        provider = item.get("provider")
+        provider = str(item.get("provider"))
         label = PROVIDER_LABELS.get(provider, provider)
         lines.append(
             f"  {float(item.get('contribution') or 0):+6.1f}  {item.get('rule')}: "

@@ -6,6 +6,7 @@ Rules and the combination read them; nothing else defines a number that changes 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 from cti_assets.providers.base import (
     ABUSEIPDB,
@@ -148,7 +149,7 @@ class ScoringWeights:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown scoring weight(s): {', '.join(unknown)}")
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         for name, value in values.items():
             default = getattr(defaults, name)
             try:
