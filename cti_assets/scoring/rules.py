@@ -280,11 +280,11 @@ def _virustotal(v: View, w: ScoringWeights) -> list[Hit]:
                                    _plural(np.maximum(age[r], 0), " day", " days"),
                                    " before the lookup (VirusTotal creation_date)")))
     rank = v.num(p, "popularity_rank")
-    is_name = np.isin(v.entity_types, NAME_TYPES)
+    is_name = v.isin("entity_type", NAME_TYPES)
     known = ((reputation > 0) & ~is_name) | (is_name & (age >= w.vt_harmless_min_age_days)) | (
         rank <= w.popular_rank_max)
     clean = (v.ok(p) & (malicious == 0) & (np.nan_to_num(harmless) >= w.vt_harmless_min)
-             & ~(reputation < 0) & known & (v.entity_types != "Url"))
+             & ~(reputation < 0) & known & ~v.equals("entity_type", "Url"))
     hits.append(_hit("vt_harmless", p, "harmless", clean, w.vt_harmless_cap,
                      lambda r: ints(harmless[r]),
                      lambda r: cat("VirusTotal 0/", ints(total[r]), " engines malicious, ",
@@ -317,7 +317,7 @@ def _abuseipdb(v: View, w: ScoringWeights) -> list[Hit]:
         return cat("AbuseIPDB confidence ", ints(confidence[r]), " from ", ints(reports[r]),
                    _plural(reports[r], " report", " reports"), " by ", ints(users[r]),
                    _plural(users[r], " user", " users"),
-                   where(np.isnan(last[r]), "", cat(", the last ", ints(last_text[r]),
+                   where(np.isnan(last[r]), "", cat(", last report ", ints(last_text[r]),
                                                     _plural(last_text[r], " day", " days"),
                                                     " before the lookup")),
                    where(factor[r] < 1, " (port scans and web bots only)", ""))
@@ -342,7 +342,8 @@ def _abuseipdb(v: View, w: ScoringWeights) -> list[Hit]:
     for rule, kinds, cap in (("abuse_benign_usage", w.abuse_benign_usage_types,
                               w.abuse_benign_usage_cap),
                              ("shared_infra", w.abuse_shared_usage_types, w.shared_infra_cap)):
-        hits.append(_hit(rule, p, "usage_type", np.isin(usage, list(kinds)), cap,
+        hits.append(_hit(rule, p, "usage_type", v.isin(column(p, "usage_type"), kinds) & v.ok(p),
+                         cap,
                          lambda r: json_text(usage[r]),
                          lambda r: cat("AbuseIPDB usage type ", json_text(usage[r]))))
     hits.append(_hit("label", p, "is_tor", v.flag(p, "is_tor"), 0.0, "true",
@@ -449,7 +450,7 @@ def _network_context(v: View, w: ScoringWeights) -> list[Hit]:
     range_name = v.text(p, "range_name")
     range_text = np.where(pd.isna(range_name), "special-use", range_name).astype(object)
     lookalike = v.text(p, "lookalike_of")
-    is_url = (v.entity_types == "Url") & v.ok(p)
+    is_url = v.equals("entity_type", "Url") & v.ok(p)
     payload = np.zeros(v.size, dtype=bool)
     if is_url.any():
         urls = v.arrow("normalized_value").take(pa.array(np.flatnonzero(is_url)))
@@ -491,7 +492,7 @@ def _infrastructure(v: View, w: ScoringWeights) -> list[Hit]:
     resolver = ok & pc.is_in(value, value_set=pa.array(known["resolvers"], value.type)).fill_null(
         False).to_numpy(zero_copy_only=False)
     domain = v.text(p, "registrable_domain")
-    popular = ok & np.isin(domain, known["popular_names"])
+    popular = ok & v.isin(column(p, "registrable_domain"), known["popular_names"])
     rank = v.num(VIRUSTOTAL, "popularity_rank")
     ranked = ~popular & (rank <= w.popular_rank_max)
     suffix_codes, suffixes = v.codes(column(p, "public_suffix"))
@@ -552,9 +553,9 @@ def _fetched_seconds(v: View, provider: str) -> np.ndarray:
         if not v.has(provider, "fetched_at"):
             return np.full(v.size, np.nan)
         fetched = pd.to_datetime(v.frame[column(provider, "fetched_at")], utc=True,
-                                 errors="coerce")
-        return (fetched - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(
-            dtype=float, na_value=np.nan)
+                                 errors="coerce").dt.tz_convert(None).to_numpy("datetime64[ns]")
+        seconds = fetched.astype(np.int64) / 1e9
+        return np.where(np.isnat(fetched), np.nan, seconds)
     return v._memo(("fetched_seconds", provider), load)
 
 
@@ -574,8 +575,8 @@ def _age_days(v: View, provider: str, name: str, rows: np.ndarray | None = None)
     if picked.size:
         stamps = pd.to_datetime(pd.Series(text_values[picked], dtype=object), utc=True,
                                 errors="coerce", format="ISO8601")
-        seconds = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(
-            dtype=float, na_value=np.nan)
+        parsed = stamps.dt.tz_convert(None).to_numpy("datetime64[ns]")
+        seconds = np.where(np.isnat(parsed), np.nan, parsed.astype(np.int64) / 1e9)
         age[picked] = (fetched[picked] - seconds) / 86400
     return age
 

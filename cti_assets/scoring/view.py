@@ -83,6 +83,14 @@ class View:
             return np.append(uniques == value, False)[codes]
         return self._memo(("equals", name, value), load)
 
+    def isin(self, name: str, values) -> np.ndarray:
+        """Rows whose (low-cardinality) column holds one of `values`, compared per distinct
+        value; for a provider field, only rows whose lookup is ok."""
+        def load() -> np.ndarray:
+            codes, uniques = self.codes(name)
+            return np.append(np.isin(uniques, list(values)), False)[codes]
+        return self._memo(("isin", name, tuple(values)), load)
+
     def status_text(self, provider: str) -> tuple[np.ndarray, list[str]]:
         """Codes per row into a short list of "status[:reason]" texts."""
         return self._memo(("status_text", provider), lambda: _status_text(
