@@ -9,7 +9,7 @@ export CTI_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(CTI_DATA_DIR)/dagster_home
 DEMO_PORT ?= 8765
 
-.PHONY: install test lint demo dev pools bench screenshot clean
+.PHONY: install test lint demo dev pools bench screenshot clean eval
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
@@ -26,6 +26,8 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+eval: $(STAMP) ; $(BIN)/python -m tests.eval.harness  # labelled cases: confusion matrix
 
 test: $(STAMP)
 	$(BIN)/ruff check .

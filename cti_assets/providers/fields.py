@@ -20,6 +20,8 @@ PROVIDER_FIELDS: dict[str, dict[str, str]] = {
         "has_confusables": "boolean",
         "label_entropy": "Float64",  # Shannon entropy of the longest label
         "label_length": "Int64",  # length of the longest label
+        "label_bigram_score": "Float64",  # mean log10 bigram probability (names.bigram_score)
+        "lookalike_of": "string",  # the popular name the label imitates (names.lookalike_of)
         "url_host_is_ip": "boolean",
         "url_path_depth": "Int64",
         "url_has_credentials": "boolean",
@@ -66,6 +68,9 @@ PROVIDER_FIELDS: dict[str, dict[str, str]] = {
         "threat_names": "list[str]",  # popular_threat_classification names, URL threat_names
         "categories": "list[str]",  # vendor category strings (domains, URLs)
         "last_analysis_date": "Int64",  # epoch seconds
+        "creation_date": "Int64",  # epoch seconds: domain registration (WHOIS/RDAP)
+        "popularity_rank": "Int64",  # best rank over popularity_ranks' rankers (domains)
+        "first_submission_date": "Int64",  # epoch seconds (URLs, files)
     },
     "securitytrails": {
         "apex_domain": "string",

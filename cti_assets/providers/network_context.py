@@ -22,6 +22,7 @@ Decisions worth knowing:
 - The public suffix list is tldextract's bundled snapshot, never fetched. Private suffixes
   (github.io, blogspot.com, duckdns.org) count as suffixes, so `evil.github.io` is its own
   registrable domain: the actor controls that name, not github.io.
+- Lexical name features (bigram score, lookalike of a popular name) come from `names`.
 - Entropy and length are computed on the longest label outside the public suffix, decoded to
   its Unicode form when it is an IDN A-label.
 """
@@ -46,6 +47,7 @@ import tldextract
 from confusable_homoglyphs import confusables
 
 from cti_assets.intake.observable import HASH_TYPES_BY_LENGTH
+from cti_assets.providers import names
 from cti_assets.providers.base import (
     ERR_MALFORMED,
     ERROR,
@@ -313,6 +315,9 @@ def _name_fields(host: str) -> tuple[tuple[str, Any], ...]:
         ("has_confusables", any(label_has_confusables(label) for label in own_labels)),
         ("label_entropy", round(shannon_entropy(longest), 6) if longest else None),
         ("label_length", len(longest) if longest else None),
+        ("label_bigram_score", names.bigram_score(longest) if longest else None),
+        ("lookalike_of", names.lookalike_of(extracted.domain,
+                                            extracted.top_domain_under_public_suffix)),
     )
 
 

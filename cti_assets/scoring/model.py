@@ -3,15 +3,21 @@
 Why it exists: each anchor connector writes its own number (a VirusTotal 6 replaced an
 AbuseIPDB 100; one engine in seventy made an IP "malicious"; Shodan is always 50). Here every
 provider signal is an evidence rule; rules are evaluated as column operations over the whole
-merged frame, combined by noisy-OR (independent sources corroborate, none can lower another),
-nudged by threat links, capped by benign evidence unless malicious evidence is strong, and
-written down item by item in `components` and in one sentence in `explanation`.
+merged frame; a provider's signals combine into one capped witness, witnesses combine by
+noisy-OR (independent sources corroborate, none can lower another), threat links nudge, benign
+or shared-infrastructure context caps unless two independent witnesses overrule it, and every
+item is written down in `components` (largest contribution first) and in one sentence in
+`explanation`.
 
-Formula (docs/scoring.md has the table of rules):
-    hazard_i = -ln(1 - p_i) for each malicious item, base = 100 * (1 - exp(-sum hazard_i))
-    contribution_i = base * hazard_i / sum hazard  (so contributions add up to base)
+Formula (docs/scoring.md has the table of rules and a worked example):
+    h_i = -ln(1 - p_i); per witness w: p_w = min(witness_max_w, 1 - exp(-sum h_i)),
+    H_w = -ln(1 - p_w); base = 100 * (1 - exp(-sum H_w))
+    contribution_i = base * H_w / sum H * h_i / sum_w h  (so contributions add up to base)
     pre_cap = min(100, base + min(link_max_points, link points))
-    score = pre_cap if base >= benign_override_score else min(pre_cap, lowest benign cap)
+    score = pre_cap if (>= 2 witnesses claim >= lift_min_p and base >= benign_override_score)
+            else min(pre_cap, lowest cap)
+    confidence = coverage (share of provider reliability answered) x support (witnesses
+                 agreeing behind the verdict, lowered on conflict)
 Not found, skipped, errors and deferred lookups never add evidence; they lower confidence.
 """
 
@@ -35,7 +41,7 @@ from cti_assets.providers.base import (
 from cti_assets.providers.fields import column
 from cti_assets.scoring import rules, text
 from cti_assets.scoring.components import COMPONENT_TYPE
-from cti_assets.scoring.rules import BENIGN_KIND, MALICIOUS_KIND, Hit
+from cti_assets.scoring.rules import BENIGN_KIND, CAP_KINDS, LABEL_KIND, MALICIOUS_KIND, Hit
 from cti_assets.scoring.view import View
 from cti_assets.scoring.weights import ScoringWeights
 from cti_assets.tables import SCORE_COLUMNS
@@ -57,11 +63,7 @@ def score_frame(
     view = View(merged)
     hits = rules.evaluate(view, weights)
     n_rows = view.size
-    hazard = np.zeros(n_rows)
-    for hit in hits:
-        if hit.kind == MALICIOUS_KIND:
-            hazard[hit.rows] += -np.log1p(-np.minimum(hit.amount, _P_MAX))
-    base = -100.0 * np.expm1(-hazard)
+    base, hazard, witnesses, shares = _witnesses(hits, n_rows, weights)
     known, named, summary = _links(view, context)
     bonus = np.minimum(
         weights.link_max_points,
@@ -70,10 +72,11 @@ def score_frame(
     bonus[~view.scored] = 0
     pre_cap = np.minimum(100.0, base + bonus)
     cap, cap_hit = _caps(hits, n_rows)
-    strong = np.floor(base + 0.5) >= weights.benign_override_score  # as the rounded score
-    capped = ~np.isinf(cap) & ~strong & (cap < pre_cap)
+    lifted = (witnesses >= weights.lift_min_witnesses) & (
+        np.floor(base + 0.5) >= weights.benign_override_score)  # as the rounded score
+    capped = ~np.isinf(cap) & ~lifted & (cap < pre_cap)
     final = np.where(capped, cap, pre_cap)
-    contributions = _contributions(hits, base, hazard, final - pre_cap, capped, cap_hit)
+    contributions = _contributions(hits, base, shares, final - pre_cap, capped, cap_hit)
     link_contribution = pre_cap - np.minimum(100.0, base)
     # Arrow's string kernels release the GIL: the big text columns build while the rest is
     # computed.
@@ -82,8 +85,12 @@ def score_frame(
             _components, view, hits, contributions, link_contribution, summary
         )
         score = np.floor(final + 0.5)
-        confidence = np.floor(_confidence(view, weights) + 0.5)
-        verdict = _verdicts(score, confidence, ~np.isinf(cap), view.scored, weights)
+        vouchers = _vouchers(hits, n_rows)
+        conflict = (vouchers > 0) | ~np.isinf(cap)
+        support = _support(score, witnesses, vouchers, conflict & (witnesses > 0), weights)
+        support[view.special_use()] = 1.0  # never looked up, and certainly not a threat
+        confidence = np.floor(_confidence(view, weights) * support + 0.5)
+        verdict = _verdicts(score, confidence, vouchers > 0, view.scored, weights)
         explanation = pool.submit(
             _explanations, view, hits, capped, cap_hit, link_contribution, summary,
             score, confidence, verdict,
@@ -134,12 +141,61 @@ def _align(stix_ids: pa.Array, other: pd.Series) -> np.ndarray:
         zero_copy_only=False)
 
 
+def _witnesses(hits: list[Hit], n_rows: int, weights: ScoringWeights,
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+    """Noisy-OR within each witness (a provider's signals, capped at its witness_max), then
+    across witnesses. Returns base (0-100), total hazard, the witnesses claiming at least
+    lift_min_p per row, and per malicious hit its share of the total hazard per fired row."""
+    raw: dict[str, np.ndarray] = {}
+    items: dict[int, np.ndarray] = {}
+    for index, hit in enumerate(hits):
+        if hit.kind == MALICIOUS_KIND:
+            items[index] = -np.log1p(-np.minimum(hit.amount, _P_MAX))
+            raw.setdefault(hit.witness, np.zeros(n_rows))[hit.rows] += items[index]
+    hazard = np.zeros(n_rows)
+    claimed: dict[str, np.ndarray] = {}
+    witnesses = np.zeros(n_rows, dtype=np.int64)
+    for name, own in raw.items():
+        p = np.minimum(-np.expm1(-own), weights.witness_max.get(name, 1.0))
+        claimed[name] = -np.log1p(-np.minimum(p, _P_MAX))
+        hazard += claimed[name]
+        witnesses += p >= weights.lift_min_p
+    shares = {}
+    for index, item in items.items():
+        hit = hits[index]
+        own = raw[hit.witness][hit.rows]
+        shares[index] = (claimed[hit.witness][hit.rows] / np.where(hazard[hit.rows] > 0,
+                                                                    hazard[hit.rows], 1)
+                         * item / np.where(own > 0, own, 1))
+    return -100.0 * np.expm1(-hazard), hazard, witnesses, shares
+
+
+def _vouchers(hits: list[Hit], n_rows: int) -> np.ndarray:
+    """Distinct providers vouching for each row (benign rules; shared infrastructure is not)."""
+    seen: dict[str, np.ndarray] = {}
+    for hit in hits:
+        if hit.kind == BENIGN_KIND:
+            seen.setdefault(hit.provider, np.zeros(n_rows, dtype=bool))[hit.rows] = True
+    return sum((mask.astype(np.int64) for mask in seen.values()), np.zeros(n_rows, np.int64))
+
+
+def _support(score: np.ndarray, witnesses: np.ndarray, vouchers: np.ndarray,
+             conflict: np.ndarray, weights: ScoringWeights) -> np.ndarray:
+    """Share of the coverage that counts: by the independent witnesses behind the verdict
+    (malicious ones for a score in the suspicious band or above, vouching ones below),
+    lowered where malicious and benign evidence meet."""
+    table = np.asarray(weights.support_by_witnesses, dtype=float)
+    behind = np.where(score >= weights.suspicious_threshold, witnesses, vouchers)
+    support = table[np.minimum(behind, table.size - 1)]
+    return np.where(conflict, support * weights.conflict_factor, support)
+
+
 def _caps(hits: list[Hit], n_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """Lowest benign cap per row, and which hit (index in `hits`) sets it."""
+    """Lowest cap (benign or shared infrastructure) per row, and which hit sets it."""
     cap = np.full(n_rows, np.inf)
     cap_hit = np.full(n_rows, -1)
     for index, hit in enumerate(hits):
-        if hit.kind != BENIGN_KIND:
+        if hit.kind not in CAP_KINDS:
             continue
         lower = hit.amount < cap[hit.rows]
         cap[hit.rows[lower]] = hit.amount[lower]
@@ -186,16 +242,16 @@ def _verdicts(score: np.ndarray, confidence: np.ndarray, benign_evidence: np.nda
     return verdict
 
 
-def _contributions(hits: list[Hit], base: np.ndarray, hazard: np.ndarray, cap_delta: np.ndarray,
+def _contributions(hits: list[Hit], base: np.ndarray, shares: dict[int, np.ndarray],
+                   cap_delta: np.ndarray,
                    capped: np.ndarray, cap_hit: np.ndarray) -> list[np.ndarray]:
-    """Score points per hit row: malicious items share `base` in proportion to their hazard;
-    the binding benign cap carries the (negative) points it removed; other benign items 0."""
+    """Score points per hit row: malicious items share `base` by their share of the hazard;
+    the binding cap carries the (negative) points it removed; other items 0."""
     out = []
     for index, hit in enumerate(hits):
         rows = hit.rows
         if hit.kind == MALICIOUS_KIND:
-            share = -np.log1p(-np.minimum(hit.amount, _P_MAX))
-            out.append(base[rows] * share / np.where(hazard[rows] > 0, hazard[rows], 1))
+            out.append(base[rows] * shares[index])
         else:
             binding = capped[rows] & (cap_hit[rows] == index)
             out.append(np.where(binding, cap_delta[rows], 0.0))
@@ -204,9 +260,10 @@ def _contributions(hits: list[Hit], base: np.ndarray, hazard: np.ndarray, cap_de
 
 def _components(view: View, hits: list[Hit], contributions: list[np.ndarray],
                 link_contribution: np.ndarray, summary: np.ndarray) -> pa.ListArray:
-    """Per row, its evidence items (COMPONENT_TYPE) in rule order, the threat link last. Built
-    column by column from the hits, with no text per item: at a million rows the items are
-    millions, and as JSON text they were most of the scores' bytes."""
+    """Per row, its evidence items (COMPONENT_TYPE), largest contribution first (ties in rule
+    order, the threat link after the rules). Built column by column from the hits, with no
+    text per item: at a million rows the items are millions, and as JSON text they were most
+    of the scores' bytes."""
     link_rows = np.flatnonzero(link_contribution > 0)
     links = [link_rows] if link_rows.size else []
     parts = [hit.rows for hit in hits] + links
@@ -214,6 +271,11 @@ def _components(view: View, hits: list[Hit], contributions: list[np.ndarray],
     item = slots.part < len(parts)  # the slot of a row without items holds none
     source, part, row = slots.source[item], slots.part[item], slots.row[item]
     offsets = slots.offsets - np.searchsorted(slots.bare, np.arange(view.size + 1))
+    amounts = np.concatenate([*contributions, *(link_contribution[r] for r in links),
+                              np.zeros(0)])
+    # Items are laid out row after row: one stable sort by (row, -contribution) orders each row.
+    order = np.lexsort((-np.round(amounts[source], 1), row))
+    source, part, row = source[order], part[order], row[order]
     labels = [(hit.rule, hit.provider, hit.field) for hit in hits]
     labels += [(THREAT_LINK_RULE, "threat_context", "links")] * len(links)
     names = np.array(labels, dtype=object).reshape(-1, 3)
@@ -222,8 +284,6 @@ def _components(view: View, hits: list[Hit], contributions: list[np.ndarray],
     values = pa.concat_arrays([hit.value.cast(pa.string()) for hit in hits]
                               + [text.json_text(summary[r]).cast(pa.string()) for r in links]
                               + [pa.nulls(0, pa.string())])
-    amounts = np.concatenate([*contributions, *(link_contribution[r] for r in links),
-                              np.zeros(0)])
     items = pa.StructArray.from_arrays(
         [rule, provider, field_name, values.take(pa.array(source)),
          pa.array(np.round(amounts[source], 1) + 0.0), _digests(view, hits, part, row)],
@@ -259,13 +319,17 @@ def _explanations(
     if link_rows.size:
         parts.append((link_rows, lambda: text.cat("linked to ", summary[link_rows].astype(str))))
     for index, hit in enumerate(hits):
-        if hit.kind == BENIGN_KIND:
+        if hit.kind in CAP_KINDS:
             binding = capped[hit.rows] & (cap_hit[hit.rows] == index)
-            parts.append((hit.rows, lambda hit=hit, binding=binding: text.where(
+            note = " (benign)" if hit.kind == BENIGN_KIND else " (shared infrastructure)"
+            parts.append((hit.rows, lambda hit=hit, binding=binding, note=note: text.where(
                 binding,
                 text.cat("capped at ", text.ints(hit.amount), " by ", hit.phrase),
-                text.cat(hit.phrase, " (benign)"),
+                text.cat(hit.phrase, note),
             )))
+    for hit in hits:
+        if hit.kind == LABEL_KIND:
+            parts.append((hit.rows, lambda hit=hit: text.cat("label: ", hit.phrase)))
     has_gaps = pc.not_equal(gaps, pa.scalar("", text.LARGE)).to_numpy(zero_copy_only=False)
     gap_rows = np.flatnonzero(has_gaps & view.scored)
     heads = text.cat(text.labels(verdict), " (", text.ints(score), "/100, confidence ",

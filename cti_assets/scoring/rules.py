@@ -3,8 +3,10 @@
 A rule reads `<provider>__<field>` columns of merged_enrichment (only where that provider's
 status is ok and the observable is ok) and returns a `Hit`: the rows where it fired, the
 amount per row (probability of malice for malicious rules, a score cap for benign ones), the
-value that made it fire (JSON text) and a short human phrase. `RULES` lists them for the docs,
-the lineage and the tests. Nothing here loops over rows in Python.
+value that made it fire (JSON text) and a short human phrase with the provider's numbers.
+Malicious rules give a probability; benign rules a cap that also vouches for the observable;
+shared-infrastructure rules a cap that vouches for nothing; labels only show a fact. `RULES`
+lists them for the docs, the lineage and the tests. Nothing here loops over rows in Python.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from cti_assets.providers import names
 from cti_assets.providers.base import (
     ABUSEIPDB,
     GREYNOISE,
@@ -38,9 +42,12 @@ from cti_assets.scoring.text import (
     where,
 )
 from cti_assets.scoring.view import PROVIDER_LABELS, View
-from cti_assets.scoring.weights import ScoringWeights
+from cti_assets.scoring.weights import REGISTRATION, ScoringWeights
 
 MALICIOUS_KIND, BENIGN_KIND = "malicious", "benign"
+SHARED_KIND = "shared"  # caps the score like a benign rule, but vouches for nothing
+LABEL_KIND = "label"  # a fact worth showing (Tor exit, scanner, CDN); never changes the score
+CAP_KINDS = (BENIGN_KIND, SHARED_KIND)
 
 
 ABUSE_CATEGORY_NAMES = {
@@ -50,6 +57,10 @@ ABUSE_CATEGORY_NAMES = {
     15: "Hacking", 16: "SQL Injection", 17: "Spoofing", 18: "Brute-Force", 19: "Bad Web Bot",
     20: "Exploited Host", 21: "Web App Attack", 22: "SSH", 23: "IoT Targeted",
 }
+# Tags providers attach that are facts about the address, shown as labels.
+LABEL_TAGS = {"tor": "Tor exit", "vpn": "anonymiser (VPN)", "proxy": "anonymiser (proxy)",
+              "scanner": "scanner", "cloud": "cloud", "cdn": "CDN"}
+NAME_TYPES = ("Domain-Name", "Hostname")
 
 
 @dataclass(frozen=True)
@@ -57,11 +68,12 @@ class RuleSpec:
     """One evidence rule, as documented: which provider fields it reads and its weights."""
 
     name: str
-    kind: str  # MALICIOUS_KIND or BENIGN_KIND
+    kind: str  # MALICIOUS_KIND, BENIGN_KIND, SHARED_KIND or LABEL_KIND
     providers: tuple[str, ...]
     fields: tuple[str, ...]
     weights: tuple[str, ...]  # ScoringWeights attributes
     description: str
+    witness: str = ""  # whose testimony it is, when not the provider's (see model)
 
 
 RULES: tuple[RuleSpec, ...] = (
@@ -69,8 +81,9 @@ RULES: tuple[RuleSpec, ...] = (
              ("malicious", "suspicious", "harmless", "undetected"),
              ("vt_malicious_weight", "vt_min_engines", "vt_weak_per_engine", "vt_engines_full",
               "vt_ratio_full"),
-             "engines flagging malicious; full at vt_engines_full engines or vt_ratio_full of "
-             "them; below vt_min_engines only vt_weak_per_engine per engine"),
+             "engines flagging malicious; full at vt_engines_full engines and vt_ratio_full of "
+             "them (the smaller share counts); below vt_min_engines only vt_weak_per_engine "
+             "per engine"),
     RuleSpec("vt_suspicious", MALICIOUS_KIND, (VIRUSTOTAL,), ("suspicious",),
              ("vt_suspicious_weight", "vt_suspicious_full"), "engines flagging suspicious"),
     RuleSpec("vt_reputation", MALICIOUS_KIND, (VIRUSTOTAL,), ("reputation",),
@@ -78,18 +91,23 @@ RULES: tuple[RuleSpec, ...] = (
     RuleSpec("vt_votes", MALICIOUS_KIND, (VIRUSTOTAL,), ("votes_malicious", "votes_harmless"),
              ("vt_votes_weight", "vt_votes_full"), "more malicious than harmless votes"),
     RuleSpec("vt_category", MALICIOUS_KIND, (VIRUSTOTAL,), ("categories",),
-             ("vt_category_weight", "vt_category_keywords"),
-             "a vendor category containing a malice keyword"),
+             ("vt_category_weight", "vt_category_keywords", "vt_category_excluded"),
+             "vendor categories containing a malice keyword (adware/PUA categories excluded)"),
+    RuleSpec("young_name", MALICIOUS_KIND, (VIRUSTOTAL,), ("creation_date",),
+             ("young_days", "young_weight", "very_young_days", "very_young_weight"),
+             "domain registered shortly before the lookup (VirusTotal creation_date)",
+             witness=REGISTRATION),
     RuleSpec("abuse_confidence", MALICIOUS_KIND, (ABUSEIPDB,),
-             ("abuse_confidence_score", "total_reports"), ("abuse_confidence_weight",),
-             "abuseConfidenceScore / 100"),
-    RuleSpec("abuse_reporters", MALICIOUS_KIND, (ABUSEIPDB,), ("num_distinct_users",),
-             ("abuse_reporters_weight", "abuse_reporters_full"), "distinct reporters"),
+             ("abuse_confidence_score", "num_distinct_users", "last_reported_at", "categories",
+              "is_whitelisted"),
+             ("abuse_confidence_weight", "abuse_reporters_full", "abuse_half_life_days",
+              "abuse_weak_categories", "abuse_weak_only_factor"),
+             "abuseConfidenceScore / 100, scaled by distinct reporters (log) and halved every "
+             "abuse_half_life_days since the last report; never for whitelisted addresses"),
     RuleSpec("abuse_category", MALICIOUS_KIND, (ABUSEIPDB,), ("categories",),
              ("abuse_category_weight", "abuse_strong_categories"),
-             "a strong report category (DDoS, phishing, exploited host, web app attack)"),
-    RuleSpec("abuse_tor", MALICIOUS_KIND, (ABUSEIPDB,), ("is_tor",), ("abuse_tor_weight",),
-             "Tor exit node (anonymiser)"),
+             "a strong report category (DDoS, phishing, exploited host, web app attack), "
+             "not for whitelisted addresses"),
     RuleSpec("gn_classification", MALICIOUS_KIND, (GREYNOISE,), ("classification",),
              ("gn_malicious_weight", "gn_suspicious_weight"),
              "GreyNoise classification malicious or suspicious"),
@@ -101,38 +119,61 @@ RULES: tuple[RuleSpec, ...] = (
              ("shodan_vulns_weight", "shodan_vulns_full"), "known vulnerabilities (exposure)"),
     RuleSpec("nc_confusables", MALICIOUS_KIND, (NETWORK_CONTEXT,), ("has_confusables",),
              ("nc_confusables_weight",), "look-alike (confusable) characters in the name"),
-    RuleSpec("nc_high_entropy", MALICIOUS_KIND, (NETWORK_CONTEXT,),
-             ("label_entropy", "label_length"),
-             ("nc_entropy_weight", "nc_entropy_min", "nc_entropy_min_length"),
-             "long random-looking label (DGA-like)"),
+    RuleSpec("nc_lookalike", MALICIOUS_KIND, (NETWORK_CONTEXT,), ("lookalike_of",),
+             ("nc_lookalike_weight",),
+             "a popular name one or two edits away, or embedded as a word"),
+    RuleSpec("nc_random_label", MALICIOUS_KIND, (NETWORK_CONTEXT,),
+             ("label_bigram_score", "label_length"),
+             ("nc_random_weight", "nc_random_max_score", "nc_random_min_length"),
+             "long label unlike ordinary words (character-bigram model; DGA-like)"),
     RuleSpec("nc_url_ip_host", MALICIOUS_KIND, (NETWORK_CONTEXT,), ("url_host_is_ip",),
              ("nc_url_ip_host_weight",), "URL whose host is a bare IP address"),
     RuleSpec("nc_url_credentials", MALICIOUS_KIND, (NETWORK_CONTEXT,), ("url_has_credentials",),
              ("nc_url_credentials_weight",), "URL carrying user:password@"),
     RuleSpec("nc_url_port", MALICIOUS_KIND, (NETWORK_CONTEXT,), ("url_nonstandard_port",),
              ("nc_url_port_weight",), "URL on a non-standard port"),
+    RuleSpec("nc_url_payload", MALICIOUS_KIND, (NETWORK_CONTEXT,), ("normalized_value",),
+             ("nc_url_payload_weight", "nc_url_payload_pattern"),
+             "URL path of a bot payload drop (/bins/, .mips, .arm7, .sh ...)"),
     RuleSpec("st_new_domain", MALICIOUS_KIND, (SECURITYTRAILS,), ("first_seen",),
              ("st_new_domain_weight", "st_new_domain_days"),
-             "domain first seen shortly before the lookup"),
-    RuleSpec("vt_harmless", BENIGN_KIND, (VIRUSTOTAL,), ("malicious", "harmless", "reputation"),
-             ("vt_harmless_min", "vt_harmless_cap"),
-             "0 malicious engines, many harmless, reputation not negative"),
+             "current DNS records first seen shortly before the lookup (only without a "
+             "registration date)"),
+    RuleSpec("vt_harmless", BENIGN_KIND, (VIRUSTOTAL,),
+             ("malicious", "harmless", "reputation", "creation_date", "popularity_rank"),
+             ("vt_harmless_min", "vt_harmless_cap", "vt_harmless_min_age_days"),
+             "0 malicious engines, many harmless, and the object is known: a positive "
+             "reputation, or a name registered long ago or popular; never for URLs"),
     RuleSpec("abuse_whitelisted", BENIGN_KIND, (ABUSEIPDB,), ("is_whitelisted",),
              ("abuse_whitelisted_cap",), "AbuseIPDB whitelist"),
     RuleSpec("abuse_benign_usage", BENIGN_KIND, (ABUSEIPDB,), ("usage_type",),
-             ("abuse_benign_usage_types", "abuse_benign_usage_cap"),
-             "search engine spider or CDN"),
+             ("abuse_benign_usage_types", "abuse_benign_usage_cap"), "search engine spider"),
     RuleSpec("gn_riot", BENIGN_KIND, (GREYNOISE,), ("riot", "trust_level", "name"),
-             ("gn_riot_trust1_cap", "gn_riot_trust2_cap"),
-             "GreyNoise RIOT (known business service) with trust level 1 or 2"),
+             ("gn_riot_trust1_cap", "gn_riot_trust2_cap", "gn_riot_community_cap"),
+             "GreyNoise RIOT (known business service): trust level 1 or 2, or Community's "
+             "riot without a trust level; 3 is a label only"),
     RuleSpec("gn_benign", BENIGN_KIND, (GREYNOISE,), ("classification",), ("gn_benign_cap",),
              "GreyNoise classification benign (known research scanner)"),
     RuleSpec("special_use", BENIGN_KIND, (NETWORK_CONTEXT,), ("is_special_use", "range_name"),
              ("special_use_cap",), "private, reserved or special-use address or name"),
+    RuleSpec("known_resolver", BENIGN_KIND, (NETWORK_CONTEXT,), ("normalized_value",),
+             ("resolver_cap",), "a well-known public DNS resolver (shipped list)"),
+    RuleSpec("popular_name", BENIGN_KIND, (NETWORK_CONTEXT, VIRUSTOTAL),
+             ("registrable_domain", "popularity_rank"), ("popular_rank_max", "popular_cap"),
+             "a popular name: shipped list or VirusTotal popularity rank"),
     RuleSpec("st_top_rank", BENIGN_KIND, (SECURITYTRAILS,), ("alexa_rank",),
              ("st_top_rank_max", "st_top_rank_cap"), "popular domain (weak, rankings stale)"),
+    RuleSpec("shared_infra", SHARED_KIND, (NETWORK_CONTEXT, ABUSEIPDB, SHODAN, INTERNETDB),
+             ("public_suffix", "usage_type", "tags"),
+             ("shared_infra_cap", "abuse_shared_usage_types"),
+             "CDN or cloud (shipped names, AbuseIPDB usage type, Shodan tags): at most "
+             "suspicious unless another provider corroborates"),
+    RuleSpec("label", LABEL_KIND, (ABUSEIPDB, GREYNOISE, VIRUSTOTAL, SHODAN, INTERNETDB),
+             ("is_tor", "noise", "tags"), (),
+             "Tor exit, anonymiser, scanner, cloud, CDN: shown, never scored"),
 )
 RULE_NAMES = tuple(spec.name for spec in RULES)
+_SPECS = {spec.name: spec for spec in RULES}
 
 
 @dataclass
@@ -147,10 +188,11 @@ class Hit:
     amount: np.ndarray
     value: pa.Array  # JSON text per row
     phrase: pa.Array
+    witness: str = ""
 
 
 def evaluate(view: View, weights: ScoringWeights) -> list[Hit]:
-    """Every rule's hits, in RULES order (malicious first, then benign)."""
+    """Every rule's hits, in RULES order (malicious first, then caps, then labels)."""
     hits: list[Hit] = []
     for rule in _RULE_FUNCTIONS:
         hits.extend(hit for hit in rule(view, weights) if hit.rows.size)
@@ -167,7 +209,7 @@ def _hit(spec_name: str, provider: str, field: str, mask: npt.ArrayLike, amount:
          value: HitText, phrase: HitText) -> Hit:
     """`value` and `phrase` are text or functions of the fired rows (built only for those)."""
     rows = np.flatnonzero(mask)
-    kind = next(spec.kind for spec in RULES if spec.name == spec_name)
+    spec = _SPECS[spec_name]
     amount = np.asarray(amount, dtype=float)
     amount = np.full(rows.size, float(amount)) if amount.ndim == 0 else amount[rows]
 
@@ -175,7 +217,13 @@ def _hit(spec_name: str, provider: str, field: str, mask: npt.ArrayLike, amount:
         made = source(rows) if callable(source) else source
         return const(made, rows.size) if isinstance(made, str) else made
 
-    return Hit(spec_name, kind, provider, field, rows, amount, text(value), text(phrase))
+    witness = spec.witness or (SHODAN if provider == INTERNETDB else provider)
+    return Hit(spec_name, spec.kind, provider, field, rows, amount, text(value), text(phrase),
+               witness)
+
+
+def _plural(counts: np.ndarray, singular: str, plural: str) -> pa.Array:
+    return where(counts == 1, singular, plural)
 
 
 def _virustotal(v: View, w: ScoringWeights) -> list[Hit]:
@@ -189,19 +237,22 @@ def _virustotal(v: View, w: ScoringWeights) -> list[Hit]:
     engines = np.nan_to_num(malicious)
     ratio = engines / np.maximum(total, 1)
     strong = engines >= w.vt_min_engines
-    full = np.clip(np.maximum(engines / w.vt_engines_full, ratio / w.vt_ratio_full), 0, 1)
-    p_malicious = np.where(strong, w.vt_malicious_weight * full,
+    full = np.clip(np.minimum(engines / w.vt_engines_full, ratio / w.vt_ratio_full), 0, 1)
+    p_malicious = np.where(strong, np.maximum(w.vt_malicious_weight * full,
+                                              engines * w.vt_weak_per_engine),
                            np.minimum(engines * w.vt_weak_per_engine, w.vt_malicious_weight))
     weak_note = f" (below the {w.vt_min_engines}-engine minimum)"
     hits = [_hit("vt_malicious", p, "malicious", engines > 0, p_malicious,
                  lambda r: ints(engines[r]),
                  lambda r: cat("VirusTotal ", ints(engines[r]), "/", ints(total[r]),
-                               " engines malicious", where(strong[r], "", weak_note)))]
+                               _plural(engines[r], " engine", " engines"), " malicious (",
+                               decimal1(100 * ratio[r]), "%)", where(strong[r], "", weak_note)))]
     count = np.nan_to_num(suspicious)
     hits.append(_hit("vt_suspicious", p, "suspicious", count > 0,
                      w.vt_suspicious_weight * np.minimum(1, count / w.vt_suspicious_full),
                      lambda r: ints(count[r]),
-                     lambda r: cat("VirusTotal ", ints(count[r]), " engines suspicious")))
+                     lambda r: cat("VirusTotal ", ints(count[r]),
+                                   _plural(count[r], " engine", " engines"), " suspicious")))
     reputation = v.num(p, "reputation")
     negative = np.nan_to_num(-reputation)
     hits.append(_hit("vt_reputation", p, "reputation", negative > 0,
@@ -217,17 +268,37 @@ def _virustotal(v: View, w: ScoringWeights) -> list[Hit]:
                                    " malicious / ", ints(np.nan_to_num(votes_good[r])),
                                    " harmless")))
     keywords = re.compile("|".join(rf"\b{re.escape(k)}\b" for k in w.vt_category_keywords), re.I)
-    matched, first = _first_item(v, p, "categories",
-                                 lambda s: s.astype(str).str.contains(keywords, regex=True))
+    excluded = re.compile("|".join(rf"\b{re.escape(k)}\b" for k in w.vt_category_excluded)
+                          or r"(?!)", re.I)
+
+    def malice(s: pd.Series) -> pd.Series:
+        text_values = s.astype(str)
+        return (text_values.str.contains(keywords, regex=True)
+                & ~text_values.str.contains(excluded, regex=True))
+
+    matched, first = _first_item(v, p, "categories", malice)
     hits.append(_hit("vt_category", p, "categories", matched, w.vt_category_weight,
                      lambda r: json_text(first[r]),
                      lambda r: cat("VirusTotal category ", json_text(first[r]))))
+    age = _age_days(v, p, "creation_date")
+    very_young = age <= w.very_young_days
+    hits.append(_hit("young_name", p, "creation_date", age <= w.young_days,
+                     np.where(very_young, w.very_young_weight, w.young_weight),
+                     lambda r: ints(v.num(p, "creation_date")[r]),
+                     lambda r: cat("registered ", ints(np.maximum(age[r], 0)),
+                                   _plural(np.maximum(age[r], 0), " day", " days"),
+                                   " before the lookup (VirusTotal creation_date)")))
+    rank = v.num(p, "popularity_rank")
+    is_name = v.isin("entity_type", NAME_TYPES)
+    known = ((reputation > 0) & ~is_name) | (is_name & (age >= w.vt_harmless_min_age_days)) | (
+        rank <= w.popular_rank_max)
     clean = (v.ok(p) & (malicious == 0) & (np.nan_to_num(harmless) >= w.vt_harmless_min)
-             & ~(reputation < 0))
+             & ~(reputation < 0) & known & ~v.equals("entity_type", "Url"))
     hits.append(_hit("vt_harmless", p, "harmless", clean, w.vt_harmless_cap,
                      lambda r: ints(harmless[r]),
                      lambda r: cat("VirusTotal 0/", ints(total[r]), " engines malicious, ",
                                    ints(harmless[r]), " harmless")))
+    hits.append(_label_tags(v, p))
     return hits
 
 
@@ -235,40 +306,57 @@ def _abuseipdb(v: View, w: ScoringWeights) -> list[Hit]:
     p = ABUSEIPDB
     if not v.has(p):
         return []
-    confidence = np.nan_to_num(v.num(p, "abuse_confidence_score"))
-    reports = v.num(p, "total_reports")
+    whitelisted = v.flag(p, "is_whitelisted")
+    confidence = np.where(whitelisted, 0, np.nan_to_num(v.num(p, "abuse_confidence_score")))
+    reports = np.nan_to_num(v.num(p, "total_reports"))
     users = np.nan_to_num(v.num(p, "num_distinct_users"))
-    hits = [
-        _hit("abuse_confidence", p, "abuse_confidence_score", confidence > 0,
-             w.abuse_confidence_weight * np.clip(confidence / 100, 0, 1),
-             lambda r: ints(confidence[r]),
-             lambda r: cat("AbuseIPDB confidence ", ints(confidence[r]), " from ",
-                           ints(reports[r]), " reports")),
-        _hit("abuse_reporters", p, "num_distinct_users", users > 0,
-             w.abuse_reporters_weight * np.minimum(1, users / w.abuse_reporters_full),
-             lambda r: ints(users[r]),
-             lambda r: cat("AbuseIPDB reports from ", ints(users[r]), " distinct reporters")),
-    ]
+    reporters = np.minimum(1, np.log1p(users) / np.log1p(w.abuse_reporters_full))
+    last = _age_days(v, p, "last_reported_at", rows=confidence > 0)
+    decay = np.where(np.isnan(last), 1.0, 0.5 ** (np.maximum(last, 0) / w.abuse_half_life_days))
+    weak = {int(c) for c in w.abuse_weak_categories}
+    with_strong, _ = _first_item(v, p, "categories",
+                                 lambda s: ~pd.to_numeric(s, errors="coerce").isin(weak))
+    any_category, _ = _first_item(v, p, "categories", lambda s: s.notna())
+    factor = np.where(any_category & ~with_strong, w.abuse_weak_only_factor, 1.0)
+    amount = (w.abuse_confidence_weight * np.clip(confidence / 100, 0, 1) * reporters * decay
+              * factor)
+    last_text = np.where(np.isnan(last), 0, np.maximum(last, 0))
+
+    def confidence_phrase(r: np.ndarray) -> pa.Array:
+        return cat("AbuseIPDB confidence ", ints(confidence[r]), " from ", ints(reports[r]),
+                   _plural(reports[r], " report", " reports"), " by ", ints(users[r]),
+                   _plural(users[r], " user", " users"),
+                   where(np.isnan(last[r]), "", cat(", last report ", ints(last_text[r]),
+                                                    _plural(last_text[r], " day", " days"),
+                                                    " before the lookup")),
+                   where(factor[r] < 1, " (port scans and web bots only)", ""))
+
+    hits = [_hit("abuse_confidence", p, "abuse_confidence_score", (confidence > 0) & (amount > 0),
+                 amount, lambda r: ints(confidence[r]), confidence_phrase)]
     strong = {int(c) for c in w.abuse_strong_categories}
     matched, first = _first_item(v, p, "categories",
                                  lambda s: pd.to_numeric(s, errors="coerce").isin(strong))
 
     def category_phrase(rows: np.ndarray) -> pa.Array:
         ids = pd.to_numeric(pd.Series(first[rows], dtype=object), errors="coerce")
-        names = ids.map(ABUSE_CATEGORY_NAMES).fillna("?").to_numpy(dtype=object)
-        return cat("AbuseIPDB category ", ints(ids.to_numpy(float)), " (", names, ")")
+        titles = ids.map(ABUSE_CATEGORY_NAMES).fillna("?").to_numpy(dtype=object)
+        return cat("AbuseIPDB category ", ints(ids.to_numpy(float)), " (", titles, ")")
 
-    hits.append(_hit("abuse_category", p, "categories", matched, w.abuse_category_weight,
-                     lambda r: json_text(first[r]), category_phrase))
-    hits.append(_hit("abuse_tor", p, "is_tor", v.flag(p, "is_tor"), w.abuse_tor_weight, "true",
-                     "Tor exit node (AbuseIPDB)"))
-    hits.append(_hit("abuse_whitelisted", p, "is_whitelisted", v.flag(p, "is_whitelisted"),
+    hits.append(_hit("abuse_category", p, "categories", matched & ~whitelisted,
+                     w.abuse_category_weight * decay, lambda r: json_text(first[r]),
+                     category_phrase))
+    hits.append(_hit("abuse_whitelisted", p, "is_whitelisted", whitelisted,
                      w.abuse_whitelisted_cap, "true", "AbuseIPDB whitelisted"))
     usage = v.text(p, "usage_type")
-    hits.append(_hit("abuse_benign_usage", p, "usage_type",
-                     np.isin(usage, list(w.abuse_benign_usage_types)), w.abuse_benign_usage_cap,
-                     lambda r: json_text(usage[r]),
-                     lambda r: cat("AbuseIPDB usage type ", json_text(usage[r]))))
+    for rule, kinds, cap in (("abuse_benign_usage", w.abuse_benign_usage_types,
+                              w.abuse_benign_usage_cap),
+                             ("shared_infra", w.abuse_shared_usage_types, w.shared_infra_cap)):
+        hits.append(_hit(rule, p, "usage_type", v.isin(column(p, "usage_type"), kinds) & v.ok(p),
+                         cap,
+                         lambda r: json_text(usage[r]),
+                         lambda r: cat("AbuseIPDB usage type ", json_text(usage[r]))))
+    hits.append(_hit("label", p, "is_tor", v.flag(p, "is_tor"), 0.0, "true",
+                     "Tor exit (AbuseIPDB)"))
     return hits
 
 
@@ -289,8 +377,11 @@ def _greynoise(v: View, w: ScoringWeights) -> list[Hit]:
 
     trust = v.text(p, "trust_level")
     trust_text = np.where(pd.isna(trust), "", trust).astype(str).astype(object)
-    cap = np.select([trust_text == "1", trust_text == "2"],
-                    [w.gn_riot_trust1_cap, w.gn_riot_trust2_cap], np.inf)
+    cap = np.select([trust_text == "1", trust_text == "2", trust_text == ""],
+                    [w.gn_riot_trust1_cap, w.gn_riot_trust2_cap, w.gn_riot_community_cap],
+                    np.inf)
+    trust_note = where(trust_text == "", " (Community: no trust level)",
+                       cat(" trust level ", trust_text))
     return [
         _hit("gn_classification", p, "classification", weight > 0, weight,
              lambda r: json_text(classification[r]),
@@ -300,9 +391,11 @@ def _greynoise(v: View, w: ScoringWeights) -> list[Hit]:
              "GreyNoise sees it scanning the internet (classification unknown)"),
         _hit("gn_riot", p, "trust_level", v.flag(p, "riot") & ~np.isinf(cap), cap,
              lambda r: json_text(trust[r]),
-             lambda r: cat("GreyNoise RIOT trust level ", trust_text[r], name_note(r))),
+             lambda r: cat("GreyNoise RIOT", trust_note.take(pa.array(r)), name_note(r))),
         _hit("gn_benign", p, "classification", classification == "benign", w.gn_benign_cap,
              '"benign"', lambda r: cat("GreyNoise classifies it benign", name_note(r))),
+        _hit("label", p, "noise", v.flag(p, "noise"), 0.0, "true",
+             "scanner (GreyNoise sees it scanning the internet)"),
     ]
 
 
@@ -311,6 +404,7 @@ def _shodan(v: View, w: ScoringWeights) -> list[Hit]:
     tags = {t.casefold() for t in w.shodan_malicious_tags}
     taken_tag = np.zeros(v.size, dtype=bool)
     taken_vulns = np.zeros(v.size, dtype=bool)
+    taken_shared = np.zeros(v.size, dtype=bool)
     for p in (SHODAN, INTERNETDB):  # the host API first: it wins when both report
         if not v.has(p):
             continue
@@ -330,34 +424,110 @@ def _shodan(v: View, w: ScoringWeights) -> list[Hit]:
                          w.shodan_vulns_weight * np.minimum(1, count / w.shodan_vulns_full),
                          lambda r, count=count: ints(count[r]),
                          lambda r, count=count, label=label: cat(
-                             ints(count[r]), " known vulnerabilities exposed (", label, ")")))
+                             ints(count[r]), _plural(count[r], " known vulnerability",
+                                                     " known vulnerabilities"),
+                             " exposed (", label, ")")))
+        shared, kind = _first_item(v, p, "tags",
+                                   lambda s: s.astype(str).str.casefold().isin({"cdn", "cloud"}))
+        shared &= ~taken_shared
+        taken_shared |= shared
+        hits.append(_hit("shared_infra", p, "tags", shared, w.shared_infra_cap,
+                         lambda r, kind=kind: json_text(kind[r]),
+                         lambda r, kind=kind, label=label: cat(label, " tag ",
+                                                               json_text(kind[r]))))
+        hits.append(_label_tags(v, p))
     return hits
+
+
+def _label_tags(v: View, p: str) -> Hit:
+    """The first provider tag that is a labelled fact (Tor, VPN, proxy, scanner, cloud, CDN)."""
+    matched, first = _first_item(v, p, "tags",
+                                 lambda s: s.astype(str).str.casefold().isin(set(LABEL_TAGS)))
+    label_of = np.full(v.size, "", dtype=object)
+    label_of[matched] = pd.Series(first[matched], dtype=object).astype(str).str.casefold().map(
+        LABEL_TAGS).fillna("").to_numpy(dtype=object)
+    return _hit("label", p, "tags", matched, 0.0, lambda r: json_text(first[r]),
+                lambda r: cat(label_of[r], " (", PROVIDER_LABELS[p], " tag)"))
 
 
 def _network_context(v: View, w: ScoringWeights) -> list[Hit]:
     p = NETWORK_CONTEXT
     if not v.has(p):
         return []
-    entropy, length = v.num(p, "label_entropy"), v.num(p, "label_length")
-    random_label = (entropy >= w.nc_entropy_min) & (length >= w.nc_entropy_min_length)
+    bigram, length = v.num(p, "label_bigram_score"), v.num(p, "label_length")
+    random_label = (bigram <= w.nc_random_max_score) & (length >= w.nc_random_min_length)
     range_name = v.text(p, "range_name")
     range_text = np.where(pd.isna(range_name), "special-use", range_name).astype(object)
+    lookalike = v.text(p, "lookalike_of")
+    is_url = v.equals("entity_type", "Url") & v.ok(p)
+    payload = np.zeros(v.size, dtype=bool)
+    if is_url.any():
+        urls = v.arrow("normalized_value").take(pa.array(np.flatnonzero(is_url)))
+        paths = pc.replace_substring_regex(urls, r"[?#].*$", "")
+        found = pc.match_substring_regex(paths, w.nc_url_payload_pattern, ignore_case=True)
+        payload[np.flatnonzero(is_url)] = found.fill_null(False).to_numpy(zero_copy_only=False)
     return [
         _hit("nc_confusables", p, "has_confusables", v.flag(p, "has_confusables"),
              w.nc_confusables_weight, "true", "name uses look-alike (confusable) characters"),
-        _hit("nc_high_entropy", p, "label_entropy", random_label, w.nc_entropy_weight,
-             lambda r: decimal1(entropy[r]),
-             lambda r: cat("random-looking label (entropy ", decimal1(entropy[r]), ", ",
-                           ints(length[r]), " characters)")),
+        _hit("nc_lookalike", p, "lookalike_of", ~pd.isna(lookalike), w.nc_lookalike_weight,
+             lambda r: json_text(lookalike[r]),
+             lambda r: cat("name imitates the popular name ", lookalike[r])),
+        _hit("nc_random_label", p, "label_bigram_score", random_label, w.nc_random_weight,
+             lambda r: decimal1(bigram[r]),
+             lambda r: cat("random-looking label (", ints(length[r]),
+                           " characters unlike ordinary words)")),
         _hit("nc_url_ip_host", p, "url_host_is_ip", v.flag(p, "url_host_is_ip"),
              w.nc_url_ip_host_weight, "true", "URL host is a bare IP address"),
         _hit("nc_url_credentials", p, "url_has_credentials", v.flag(p, "url_has_credentials"),
              w.nc_url_credentials_weight, "true", "URL carries credentials"),
         _hit("nc_url_port", p, "url_nonstandard_port", v.flag(p, "url_nonstandard_port"),
              w.nc_url_port_weight, "true", "URL uses a non-standard port"),
+        _hit("nc_url_payload", p, "normalized_value", payload, w.nc_url_payload_weight, "true",
+             "URL path of a bot payload drop"),
         _hit("special_use", p, "is_special_use", v.special_use(), w.special_use_cap,
              lambda r: json_text(range_text[r]),
              lambda r: cat("special-use address or name (", range_text[r], ")")),
+        *_infrastructure(v, w),
+    ]
+
+
+def _infrastructure(v: View, w: ScoringWeights) -> list[Hit]:
+    """Well-known resolvers, popular names and shared (CDN, cloud) names, from the shipped
+    lists; each list is compared once per distinct value."""
+    p = NETWORK_CONTEXT
+    known = names.infrastructure()
+    ok = v.ok(p)
+    value = v.arrow("normalized_value")
+    resolver = ok & pc.is_in(value, value_set=pa.array(known["resolvers"], value.type)).fill_null(
+        False).to_numpy(zero_copy_only=False)
+    domain = v.text(p, "registrable_domain")
+    popular = ok & v.isin(column(p, "registrable_domain"), known["popular_names"])
+    rank = v.num(VIRUSTOTAL, "popularity_rank")
+    ranked = ~popular & (rank <= w.popular_rank_max)
+    suffix_codes, suffixes = v.codes(column(p, "public_suffix"))
+    domain_codes, domains = v.codes(column(p, "registrable_domain"))
+    shared_of = {name: kind for kind, listed in known["shared"].items() for name in listed}
+
+    def kind_of(values: np.ndarray) -> np.ndarray:
+        return np.array([next((k for n, k in shared_of.items()
+                               if isinstance(x, str) and (x == n or x.endswith("." + n))), "")
+                         for x in values] + [""], dtype=object)
+
+    kind = kind_of(suffixes)[suffix_codes]
+    kind = np.where(kind == "", kind_of(domains)[domain_codes], kind)
+    shared = ok & (kind != "")
+    return [
+        _hit("known_resolver", p, "normalized_value", resolver, w.resolver_cap, "true",
+             "a well-known public DNS resolver"),
+        _hit("popular_name", p, "registrable_domain", popular, w.popular_cap,
+             lambda r: json_text(domain[r]),
+             lambda r: cat("popular name ", domain[r])),
+        _hit("popular_name", VIRUSTOTAL, "popularity_rank", ranked, w.popular_cap,
+             lambda r: ints(rank[r]),
+             lambda r: cat("VirusTotal popularity rank ", ints(rank[r]))),
+        _hit("shared_infra", p, "public_suffix", shared, w.shared_infra_cap,
+             lambda r: json_text(kind[r]),
+             lambda r: cat("shared ", kind[r], " name (", domain[r], ")")),
     ]
 
 
@@ -366,21 +536,15 @@ def _securitytrails(v: View, w: ScoringWeights) -> list[Hit]:
     if not v.has(p):
         return []
     first_seen = v.text(p, "first_seen")
-    candidates = np.flatnonzero(~pd.isna(first_seen))
-    age = np.full(v.size, np.nan)
-    if candidates.size and column(p, "fetched_at") in v.frame.columns:
-        seen = pd.to_datetime(pd.Series(first_seen[candidates], dtype=object), utc=True,
-                              errors="coerce", format="mixed")
-        fetched = pd.to_datetime(v.frame[column(p, "fetched_at")].iloc[candidates],
-                                 utc=True, errors="coerce").reset_index(drop=True)
-        age[candidates] = ((fetched - seen).dt.total_seconds() / 86400).to_numpy(
-            dtype=float, na_value=np.nan)
+    age = _age_days(v, p, "first_seen")
+    registered = ~np.isnan(v.num(VIRUSTOTAL, "creation_date"))
     rank = v.num(p, "alexa_rank")
     popular = (rank > 0) & (rank <= w.st_top_rank_max)
     return [
-        _hit("st_new_domain", p, "first_seen", v.ok(p) & (age <= w.st_new_domain_days),
+        _hit("st_new_domain", p, "first_seen",
+             v.ok(p) & (age <= w.st_new_domain_days) & ~registered,
              w.st_new_domain_weight, lambda r: json_text(first_seen[r]),
-             lambda r: cat("domain first seen ", first_seen[r], ", ",
+             lambda r: cat("DNS records first seen ", first_seen[r], ", ",
                            ints(np.maximum(age[r], 0)), " days before the lookup")),
         _hit("st_top_rank", p, "alexa_rank", popular, w.st_top_rank_cap,
              lambda r: ints(rank[r]),
@@ -392,15 +556,43 @@ _RULE_FUNCTIONS = (_virustotal, _abuseipdb, _greynoise, _shodan, _network_contex
                    _securitytrails)
 
 
+def _fetched_seconds(v: View, provider: str) -> np.ndarray:
+    """Epoch seconds of each row's lookup (NaN without one)."""
+    def load() -> np.ndarray:
+        if not v.has(provider, "fetched_at"):
+            return np.full(v.size, np.nan)
+        fetched = pd.to_datetime(v.frame[column(provider, "fetched_at")], utc=True,
+                                 errors="coerce").dt.tz_convert(None).to_numpy("datetime64[ns]")
+        seconds = fetched.astype(np.int64) / 1e9
+        return np.where(np.isnat(fetched), np.nan, seconds)
+    return v._memo(("fetched_seconds", provider), load)
+
+
+def _age_days(v: View, provider: str, name: str, rows: np.ndarray | None = None) -> np.ndarray:
+    """Days from a field (epoch seconds, or an ISO date/time text) to the lookup; NaN where
+    either is missing. `rows` limits the text parsing to the rows that need it."""
+    age = np.full(v.size, np.nan)
+    if not v.has(provider, name):
+        return age
+    fetched = _fetched_seconds(v, provider)
+    values = v.frame[column(provider, name)]
+    if pd.api.types.is_numeric_dtype(values.dtype):
+        return (fetched - v.num(provider, name)) / 86400
+    text_values = v.text(provider, name)
+    wanted = ~pd.isna(text_values) if rows is None else rows & ~pd.isna(text_values)
+    picked = np.flatnonzero(wanted)
+    if picked.size:
+        stamps = pd.to_datetime(pd.Series(text_values[picked], dtype=object), utc=True,
+                                errors="coerce", format="ISO8601")
+        parsed = stamps.dt.tz_convert(None).to_numpy("datetime64[ns]")
+        seconds = np.where(np.isnat(parsed), np.nan, parsed.astype(np.int64) / 1e9)
+        age[picked] = (fetched[picked] - seconds) / 86400
+    return age
+
+
 def vt_stale(v: View, w: ScoringWeights) -> np.ndarray:
     """Rows whose VirusTotal analysis is older than vt_stale_days at lookup time."""
-    if not v.has(VIRUSTOTAL, "last_analysis_date", "fetched_at"):
-        return np.zeros(v.size, dtype=bool)
-    analysed = v.num(VIRUSTOTAL, "last_analysis_date")
-    fetched = pd.to_datetime(v.frame[column(VIRUSTOTAL, "fetched_at")], utc=True, errors="coerce")
-    fetched_s = (fetched - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(
-        dtype=float, na_value=np.nan)
-    return (fetched_s - analysed) > w.vt_stale_days * 86400
+    return _age_days(v, VIRUSTOTAL, "last_analysis_date") > w.vt_stale_days
 
 
 def _first_item(v: View, provider: str, name: str, predicate: Callable[[pd.Series], pd.Series],

@@ -4,7 +4,7 @@ each computed once per frame and without per-row Python objects where Arrow can 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import NamedTuple, TypeVar
 
 import numpy as np
@@ -85,6 +85,14 @@ class View:
             codes, uniques = self.codes(name)
             return np.append(uniques == value, False)[codes]
         return self._memo(("equals", name, value), load)
+
+    def isin(self, name: str, values: Iterable[str]) -> np.ndarray:
+        """Rows whose (low-cardinality) column holds one of `values`, compared per distinct
+        value; for a provider field, only rows whose lookup is ok."""
+        def load() -> np.ndarray:
+            codes, uniques = self.codes(name)
+            return np.append(np.isin(uniques, list(values)), False)[codes]
+        return self._memo(("isin", name, tuple(values)), load)
 
     def status_text(self, provider: str) -> tuple[np.ndarray, list[str]]:
         """Codes per row into a short list of "status[:reason]" texts."""

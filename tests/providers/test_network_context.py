@@ -22,6 +22,7 @@ from cti_assets.tables import LOOKUP_COLUMNS, OBSERVABLE_COLUMNS
 FIELDS = set(PROVIDER_FIELDS["network_context"])
 URL_FIELDS = {"url_host_is_ip", "url_path_depth", "url_has_credentials", "url_nonstandard_port"}
 NAME_FIELDS = {
+    "label_bigram_score",
     "registrable_domain",
     "public_suffix",
     "is_idn",

@@ -28,7 +28,8 @@ def _scored():
     specs = [
         (observable(0, existing_score=90), {
             "virustotal": Lookup(fields=vt_fields),
-            "abuseipdb": Lookup(fields={"abuse_confidence_score": 100, "total_reports": 312}),
+            "abuseipdb": Lookup(fields={"abuse_confidence_score": 100, "total_reports": 312,
+                                        "num_distinct_users": 40}),
             "greynoise": Lookup(status="deferred", reason="budget"),
         }),
         (observable(1), {"virustotal": Lookup(status="not_found")}),

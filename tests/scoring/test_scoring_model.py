@@ -83,7 +83,7 @@ def test_missing_answers_never_lower_the_score_but_lower_confidence(vt, gn, stat
 @HYPOTHESIS
 @given(vt=vt_fields, gn=greynoise_fields)
 def test_dropping_a_provider_without_evidence_keeps_the_score(vt, gn):
-    silent = {"shodan_internetdb": Lookup(fields={"ports": [443], "tags": ["cloud"]})}
+    silent = {"shodan_internetdb": Lookup(fields={"ports": [443], "tags": ["self-signed"]})}
     answers = {"virustotal": Lookup(fields=vt), "greynoise": Lookup(fields=gn)}
     assert score_of({**answers, **silent})["score"] == score_of(answers)["score"]
 
@@ -139,7 +139,8 @@ def test_a_low_vt_score_does_not_replace_a_strong_abuseipdb_score():
 def test_the_explanation_is_one_sentence_naming_the_evidence():
     merged = merged_one({
         "virustotal": Lookup(fields={"malicious": 23, "harmless": 40, "undetected": 8}),
-        "abuseipdb": Lookup(fields={"abuse_confidence_score": 100, "total_reports": 312}),
+        "abuseipdb": Lookup(fields={"abuse_confidence_score": 100, "total_reports": 312,
+                                    "num_distinct_users": 1}),
         "greynoise": Lookup(status="deferred", reason="budget"),
     })
     lynx = ThreatEntity("intrusion-set--1", "intrusion-set", "Crimson Lynx")
@@ -147,13 +148,16 @@ def test_the_explanation_is_one_sentence_naming_the_evidence():
     row = score_frame(merged, build_threat_context(merged, links, [lynx], None)).iloc[0]
     assert row["explanation"] == (
         f"malicious ({row['score']}/100, confidence {row['confidence']}): "
-        "VirusTotal 23/71 engines malicious; AbuseIPDB confidence 100 from 312 reports; "
+        "VirusTotal 23/71 engines malicious (32.4%); "
+        "AbuseIPDB confidence 100 from 312 reports by 1 user; "
         "linked to intrusion set Crimson Lynx; not answered: GreyNoise deferred:budget"
     )
 
 
 def test_verdicts_follow_the_thresholds():
-    assert score_of({"greynoise": Lookup(fields={"classification": "malicious"})})[
+    assert score_of({"greynoise": Lookup(fields={"classification": "malicious"}),
+                     "abuseipdb": Lookup(fields={"abuse_confidence_score": 80,
+                                                 "num_distinct_users": 10})})[
         "verdict"] == MALICIOUS
     assert score_of({"greynoise": Lookup(fields={"classification": "suspicious"})})[
         "verdict"] == SUSPICIOUS
@@ -212,7 +216,10 @@ def test_out_of_scope_providers_do_not_lower_confidence():
     domain = {"virustotal": Lookup(fields={"malicious": 0, "harmless": 70})}
     row = score_of({**domain, "abuseipdb": Lookup(status="skipped", reason="out_of_scope")},
                    "Domain-Name")
-    assert row["confidence"] == 100
+    gap = score_of({**domain, "securitytrails": Lookup(status="skipped", reason="no_key")},
+                   "Domain-Name")
+    assert row["confidence"] == score_of(domain, "Domain-Name")["confidence"]
+    assert gap["confidence"] < row["confidence"]
 
 
 def test_scores_are_deterministic_and_vectorised_over_many_rows():
@@ -251,7 +258,7 @@ def test_components_are_typed_items_with_the_documented_keys():
     merged = merged_one({
         "virustotal": Lookup(fields={"malicious": 12, "undetected": 58,
                                      "categories": ['say "phishing"']}),
-        "abuseipdb": Lookup(fields={"abuse_confidence_score": 90, "is_whitelisted": True}),
+        "abuseipdb": Lookup(fields={"abuse_confidence_score": 90, "num_distinct_users": 12}),
     })
     column = score_frame(merged)["components"]
     assert column.dtype == pd.ArrowDtype(COMPONENT_TYPE)
@@ -268,7 +275,7 @@ def test_components_hold_the_documented_keys_and_add_up_to_the_score():
     row = score_of({
         "virustotal": Lookup(fields={"malicious": 12, "undetected": 58,
                                      "categories": ['say "phishing"']}),
-        "abuseipdb": Lookup(fields={"abuse_confidence_score": 90, "is_whitelisted": True}),
+        "abuseipdb": Lookup(fields={"abuse_confidence_score": 90, "num_distinct_users": 12}),
     })
     items = parse_components(row["components"])
     assert {tuple(sorted(i)) for i in items} == {
@@ -277,3 +284,17 @@ def test_components_hold_the_documented_keys_and_add_up_to_the_score():
     assert any(i["value"] == 'say "phishing"' for i in items)
     positive = sum(i["contribution"] for i in items if i["contribution"] > 0)
     assert positive == pytest.approx(row["score"], abs=1)
+    assert [i["contribution"] for i in items] == sorted(
+        (i["contribution"] for i in items), reverse=True)
+
+
+def test_a_binding_cap_carries_the_points_it_removed():
+    row = score_of({
+        "virustotal": Lookup(fields={"malicious": 12, "undetected": 58}),
+        "abuseipdb": Lookup(fields={"abuse_confidence_score": 90, "num_distinct_users": 12,
+                                    "is_whitelisted": True}),
+    })
+    items = parse_components(row["components"])
+    assert row["score"] == ScoringWeights().abuse_whitelisted_cap
+    assert [i["rule"] for i in items] == ["vt_malicious", "abuse_whitelisted"]
+    assert sum(i["contribution"] for i in items) == pytest.approx(row["score"], abs=1)

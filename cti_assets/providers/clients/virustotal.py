@@ -97,7 +97,18 @@ class VirusTotalClient(ProviderClient):
             "categories": sorted({str(c) for c in categories.values()})
             if isinstance(categories, dict) else None,
             "last_analysis_date": _int(attributes.get("last_analysis_date")),
+            "creation_date": _int(attributes.get("creation_date")),
+            "popularity_rank": _best_rank(attributes.get("popularity_ranks")),
+            "first_submission_date": _int(attributes.get("first_submission_date")),
         }
+
+
+def _best_rank(ranks: Any) -> int | None:
+    """The best (lowest) rank over the rankers of `popularity_ranks` ({ranker: {rank, ...}})."""
+    if not isinstance(ranks, dict):
+        return None
+    values = [_int(entry.get("rank")) for entry in ranks.values() if isinstance(entry, dict)]
+    return min((v for v in values if v is not None and v > 0), default=None)
 
 
 def _threat_names(attributes: dict[str, Any]) -> list[str] | None:
