@@ -9,14 +9,25 @@ export CTI_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(CTI_DATA_DIR)/dagster_home
 DEMO_PORT ?= 8765
 
-.PHONY: install test lint demo dev pools bench screenshot clean eval
+.PHONY: install lock test lint demo dev pools bench screenshot clean eval
 
-$(STAMP): pyproject.toml
+# Every dependency comes pinned (with hashes) from requirements.lock; the project itself is
+# installed on top without resolving anything again.
+$(STAMP): pyproject.toml requirements.lock
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
 	@touch $(STAMP)
+
+# Regenerate the lock after a change of dependencies in pyproject.toml (all extras but bench,
+# every platform, Python 3.11 and newer). uv is used only here, pinned.
+UV_VERSION ?= 0.13.9
+lock:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q uv==$(UV_VERSION)
+	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
+		--generate-hashes --no-strip-extras --no-header -o requirements.lock
 
 install: $(STAMP)
 

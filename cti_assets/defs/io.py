@@ -1,21 +1,20 @@
 """Parquet IO manager: one file per asset and partition under the outputs base path.
 
-It is a UPathIOManager, so a local path in development and an s3:// URL later work alike
-(CTI_OUTPUTS_BASE). An asset returns a DataFrame, or `FrameBatches` to write a big table a
-slice at a time; an input whose AssetIn metadata says `columns` reads only those, and one that
-says `batched` gets a `StoredTable` to read in slices (see cti_assets.storage.parquet).
+It is a UPathIOManager, so a local path in development and an s3:// URL (the `s3` extra) work
+alike (CTI_OUTPUTS_BASE), both read and written a slice at a time (cti_assets.storage.outputs).
+An asset returns a DataFrame, or `FrameBatches` to write a big table a slice at a time; an input
+whose AssetIn metadata says `columns` reads only those, and one that says `batched` gets a
+`StoredTable` to read in slices (see cti_assets.storage.parquet).
 """
 
 from __future__ import annotations
-
-import os
 
 import dagster as dg
 import pandas as pd
 from upath import UPath
 
 from cti_assets import settings
-from cti_assets.storage.outputs import local_path
+from cti_assets.storage.outputs import open_table, write_table
 from cti_assets.storage.parquet import FrameBatches, StoredTable
 
 
@@ -30,25 +29,14 @@ class ParquetIOManager(dg.UPathIOManager):
         if not isinstance(obj, FrameBatches):
             raise dg.Failure(
                 f"{context.asset_key.to_user_string()} must return a DataFrame or FrameBatches")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        local = local_path(path)
-        if local is None:
-            path.write_bytes(obj.to_parquet())
-        else:
-            # Slices go straight to disk; readers never see a half-written file.
-            partial = local.with_name(f".{local.name}.{os.getpid()}.partial")
-            try:
-                obj.write(partial)
-                os.replace(partial, local)
-            finally:
-                partial.unlink(missing_ok=True)
+        write_table(path, obj)  # a slice at a time, on disk or on an object store
         if obj.metadata is not None:
             context.add_output_metadata(obj.metadata())
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> pd.DataFrame | StoredTable:
         metadata = context.definition_metadata or {}
         columns = metadata.get("columns")
-        table = StoredTable(local_path(path) or path.read_bytes(), columns)
+        table = open_table(path, columns)
         return table if metadata.get("batched") else table.read()
 
 

@@ -1,21 +1,66 @@
 """Where asset outputs live (one Parquet file per asset and day under CTI_OUTPUTS_BASE) and
 how code outside Dagster (CLI, export, benchmarks) reads them. The IO manager writes through the
-same paths, so both always agree."""
+same paths, so both always agree.
+
+CTI_OUTPUTS_BASE may be an object store URL (s3://bucket/prefix, with the `s3` extra; an
+S3-compatible server such as MinIO through AWS_ENDPOINT_URL). Tables there are read and written
+through file handles, a row group at a time, as on a local disk: memory follows CTI_BATCH_ROWS,
+not the size of the day."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
 from upath import UPath
 
 from cti_assets import settings
-from cti_assets.storage.parquet import StoredTable
+from cti_assets.storage.parquet import FrameBatches, StoredTable
 
 
 def local_path(path: UPath) -> Path | None:
     """The path on this machine's file system, or None for object stores and the like."""
     return Path(path.path) if path.protocol in ("", "file", "local") else None
+
+
+# Object store handles: reads fetch the ranges pyarrow asks for (a column chunk of a row group)
+# plus at most READ_AHEAD bytes; writes upload a part each WRITE_PART bytes (S3's minimum).
+READ_AHEAD = 1 << 20
+WRITE_PART = 5 << 20
+
+
+def open_table(path: UPath, columns: list[str] | None = None) -> StoredTable:
+    """A stored table, local or on an object store, read as needed (never fetched whole)."""
+    local = local_path(path)
+    if local is not None:
+        return StoredTable(local, columns)
+    handle = path.fs.open(path.path, "rb", block_size=READ_AHEAD, cache_type="readahead")
+    return StoredTable(handle, columns)
+
+
+def write_table(path: UPath, batches: FrameBatches) -> None:
+    """Write `batches` to `path`; readers never see a half-written table. On a local disk the
+    slices go to a hidden file renamed at the end; on an object store to a multipart upload
+    completed at the end, or aborted when the frames fail (the object store's rename)."""
+    local = local_path(path)
+    if local is None:
+        handle = path.fs.open(path.path, "wb", block_size=WRITE_PART)
+        try:
+            batches.write(handle)
+        except BaseException:
+            handle.discard()  # abort the upload: no object, no part kept
+            handle.closed = True  # nothing left to flush when the handle is collected
+            raise
+        handle.close()
+        return
+    local.parent.mkdir(parents=True, exist_ok=True)
+    partial = local.with_name(f".{local.name}.{os.getpid()}.partial")
+    try:
+        batches.write(partial)
+        os.replace(partial, local)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def partition_path(asset_name: str, partition_key: str, base_path: str | None = None) -> UPath:
@@ -26,8 +71,7 @@ def read_partition(
     asset_name: str, partition_key: str, base_path: str | None = None
 ) -> pd.DataFrame:
     """Read one asset partition outside Dagster (CLI, export, benchmarks)."""
-    path = partition_path(asset_name, partition_key, base_path)
-    return StoredTable(local_path(path) or path.read_bytes()).read()
+    return open_table(partition_path(asset_name, partition_key, base_path)).read()
 
 
 def stored_partitions(asset_name: str, base_path: str | None = None) -> list[str]:

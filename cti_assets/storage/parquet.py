@@ -136,10 +136,18 @@ class FrameBatches:
 class StoredTable:
     """A stored Parquet table read whole, one column at a time, or in slices of rows."""
 
-    def __init__(self, parquet: bytes | str | Path, columns: list[str] | None = None):
-        """`parquet`: the file's bytes, or a local path (read as needed, not held in memory)."""
-        self._source = pa.BufferReader(parquet) if isinstance(parquet, bytes) else str(parquet)
-        self._file = pq.ParquetFile(self._source)
+    def __init__(self, parquet: bytes | str | Path | BinaryIO, columns: list[str] | None = None):
+        """`parquet`: the file's bytes, a local path or a seekable binary file (an object store's
+        file handle, say); paths and handles are read as needed, not held in memory."""
+        if isinstance(parquet, bytes):
+            self._source: Any = pa.BufferReader(parquet)
+        elif isinstance(parquet, str | Path):
+            self._source = str(parquet)
+        else:
+            self._source = parquet
+        # No pre-buffering: pyarrow (26) would otherwise fetch every row group of an iteration
+        # up front, the whole table for a slice, on a local disk and an object store alike.
+        self._file = pq.ParquetFile(self._source, pre_buffer=False)
         present = self._file.schema_arrow.names
         self.columns = [c for c in columns if c in present] if columns is not None else present
         self.num_rows = self._file.metadata.num_rows
