@@ -6,7 +6,11 @@ reason and never sent; cached answers are reused; triage-deferred rows are marke
 rest go out on a bounded thread pool, so the provider runs at its rate limit, not its latency.
 Each TLP decision is made from that row alone (no state carried between observables).
 A quota exhausted (or a key refused) mid-run stops further calls, and every observable not yet
-sent is marked error/quota_exhausted (or error/auth): nothing cached, picked up next run.
+sent is marked error/quota_exhausted (or error/auth): nothing cached, picked up next run. A
+provider that keeps timing out or failing opens the client's circuit breaker (providers.breaker):
+its remaining rows are deferred/provider_unavailable without a request, so a dead provider costs
+about one timeout per run, not one per row. Each answer is cached by the worker that received it,
+so a killed run loses at most the requests in flight.
 
 Decision order per row: rejected, out_of_scope, tlp, special_use, no_key, cache, deferred.
 A cache hit wins over a triage deferral because it costs no budget and carries the answer.
@@ -198,12 +202,14 @@ def lookup_frame(
     force_refresh: bool | Collection[str] = False,
     deferred: dict[str, str] | None = None,
     client=None,
+    retry_first: Collection[str] = (),
 ) -> tuple[pd.DataFrame, LookupStats]:
     """One LOOKUP_COLUMNS row per observable row, same order and index; and what it cost.
 
     `force_refresh` bypasses the cache for every row (True) or for the rows whose STIX id, raw
     value or normalised value is in the given collection (on-demand enrichment); the other rows
-    still come from the cache at no cost."""
+    still come from the cache at no cost. Rows whose STIX id is in `retry_first` (deferred by an
+    earlier run, e.g. while the provider was unavailable) are sent before the others."""
     _check_columns(observables)
     deferred = deferred or {}
     stats = LookupStats(provider=provider)
@@ -227,7 +233,10 @@ def lookup_frame(
             pending.setdefault(key, []).append(i)
 
     if pending:
-        results = _call_all(provider, list(pending), settings, cache, limiter, client, stats)
+        first = set(retry_first)
+        keys = sorted(pending, key=lambda k: not any(records[i].get("stix_id") in first
+                                                     for i in pending[k]))
+        results = _call_all(provider, keys, settings, cache, limiter, client, stats)
         for key, indexes in pending.items():
             for i in indexes:
                 rows[i] = _result_row(records[i], results[key])
@@ -281,9 +290,12 @@ def _call_all(provider, keys, settings, cache, limiter, client, stats) -> dict:
             log.error("%s client failed on a %s: %s", provider, key[0], redact(exc))
             return Fetched(_not_called(provider, key, base.ERR_TRANSIENT,
                                        f"client error: {redact(exc)}"), None, 1)
-        if fetched.result.reason in STOPPING_ERRORS:
+        result = fetched.result
+        if result.status in (base.OK, base.NOT_FOUND):  # kept the moment it arrives
+            cache.put(result, fetched.raw_body, settings.ttl_for(key[0], result.status == base.OK))
+        if result.reason in STOPPING_ERRORS:
             with stop_lock:
-                stop.setdefault(fetched.result.reason, fetched.result.message or "")
+                stop.setdefault(result.reason, result.message or "")
         return fetched
 
     try:
@@ -294,12 +306,8 @@ def _call_all(provider, keys, settings, cache, limiter, client, stats) -> dict:
                 fetched = future.result()
                 if fetched is None:
                     continue
-                result = fetched.result
-                results[key] = result
+                results[key] = fetched.result
                 _account(stats, fetched)
-                if result.status in (base.OK, base.NOT_FOUND):
-                    found = result.status == base.OK
-                    cache.put(result, fetched.raw_body, settings.ttl_for(key[0], found))
     finally:
         if own_client:
             client.close()

@@ -24,7 +24,12 @@ PROVIDERS = (VIRUSTOTAL, SHODAN, INTERNETDB, ABUSEIPDB, GREYNOISE, SECURITYTRAIL
 _ALIASES = {"internetdb": INTERNETDB, "vt": VIRUSTOTAL}
 
 FAULTS = ("http_500", "http_502", "http_503", "hang", "malformed_json", "html_error",
-          "http_401", "http_403", "http_429", "quota")  # fmt: skip
+          "http_401", "http_403", "http_429", "quota", "slow_drip", "connection_reset",
+          "huge_body")  # fmt: skip
+# Faults in how an answer is delivered rather than in its status and body ("hang" aside).
+DELIVERY_FAULTS = ("slow_drip", "connection_reset", "huge_body")
+DRIP_INTERVAL_S = 0.25  # slow_drip: one byte of the real answer every interval
+HUGE_BODY_BYTES = 20 * 1024 * 1024  # huge_body: a 200 JSON answer this long, sent chunked
 
 ABUSEIPDB_DEFAULT_DAILY_LIMIT = 1000
 GREYNOISE_COMMUNITY_DAILY_LIMIT = 100
@@ -56,6 +61,7 @@ class Reply:
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
     hang: bool = False  # hold the connection instead of answering
+    delivery: str | None = None  # slow_drip / connection_reset / huge_body (DELIVERY_FAULTS)
 
 
 def json_reply(status: int, payload: object, headers: dict[str, str] | None = None) -> Reply:
@@ -348,3 +354,27 @@ class FaultBook:
     def clear(self) -> None:
         with self._lock:
             self._queued.clear()
+
+
+def huge_body_chunks(total: int = HUGE_BODY_BYTES, ip: str = "45.83.65.1"):
+    """A VirusTotal-style relationship listing (`resolutions` of an IP) `total` bytes long, as
+    ~64 KB pieces, so the sandbox never holds the whole answer."""
+    head = b'{"meta": {"count": 1000000}, "data": ['
+    yield head
+    sent = len(head)
+    index = 0
+    while True:
+        piece = []
+        for _ in range(256):
+            item = json.dumps({"type": "resolution", "id": f"{ip}h{index}.example.com",
+                               "attributes": {"date": 1700000000 + index, "ip_address": ip,
+                                              "host_name": f"h{index}.example.com",
+                                              "resolver": "VirusTotal"}})  # fmt: skip
+            piece.append(("," if index else "") + item)
+            index += 1
+        chunk = "".join(piece).encode()
+        if sent + len(chunk) + 2 >= total:
+            yield chunk[: max(0, total - sent - 2)].rsplit(b",", 1)[0] + b"]}"
+            return
+        sent += len(chunk)
+        yield chunk

@@ -64,6 +64,7 @@ def test_canary_key_appears_nowhere(sb, tmp_path, caplog):
     outputs = []
     for provider, (entity_type, value) in TARGETS.items():
         conf = replace(settings_from_env(provider, env), timeout_s=0.3, max_retries=1,
+                       breaker_failures=10,
                        backoff_base_s=0.01, backoff_max_s=0.02, max_workers=1)
         assert CANARY not in repr(conf)
         limiter = SharedLimiter(provider, {}, path=tmp_path / "rl.sqlite")

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from cti_assets.sandbox import FAULTS, PROFILES, ProviderSandbox, profile_of
+from cti_assets.sandbox.faults import DELIVERY_FAULTS
 
 MAL_IP = "45.77.10.21"
 BENIGN_IP = "45.77.10.22"
@@ -478,7 +479,7 @@ def test_serve_forever_prints_exports_and_exits_cleanly_on_sigterm():
 
 
 def test_fault_names_are_the_documented_ones():
-    assert set(FAULTS) == set(EXPECTED_FAULT_STATUS) | {"hang"}
+    assert set(FAULTS) == set(EXPECTED_FAULT_STATUS) | {"hang", *DELIVERY_FAULTS}
 
 
 def test_abuseipdb_errors_are_html_without_accept_json(sb):
