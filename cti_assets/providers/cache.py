@@ -3,7 +3,8 @@
 None of the OpenCTI connectors cached across messages, so every re-run paid the provider again.
 Here an answer (ok or not_found; errors are never cached) is keyed by (provider, entity type,
 normalised value) with an expiry; the raw body is stored once per sha256 digest so any score can
-be traced back to the exact bytes the provider sent. No API key is ever written here.
+be traced back to the exact bytes the provider sent, zlib-compressed (rows written before
+compression, with no encoding, are read as they are). No API key is ever written here.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import sqlite3
 import threading
 import time
+import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,9 +28,10 @@ CREATE TABLE IF NOT EXISTS answers (
     expires_at REAL NOT NULL, raw_digest TEXT, http_status INTEGER, message TEXT,
     PRIMARY KEY (provider, entity_type, value));
 CREATE TABLE IF NOT EXISTS raw_bodies (
-    digest TEXT PRIMARY KEY, body BLOB NOT NULL, stored_at REAL NOT NULL);
+    digest TEXT PRIMARY KEY, body BLOB NOT NULL, stored_at REAL NOT NULL, encoding TEXT);
 """
 CACHEABLE = (base.OK, base.NOT_FOUND)
+ZLIB = "zlib"
 
 
 class ResponseCache:
@@ -44,6 +47,9 @@ class ResponseCache:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA busy_timeout=30000")
             self._conn.executescript(_SCHEMA)
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(raw_bodies)")}
+            if "encoding" not in columns:  # a cache file from before compression
+                self._conn.execute("ALTER TABLE raw_bodies ADD COLUMN encoding TEXT")
 
     def get(self, provider: str, entity_type: str, value: str) -> base.LookupResult | None:
         """The unexpired answer for this observable, marked from_cache; None when absent."""
@@ -81,7 +87,8 @@ class ResponseCache:
                 raw_body = scrub_body(raw_body)
                 digest = sha256_hex(raw_body)
                 self._conn.execute(
-                    "INSERT OR IGNORE INTO raw_bodies VALUES (?, ?, ?)", (digest, raw_body, now)
+                    "INSERT OR IGNORE INTO raw_bodies (digest, body, stored_at, encoding) "
+                    "VALUES (?, ?, ?, ?)", (digest, zlib.compress(raw_body, 6), now, ZLIB),
                 )
             self._conn.execute(
                 "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -97,9 +104,12 @@ class ResponseCache:
         """The exact body stored under `digest`, for lineage; None when unknown."""
         with self._lock:
             row = self._conn.execute(
-                "SELECT body FROM raw_bodies WHERE digest = ?", (digest,)
+                "SELECT body, encoding FROM raw_bodies WHERE digest = ?", (digest,)
             ).fetchone()
-        return bytes(row[0]) if row else None
+        if row is None:
+            return None
+        body, encoding = bytes(row[0]), row[1]
+        return zlib.decompress(body) if encoding == ZLIB else body
 
     def purge_expired(self) -> int:
         """Delete expired answers and the bodies nothing refers to any more."""

@@ -356,25 +356,24 @@ class FaultBook:
             self._queued.clear()
 
 
+_RESOLUTION = ('{"type": "resolution", "id": "%sh%d.example.com", "attributes": {"date": %d, '
+               '"ip_address": "%s", "host_name": "h%d.example.com", "resolver": "VirusTotal"}}')
+
+
 def huge_body_chunks(total: int = HUGE_BODY_BYTES, ip: str = "45.83.65.1"):
-    """A VirusTotal-style relationship listing (`resolutions` of an IP) `total` bytes long, as
-    ~64 KB pieces, so the sandbox never holds the whole answer."""
-    head = b'{"meta": {"count": 1000000}, "data": ['
-    yield head
-    sent = len(head)
-    index = 0
+    """A VirusTotal-style relationship listing (`resolutions` of an IP), valid JSON just under
+    `total` bytes, as ~64 KB pieces, so the sandbox never holds the whole answer."""
+    head, tail = b'{"meta": {"count": 1000000}, "data": [', b"]}"
+    piece, sent, index = bytearray(head), 0, 0
     while True:
-        piece = []
-        for _ in range(256):
-            item = json.dumps({"type": "resolution", "id": f"{ip}h{index}.example.com",
-                               "attributes": {"date": 1700000000 + index, "ip_address": ip,
-                                              "host_name": f"h{index}.example.com",
-                                              "resolver": "VirusTotal"}})  # fmt: skip
-            piece.append(("," if index else "") + item)
-            index += 1
-        chunk = "".join(piece).encode()
-        if sent + len(chunk) + 2 >= total:
-            yield chunk[: max(0, total - sent - 2)].rsplit(b",", 1)[0] + b"]}"
+        item = (_RESOLUTION % (ip, index, 1700000000 + index, ip, index)).encode()
+        item = (b"," if index else b"") + item
+        if sent + len(piece) + len(item) + len(tail) > total:
+            yield bytes(piece + tail)
             return
-        sent += len(chunk)
-        yield chunk
+        piece += item
+        index += 1
+        if len(piece) >= 64 * 1024:
+            sent += len(piece)
+            yield bytes(piece)
+            piece = bytearray()
