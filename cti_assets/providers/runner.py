@@ -10,7 +10,8 @@ sent is marked error/quota_exhausted (or error/auth): nothing cached, picked up 
 provider that keeps timing out or failing opens the client's circuit breaker (providers.breaker):
 its remaining rows are deferred/provider_unavailable without a request, so a dead provider costs
 about one timeout per run, not one per row. Each answer is cached by the worker that received it,
-so a killed run loses at most the requests in flight.
+so a killed run loses at most the requests in flight; a lookup another run or worker is already
+fetching (its lease in the cache) is waited for and read from the cache, not fetched again.
 
 Decision order per row: rejected, out_of_scope, tlp, special_use, no_key, cache, deferred.
 A cache hit wins over a triage deferral because it costs no budget and carries the answer.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +34,7 @@ import pandas as pd
 from cti_assets import tables
 from cti_assets.intake.observable import tlp_allows
 from cti_assets.providers import base
-from cti_assets.providers.cache import ResponseCache
+from cti_assets.providers.cache import AnswerStore
 from cti_assets.providers.config import ProviderSettings
 from cti_assets.providers.fields import PROVIDER_SCOPE
 from cti_assets.providers.http import Fetched, redact
@@ -197,7 +199,7 @@ def lookup_frame(
     observables: pd.DataFrame,
     settings: ProviderSettings,
     *,
-    cache: ResponseCache,
+    cache: AnswerStore,
     limiter=None,
     force_refresh: bool | Collection[str] = False,
     deferred: dict[str, str] | None = None,
@@ -284,15 +286,20 @@ def _call_all(provider, keys, settings, cache, limiter, client, stats) -> dict:
     def work(key: tuple[str, str]) -> Fetched | None:
         if stop:
             return None
+        answered_elsewhere = _wait_for_lease(provider, key, settings, cache)
+        if answered_elsewhere is not None:
+            return Fetched(answered_elsewhere, None, 0)
         try:
             fetched = client.fetch(*key)
         except Exception as exc:  # a client bug must not lose the row
             log.error("%s client failed on a %s: %s", provider, key[0], redact(exc))
+            cache.release(provider, *key)
             return Fetched(_not_called(provider, key, base.ERR_TRANSIENT,
                                        f"client error: {redact(exc)}"), None, 1)
         result = fetched.result
         if result.status in (base.OK, base.NOT_FOUND):  # kept the moment it arrives
             cache.put(result, fetched.raw_body, settings.ttl_for(key[0], result.status == base.OK))
+        cache.release(provider, *key)
         if result.reason in STOPPING_ERRORS:
             with stop_lock:
                 stop.setdefault(result.reason, result.message or "")
@@ -317,6 +324,34 @@ def _call_all(provider, keys, settings, cache, limiter, client, stats) -> dict:
             results[key] = _not_called(provider, key, reason,
                                        f"not called: the run stopped earlier ({why})")
     return results
+
+
+def lease_s(settings: ProviderSettings) -> float:
+    """How long one fetch may hold its lease: every attempt's connect and deadline, the
+    backoffs between them and the longest wait for a rate-limit slot."""
+    attempts = settings.max_retries + 1
+    return (attempts * (settings.connect_timeout_s + settings.deadline_s)
+            + settings.max_retries * max(settings.backoff_max_s, settings.max_retry_after_s)
+            + settings.max_wait_s)
+
+
+def _wait_for_lease(provider: str, key: tuple[str, str], settings: ProviderSettings,
+                    cache: AnswerStore) -> base.LookupResult | None:
+    """Claim the fetch of `key`; while another run or worker holds it, wait for its answer.
+    None: this worker holds the lease and fetches. A result: the holder's answer, from cache."""
+    poll_s = 0.05
+    waited = False
+    while not cache.claim(provider, *key, lease_s(settings)):
+        waited = True
+        answered = cache.get(provider, *key)
+        if answered is not None:
+            return answered
+        time.sleep(poll_s)  # the holder is fetching; its lease ends at the latest on expiry
+        poll_s = min(0.5, poll_s * 1.5)
+    answered = cache.get(provider, *key) if waited else None  # answered just before release
+    if answered is not None:
+        cache.release(provider, *key)
+    return answered
 
 
 def _account(stats: LookupStats, fetched: Fetched) -> None:
