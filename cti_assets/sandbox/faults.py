@@ -25,7 +25,7 @@ _ALIASES = {"internetdb": INTERNETDB, "vt": VIRUSTOTAL}
 
 FAULTS = ("http_500", "http_502", "http_503", "hang", "malformed_json", "html_error",
           "http_401", "http_403", "http_429", "quota", "slow_drip", "connection_reset",
-          "huge_body")  # fmt: skip
+          "huge_body", "html_200")  # fmt: skip
 # Faults in how an answer is delivered rather than in its status and body ("hang" aside).
 DELIVERY_FAULTS = ("slow_drip", "connection_reset", "huge_body")
 DRIP_INTERVAL_S = 0.25  # slow_drip: one byte of the real answer every interval
@@ -69,6 +69,13 @@ def json_reply(status: int, payload: object, headers: dict[str, str] | None = No
 
 
 # --- provider error envelopes -------------------------------------------------------------
+
+CAPTIVE_PORTAL_200 = (
+    b"<!DOCTYPE html>\n<html><head><title>Network Login</title></head><body>\n"
+    b"<h1>Sign in to continue</h1><form method=\"post\" action=\"/login\">"
+    b"<input name=\"user\"><input name=\"password\" type=\"password\"></form>\n"
+    b"</body></html>\n"
+)  # what a captive portal or filtering proxy answers with, status 200
 
 
 def _vt(status: int, code: str, message: str, headers: dict | None = None) -> Reply:

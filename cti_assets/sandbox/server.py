@@ -27,6 +27,7 @@ from cti_assets.sandbox import data, routes
 from cti_assets.sandbox.faults import (
     ABUSEIPDB,
     ABUSEIPDB_DEFAULT_DAILY_LIMIT,
+    CAPTIVE_PORTAL_200,
     DELIVERY_FAULTS,
     DRIP_INTERVAL_S,
     GREYNOISE,
@@ -320,6 +321,8 @@ class ProviderSandbox:
             return Reply(200, b'{"data": {"id": "x", "attributes": {"last_analysis_stats": {')
         if fault == "html_error":
             return Reply(502, NGINX_502, content_type="text/html")
+        if fault == "html_200":
+            return Reply(200, CAPTIVE_PORTAL_200, content_type="text/html")
         if fault == "http_401":
             return unauthorized(provider, missing=False)
         if fault == "http_403":

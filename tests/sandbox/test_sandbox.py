@@ -307,7 +307,8 @@ def test_quota_from_constructor_and_reset(clock):
 
 EXPECTED_FAULT_STATUS = {"http_500": 500, "http_502": 502, "http_503": 503,
                          "malformed_json": 200, "html_error": 502, "http_401": 401,
-                         "http_403": 403, "http_429": 429, "quota": 429}  # fmt: skip
+                         "http_403": 403, "http_429": 429, "quota": 429,
+                         "html_200": 200}  # fmt: skip
 
 
 @pytest.mark.parametrize("fault", sorted(EXPECTED_FAULT_STATUS))
