@@ -319,7 +319,7 @@ def test_each_fault_answers_once_then_normal(sb, fault):
     if fault == "malformed_json":
         with pytest.raises(ValueError):
             faulty.json()
-    elif fault == "html_error":
+    elif fault in ("html_error", "html_200"):
         assert faulty.headers["Content-Type"].startswith("text/html")
     else:
         assert "message" in faulty.json()
