@@ -331,8 +331,9 @@ class ProviderClient:
                  breaker: CircuitBreaker | None = None):
         self.settings = settings
         self.limiter = limiter
-        self.breaker = breaker or CircuitBreaker(settings.breaker_failures,
-                                                 settings.breaker_cooldown_s)
+        self.breaker = breaker or CircuitBreaker(
+            settings.breaker_failures, settings.breaker_cooldown_s,
+            settle_s=settings.connect_timeout_s + settings.deadline_s)
         self.session = make_session(settings.max_workers)
         self._sleep = sleep
         register_secret(settings.api_key)
@@ -421,8 +422,12 @@ class ProviderClient:
                 self.breaker.cancel()
                 return Outcome(base.ERROR, blocked.error_class, message=blocked.message,
                                quota_window=blocked.window, sent=False)
-        answer = send(self.session, request, self.settings)
-        outcome = self.classify(entity_type, value, answer)
+        try:
+            answer = send(self.session, request, self.settings)
+            outcome = self.classify(entity_type, value, answer)
+        except BaseException:
+            self.breaker.cancel()
+            raise
         if outcome.reason == base.ERR_TRANSIENT:
             self.breaker.record_failure()
         else:
