@@ -213,6 +213,7 @@ def lookup_frame(
     still come from the cache at no cost. Rows whose STIX id is in `retry_first` (deferred by an
     earlier run, e.g. while the provider was unavailable) are sent before the others."""
     _check_columns(observables)
+    since = time.time()  # answers stored after this are this run's (or a concurrent run's)
     deferred = deferred or {}
     stats = LookupStats(provider=provider)
     records = observables.to_dict("records")
@@ -238,7 +239,7 @@ def lookup_frame(
         first = set(retry_first)
         keys = sorted(pending, key=lambda k: not any(records[i].get("stix_id") in first
                                                      for i in pending[k]))
-        results = _call_all(provider, keys, settings, cache, limiter, client, stats)
+        results = _call_all(provider, keys, settings, cache, limiter, client, stats, since)
         for key, indexes in pending.items():
             for i in indexes:
                 rows[i] = _result_row(records[i], results[key])
@@ -267,7 +268,7 @@ def _not_called(provider: str, key: tuple[str, str], reason: str, message: str):
                              status=base.ERROR, reason=reason, message=message)
 
 
-def _call_all(provider, keys, settings, cache, limiter, client, stats) -> dict:
+def _call_all(provider, keys, settings, cache, limiter, client, stats, since: float) -> dict:
     """Each distinct observable sent once on a bounded pool; stop on quota or refused key."""
     results: dict[tuple[str, str], base.LookupResult] = {}
     stop_lock = threading.Lock()
@@ -286,7 +287,7 @@ def _call_all(provider, keys, settings, cache, limiter, client, stats) -> dict:
     def work(key: tuple[str, str]) -> Fetched | None:
         if stop:
             return None
-        answered_elsewhere = _wait_for_lease(provider, key, settings, cache)
+        answered_elsewhere = _wait_for_lease(provider, key, settings, cache, since)
         if answered_elsewhere is not None:
             return Fetched(answered_elsewhere, None, 0)
         try:
@@ -336,19 +337,24 @@ def lease_s(settings: ProviderSettings) -> float:
 
 
 def _wait_for_lease(provider: str, key: tuple[str, str], settings: ProviderSettings,
-                    cache: AnswerStore) -> base.LookupResult | None:
+                    cache: AnswerStore, since: float) -> base.LookupResult | None:
     """Claim the fetch of `key`; while another run or worker holds it, wait for its answer.
-    None: this worker holds the lease and fetches. A result: the holder's answer, from cache."""
-    poll_s = 0.05
-    waited = False
-    while not cache.claim(provider, *key, lease_s(settings)):
-        waited = True
+    None: this worker holds the lease and fetches. A result: an answer another fetch stored
+    since this run began (`since`, epoch seconds), read from the cache."""
+    def fresh() -> base.LookupResult | None:
         answered = cache.get(provider, *key)
+        if answered is None or answered.fetched_at is None:
+            return None
+        return answered if answered.fetched_at.timestamp() >= since else None
+
+    poll_s = 0.05
+    while not cache.claim(provider, *key, lease_s(settings)):
+        answered = fresh()
         if answered is not None:
             return answered
         time.sleep(poll_s)  # the holder is fetching; its lease ends at the latest on expiry
         poll_s = min(0.5, poll_s * 1.5)
-    answered = cache.get(provider, *key) if waited else None  # answered just before release
+    answered = fresh()  # fetched and released by another since this run looked at the cache
     if answered is not None:
         cache.release(provider, *key)
     return answered

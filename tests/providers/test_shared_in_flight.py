@@ -79,3 +79,25 @@ def test_a_lease_of_a_dead_process_is_taken_over_at_once(tmp_path):
         mine._conn.execute("UPDATE leases SET holder = ?", (other.holder,))
         mine._conn.commit()
         assert mine.claim("p", "IPv4-Addr", "45.83.68.1", lease_s=600)
+
+
+def test_an_answer_stored_after_the_run_looked_is_used_an_older_one_is_refreshed(tmp_path):
+    from dataclasses import replace as with_fields
+    from datetime import UTC, datetime
+
+    from cti_assets.providers.config import settings_from_env
+    from cti_assets.providers.runner import _wait_for_lease
+
+    conf = settings_from_env(base.INTERNETDB, {})
+    key = ("IPv4-Addr", "45.83.68.1")
+    answer = base.LookupResult(base.INTERNETDB, *key, status=base.OK,
+                               fetched_at=datetime.now(UTC))  # fmt: skip
+    with ResponseCache(tmp_path / "cache.sqlite") as other, \
+            ResponseCache(tmp_path / "cache.sqlite") as mine:
+        other.put(answer, b"{}", ttl_s=600)  # fetched and released between look and claim
+        since = answer.fetched_at.timestamp() - 1
+        assert _wait_for_lease(base.INTERNETDB, key, conf, mine, since).from_cache
+        assert mine.claim(base.INTERNETDB, *key, 1.0)  # the lease was given back
+        mine.release(base.INTERNETDB, *key)
+        other.put(with_fields(answer, fetched_at=datetime(2020, 1, 1, tzinfo=UTC)), b"{}", 600)
+        assert _wait_for_lease(base.INTERNETDB, key, conf, mine, since) is None  # forced: fetch
