@@ -32,8 +32,10 @@ def run_provider(
     resource: ProviderResource,
     config: LookupConfig,
     deferred: dict[str, str] | None = None,
+    retry_first: frozenset[str] = frozenset(),
 ):
-    """Look up a partition's observables with one provider; refreshed rows bypass the cache."""
+    """Look up a partition's observables with one provider; refreshed rows bypass the cache;
+    rows deferred by an earlier run (`retry_first`) go out first."""
     from cti_assets.providers.cache import ResponseCache
     from cti_assets.providers.ratelimit import SharedLimiter
     from cti_assets.providers.runner import lookup_frame
@@ -42,7 +44,7 @@ def run_provider(
     refresh: bool | frozenset[str] = config.force_refresh or frozenset(config.refresh_values)
     return lookup_frame(provider, observables, settings, cache=ResponseCache(),
                         limiter=SharedLimiter.for_settings(settings), force_refresh=refresh,
-                        deferred=deferred)
+                        deferred=deferred, retry_first=retry_first)
 
 
 def _status_counts(frame: pd.DataFrame) -> dg.MetadataValue:
@@ -88,12 +90,13 @@ def build_lookup_asset(provider: str, *, expensive: bool) -> dg.AssetsDefinition
             from cti_assets.scoring.triage import deferred_map
 
             deferred = deferred_map(inputs["lookup_triage"], provider)
-        resource: ProviderResource = getattr(context.resources, provider)
-        frame, stats = run_provider(provider, observables, resource, config, deferred)
-        if expensive:
-            from cti_assets.providers.deferred import DeferredLedger
+        from cti_assets.providers.deferred import DeferredLedger
 
-            DeferredLedger().record(provider, context.partition_key, frame)
+        resource: ProviderResource = getattr(context.resources, provider)
+        ledger = DeferredLedger()
+        frame, stats = run_provider(provider, observables, resource, config, deferred,
+                                    frozenset(ledger.pending(provider)))
+        ledger.record(provider, context.partition_key, frame)
         context.add_output_metadata(_metadata(stats, frame))
         return with_typed_fields(provider, frame)  # parsed once here, not at each re-score
 

@@ -29,6 +29,7 @@ SKIP_REASONS = (SKIP_OUT_OF_SCOPE, SKIP_TLP, SKIP_NO_KEY, SKIP_SPECIAL_USE, SKIP
 # Reasons for DEFERRED.
 DEFER_BUDGET = "budget"  # triage kept it for a later run (daily budget)
 DEFER_TRIAGE = "not_selected"  # preliminary score certain enough; expensive lookup not worth it
+DEFER_UNAVAILABLE = "provider_unavailable"  # circuit breaker open: the provider is failing now
 
 # Classes for ERROR.
 ERR_AUTH = "auth"
@@ -37,7 +38,9 @@ ERR_RATE = "rate_limited"
 ERR_TRANSIENT = "transient"
 ERR_BAD_REQUEST = "bad_request"
 ERR_MALFORMED = "malformed"
-ERROR_CLASSES = (ERR_AUTH, ERR_QUOTA, ERR_RATE, ERR_TRANSIENT, ERR_BAD_REQUEST, ERR_MALFORMED)
+ERR_TOO_LARGE = "too_large"  # the answer passed the provider's max_body_bytes; reading stopped
+ERROR_CLASSES = (ERR_AUTH, ERR_QUOTA, ERR_RATE, ERR_TRANSIENT, ERR_BAD_REQUEST, ERR_MALFORMED,
+                 ERR_TOO_LARGE)
 
 # Provider names, as used in asset keys, pools, cache keys and column prefixes.
 NETWORK_CONTEXT = "network_context"

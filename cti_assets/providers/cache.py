@@ -3,18 +3,28 @@
 None of the OpenCTI connectors cached across messages, so every re-run paid the provider again.
 Here an answer (ok or not_found; errors are never cached) is keyed by (provider, entity type,
 normalised value) with an expiry; the raw body is stored once per sha256 digest so any score can
-be traced back to the exact bytes the provider sent. No API key is ever written here.
+be traced back to the exact bytes the provider sent, zlib-compressed (rows written before
+compression, with no encoding, are read as they are). No API key is ever written here.
+
+Requests in flight are shared through leases: the worker about to fetch an observable claims it
+(one atomic upsert, the same statement on PostgreSQL), others wait for its answer instead of
+paying again. A lease ends when released, when it expires, or when its holder on this host died.
+`AnswerStore` is the interface a PostgreSQL backend would implement.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from cti_assets import settings as data_settings
 from cti_assets.providers import base
@@ -27,9 +37,42 @@ CREATE TABLE IF NOT EXISTS answers (
     expires_at REAL NOT NULL, raw_digest TEXT, http_status INTEGER, message TEXT,
     PRIMARY KEY (provider, entity_type, value));
 CREATE TABLE IF NOT EXISTS raw_bodies (
-    digest TEXT PRIMARY KEY, body BLOB NOT NULL, stored_at REAL NOT NULL);
+    digest TEXT PRIMARY KEY, body BLOB NOT NULL, stored_at REAL NOT NULL, encoding TEXT);
+CREATE TABLE IF NOT EXISTS leases (
+    provider TEXT NOT NULL, entity_type TEXT NOT NULL, value TEXT NOT NULL,
+    holder TEXT NOT NULL, expires_at REAL NOT NULL,
+    PRIMARY KEY (provider, entity_type, value));
 """
 CACHEABLE = (base.OK, base.NOT_FOUND)
+ZLIB = "zlib"
+_HOST = socket.gethostname()
+
+
+class AnswerStore(Protocol):
+    """What the runner needs from a response cache, whatever the database behind it."""
+
+    def get(self, provider: str, entity_type: str, value: str) -> base.LookupResult | None: ...
+
+    def put(self, result: base.LookupResult, raw_body: bytes | None, ttl_s: int) -> bool: ...
+
+    def claim(self, provider: str, entity_type: str, value: str, lease_s: float) -> bool: ...
+
+    def release(self, provider: str, entity_type: str, value: str) -> None: ...
+
+
+def _holder_is_dead(holder: str) -> bool:
+    """Whether a lease holder ("host:pid:n") is a process of this host that no longer runs."""
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != _HOST or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 class ResponseCache:
@@ -40,12 +83,16 @@ class ResponseCache:
         self.path = Path(path) if path is not None else data_settings.cache_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._clock = clock
+        self.holder = f"{_HOST}:{os.getpid()}:{id(self)}"
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA busy_timeout=30000")
             self._conn.executescript(_SCHEMA)
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(raw_bodies)")}
+            if "encoding" not in columns:  # a cache file from before compression
+                self._conn.execute("ALTER TABLE raw_bodies ADD COLUMN encoding TEXT")
 
     def get(self, provider: str, entity_type: str, value: str) -> base.LookupResult | None:
         """The unexpired answer for this observable, marked from_cache; None when absent."""
@@ -83,7 +130,8 @@ class ResponseCache:
                 raw_body = scrub_body(raw_body)
                 digest = sha256_hex(raw_body)
                 self._conn.execute(
-                    "INSERT OR IGNORE INTO raw_bodies VALUES (?, ?, ?)", (digest, raw_body, now)
+                    "INSERT OR IGNORE INTO raw_bodies (digest, body, stored_at, encoding) "
+                    "VALUES (?, ?, ?, ?)", (digest, zlib.compress(raw_body, 6), now, ZLIB),
                 )
             self._conn.execute(
                 "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -95,13 +143,51 @@ class ResponseCache:
             )
         return True
 
+    def claim(self, provider: str, entity_type: str, value: str, lease_s: float) -> bool:
+        """Take the lease on fetching this observable for `lease_s` seconds; False while another
+        live holder has it (wait for its answer with `get`)."""
+        now = self._clock()
+        key = (provider, entity_type, value)
+        with self._lock, self._conn:
+            taken = self._conn.execute(
+                "INSERT INTO leases VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(provider, entity_type, value) DO UPDATE SET "
+                "holder = excluded.holder, expires_at = excluded.expires_at "
+                "WHERE leases.expires_at <= ? OR leases.holder = excluded.holder",
+                (*key, self.holder, now + lease_s, now),
+            ).rowcount
+            if taken:
+                return True
+            row = self._conn.execute(
+                "SELECT holder FROM leases WHERE provider = ? AND entity_type = ? AND value = ?",
+                key,
+            ).fetchone()
+            if row is None or not _holder_is_dead(row[0]):
+                return False
+            return bool(self._conn.execute(
+                "UPDATE leases SET holder = ?, expires_at = ? WHERE provider = ? AND "
+                "entity_type = ? AND value = ? AND holder = ?",
+                (self.holder, now + lease_s, *key, row[0]),
+            ).rowcount)
+
+    def release(self, provider: str, entity_type: str, value: str) -> None:
+        """End this cache's lease on the observable (no-op if another holder has it now)."""
+        with self._lock, self._conn:
+            self._conn.execute(
+                "DELETE FROM leases WHERE provider = ? AND entity_type = ? AND value = ? "
+                "AND holder = ?", (provider, entity_type, value, self.holder),
+            )
+
     def raw_body(self, digest: str) -> bytes | None:
         """The exact body stored under `digest`, for lineage; None when unknown."""
         with self._lock:
             row = self._conn.execute(
-                "SELECT body FROM raw_bodies WHERE digest = ?", (digest,)
+                "SELECT body, encoding FROM raw_bodies WHERE digest = ?", (digest,)
             ).fetchone()
-        return bytes(row[0]) if row else None
+        if row is None:
+            return None
+        body, encoding = bytes(row[0]), row[1]
+        return zlib.decompress(body) if encoding == ZLIB else body
 
     def purge_expired(self) -> int:
         """Delete expired answers and the bodies nothing refers to any more."""

@@ -41,7 +41,12 @@ class ProviderSettings:
     per_month: int | None = None
     cache_ttl_s: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_CACHE_TTL_S))
     not_found_ttl_s: int = DEFAULT_NOT_FOUND_TTL_S
-    timeout_s: float = 10.0
+    timeout_s: float = 10.0  # read timeout: longest silence between two reads of one answer
+    connect_timeout_s: float = 3.05
+    deadline_s: float = 30.0  # wall-clock limit of one request, a slow drip included
+    max_body_bytes: int = 8 * 1024 * 1024  # a longer answer is error/too_large, never read in full
+    breaker_failures: int = 3  # consecutive transient failures that open the circuit breaker
+    breaker_cooldown_s: float = 30.0  # open this long before one probe may go out
     max_workers: int = 8
     max_retries: int = 3
     paid: bool = False
@@ -114,6 +119,13 @@ TUNING_VARS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "PER_DAY": ("per_day", int, "requests per day"),
     "PER_MONTH": ("per_month", int, "requests per month (30-day window)"),
     "TIMEOUT_S": ("timeout_s", float, "read timeout of one request, seconds"),
+    "CONNECT_TIMEOUT_S": ("connect_timeout_s", float, "connect timeout, seconds"),
+    "DEADLINE_S": ("deadline_s", float, "wall-clock limit of one request (slow drips too)"),
+    "MAX_BODY_BYTES": ("max_body_bytes", int, "largest answer read; longer is error/too_large"),
+    "BREAKER_FAILURES": ("breaker_failures", int,
+                         "consecutive timeouts/5xx that stop calls for the run"),
+    "BREAKER_COOLDOWN_S": ("breaker_cooldown_s", float,
+                           "seconds the breaker stays open before one probe"),
     "MAX_WORKERS": ("max_workers", int, "concurrent requests (thread pool size)"),
     "MAX_RETRIES": ("max_retries", int, "retries on 429 and transient errors"),
 }

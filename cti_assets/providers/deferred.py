@@ -1,8 +1,9 @@
-"""The deferred ledger: observables triage kept back from an expensive provider.
+"""The deferred ledger: observables kept back from a provider, to be taken up first next time.
 
-Triage defers what today's budget cannot pay for. The ledger remembers them (SQLite, shared by
-every process) so that the next run of their partition takes them up first, and forgets them
-once a lookup answered.
+Triage defers what today's budget cannot pay for, and an open circuit breaker defers what an
+unavailable provider could not answer (any provider, cheap ones too). The ledger remembers them
+(SQLite, shared by every process) so that the next run of their partition sends them first (the
+runner's `retry_first`, triage's boost), and forgets them once a lookup answered.
 """
 
 from __future__ import annotations

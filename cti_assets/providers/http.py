@@ -24,9 +24,11 @@ from urllib.parse import quote
 
 import requests
 import tenacity
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from cti_assets.providers import base
+from cti_assets.providers.breaker import CircuitBreaker
 
 if TYPE_CHECKING:
     from cti_assets.providers.config import ProviderSettings
@@ -124,6 +126,7 @@ class HttpAnswer:
     body: bytes
     latency_ms: float
     transport_error: str | None = None  # timeout / connection error text, redacted
+    too_large: bool = False  # the body passed max_body_bytes; `body` holds only its start
 
     def json(self) -> Any:
         return json.loads(self.body.decode("utf-8"))
@@ -149,6 +152,7 @@ class Outcome:
     quota_window: str | None = None  # "day" / "month" when the provider said its quota is spent
     quota_until: datetime | None = None  # when the provider says the spent quota resets
     quota_remaining: int | None = None
+    sent: bool = True  # False when no request left (breaker open, limiter refused)
 
     @property
     def retryable(self) -> bool:
@@ -228,24 +232,80 @@ def quota_window_of(text: str) -> str | None:
     return None
 
 
-def send(session: requests.Session, request: Request, timeout_s: float) -> HttpAnswer:
-    """One GET with a (connect, read) timeout and no redirects (a redirect could carry the key)."""
+def send(session: requests.Session, request: Request, settings: ProviderSettings,
+         ) -> HttpAnswer:
+    """One GET under `settings`' connect timeout, read timeout, total deadline and body cap; no
+    redirects (a redirect could carry the key). The body is streamed: the read stops at the cap
+    (answer.too_large) or at the deadline, whichever comes first, so a 20 MB answer is never held
+    and a provider dripping bytes cannot keep a worker past the deadline."""
     started = time.perf_counter()
+    deadline = started + settings.deadline_s
     try:
         response = session.get(
             request.url,
             params=request.params or None,
             headers=request.headers,
-            timeout=(min(timeout_s, 5.0), timeout_s),
+            timeout=(min(settings.connect_timeout_s, settings.deadline_s),
+                     min(settings.timeout_s, settings.deadline_s)),
             allow_redirects=False,
+            stream=True,
         )
-        body = response.content
     except requests.Timeout as exc:
         return HttpAnswer(None, {}, b"", _ms(started), f"timeout: {redact(type(exc).__name__)}")
     except requests.RequestException as exc:
         return HttpAnswer(None, {}, b"", _ms(started), f"connection error: {redact(exc)}")
     headers = {k.lower(): v for k, v in response.headers.items()}
-    return HttpAnswer(response.status_code, headers, body, _ms(started))
+    try:
+        body, too_large = _read_capped(response, deadline, settings)
+    except _DeadlineError:
+        return HttpAnswer(None, {}, b"", _ms(started),
+                          f"timeout: answer not complete within the {settings.deadline_s:g} s "
+                          "deadline")
+    except (requests.RequestException, OSError, urllib3.exceptions.HTTPError) as exc:
+        return HttpAnswer(None, {}, b"", _ms(started),
+                          f"connection error while reading: {redact(type(exc).__name__)}")
+    finally:
+        response.close()
+    return HttpAnswer(response.status_code, headers, body, _ms(started), too_large=too_large)
+
+
+class _DeadlineError(Exception):
+    pass
+
+
+_CHUNK = 64 * 1024
+
+
+def _read_capped(response: requests.Response, deadline: float, settings: ProviderSettings,
+                 ) -> tuple[bytes, bool]:
+    """The body, or (first bytes, True) once it passes max_body_bytes. Each socket read waits
+    at most until the deadline; read1 returns what one read got, so a drip is checked often."""
+    cap = settings.max_body_bytes
+    declared = int_header({k.lower(): v for k, v in response.headers.items()}, "content-length")
+    if declared is not None and declared > cap:
+        return b"", True
+    raw = response.raw
+    sock = getattr(raw.connection, "sock", None) if raw.connection is not None else None
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            raise _DeadlineError
+        if sock is not None:
+            sock.settimeout(min(remaining, settings.timeout_s))
+        try:
+            chunk = raw.read1(_CHUNK, decode_content=True)
+        except (TimeoutError, urllib3.exceptions.ReadTimeoutError):
+            if time.perf_counter() >= deadline:
+                raise _DeadlineError from None
+            raise
+        if not chunk:
+            return b"".join(parts), False
+        size += len(chunk)
+        if size > cap:
+            return b"", True
+        parts.append(chunk)
 
 
 def _reset_time(answer: HttpAnswer, retry_after: float | None) -> datetime | None:
@@ -281,9 +341,13 @@ class ProviderClient:
     needs_key: bool = True
 
     def __init__(self, settings: ProviderSettings, limiter: SharedLimiter | None = None, *,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 breaker: CircuitBreaker | None = None) -> None:
         self.settings = settings
         self.limiter = limiter
+        self.breaker = breaker or CircuitBreaker(
+            settings.breaker_failures, settings.breaker_cooldown_s,
+            settle_s=settings.connect_timeout_s + settings.deadline_s)
         self.session = make_session(settings.max_workers)
         self._sleep = sleep
         register_secret(settings.api_key)
@@ -321,8 +385,9 @@ class ProviderClient:
 
         def attempt() -> Outcome:
             nonlocal attempts
-            attempts += 1
-            return self.attempt(entity_type, value, request)
+            outcome = self.attempt(entity_type, value, request)
+            attempts += outcome.sent
+            return outcome
 
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.settings.max_retries + 1),
@@ -359,14 +424,28 @@ class ProviderClient:
         return jitter(state)
 
     def attempt(self, entity_type: str, value: str, request: Request) -> Outcome:
-        """One request: ledger check, limiter slot, send, classify."""
+        """One request: circuit breaker, limiter slot, send, classify, tell the breaker."""
+        if not self.breaker.allow():
+            return Outcome(base.DEFERRED, base.DEFER_UNAVAILABLE, sent=False,
+                           message=f"{self.provider} unavailable: circuit breaker open after "
+                           f"{self.breaker.consecutive_failures} consecutive transient failures;"
+                           " not called, looked up in a later run")
         if self.limiter is not None:
             blocked = self.limiter.acquire()
             if blocked is not None:
+                self.breaker.cancel()
                 return Outcome(base.ERROR, blocked.error_class, message=blocked.message,
-                               quota_window=blocked.window)
-        answer = send(self.session, request, self.settings.timeout_s)
-        outcome = self.classify(entity_type, value, answer)
+                               quota_window=blocked.window, sent=False)
+        try:
+            answer = send(self.session, request, self.settings)
+            outcome = self.classify(entity_type, value, answer)
+        except BaseException:
+            self.breaker.cancel()
+            raise
+        if outcome.reason == base.ERR_TRANSIENT:
+            self.breaker.record_failure()
+        else:
+            self.breaker.record_success()
         outcome.latency_ms = answer.latency_ms
         if outcome.body is None and answer.status is not None:
             outcome.body = answer.body
@@ -388,6 +467,10 @@ class ProviderClient:
                            message=f"HTTP {status}: {error_text(answer)}")
         if status == 429:
             return self.classify_429(answer)
+        if answer.too_large:
+            return Outcome(base.ERROR, base.ERR_TOO_LARGE, http_status=status,
+                           message=f"HTTP {status}: answer larger than "
+                           f"{self.settings.max_body_bytes} bytes; reading stopped at the cap")
         if answer.looks_html:
             return Outcome(base.ERROR, base.ERR_TRANSIENT, http_status=status,
                            message=f"HTTP {status}: an HTML page instead of the API's JSON "

@@ -6,7 +6,12 @@ reason and never sent; cached answers are reused; triage-deferred rows are marke
 rest go out on a bounded thread pool, so the provider runs at its rate limit, not its latency.
 Each TLP decision is made from that row alone (no state carried between observables).
 A quota exhausted (or a key refused) mid-run stops further calls, and every observable not yet
-sent is marked error/quota_exhausted (or error/auth): nothing cached, picked up next run.
+sent is marked error/quota_exhausted (or error/auth): nothing cached, picked up next run. A
+provider that keeps timing out or failing opens the client's circuit breaker (providers.breaker):
+its remaining rows are deferred/provider_unavailable without a request, so a dead provider costs
+about one timeout per run, not one per row. Each answer is cached by the worker that received it,
+so a killed run loses at most the requests in flight; a lookup another run or worker is already
+fetching (its lease in the cache) is waited for and read from the cache, not fetched again.
 
 Decision order per row: rejected, out_of_scope, tlp, special_use, no_key, cache, deferred.
 A cache hit wins over a triage deferral because it costs no budget and carries the answer.
@@ -17,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +34,7 @@ import pandas as pd
 from cti_assets import tables
 from cti_assets.intake.observable import tlp_allows
 from cti_assets.providers import base
-from cti_assets.providers.cache import ResponseCache
+from cti_assets.providers.cache import AnswerStore
 from cti_assets.providers.config import ProviderSettings
 from cti_assets.providers.fields import PROVIDER_SCOPE
 from cti_assets.providers.http import Fetched, ProviderClient, redact
@@ -196,18 +202,21 @@ def lookup_frame(
     observables: pd.DataFrame,
     settings: ProviderSettings,
     *,
-    cache: ResponseCache,
+    cache: AnswerStore,
     limiter: SharedLimiter | None = None,
     force_refresh: bool | Collection[str] = False,
     deferred: dict[str, str] | None = None,
     client: ProviderClient | None = None,
+    retry_first: Collection[str] = (),
 ) -> tuple[pd.DataFrame, LookupStats]:
     """One LOOKUP_COLUMNS row per observable row, same order and index; and what it cost.
 
     `force_refresh` bypasses the cache for every row (True) or for the rows whose STIX id, raw
     value or normalised value is in the given collection (on-demand enrichment); the other rows
-    still come from the cache at no cost."""
+    still come from the cache at no cost. Rows whose STIX id is in `retry_first` (deferred by an
+    earlier run, e.g. while the provider was unavailable) are sent before the others."""
     _check_columns(observables)
+    since = time.time()  # answers stored after this are this run's (or a concurrent run's)
     deferred = deferred or {}
     stats = LookupStats(provider=provider)
     records = observables.to_dict("records")
@@ -230,7 +239,10 @@ def lookup_frame(
             pending.setdefault(key, []).append(i)
 
     if pending:
-        results = _call_all(provider, list(pending), settings, cache, limiter, client, stats)
+        first = set(retry_first)
+        keys = sorted(pending, key=lambda k: not any(records[i].get("stix_id") in first
+                                                     for i in pending[k]))
+        results = _call_all(provider, keys, settings, cache, limiter, client, stats, since)
         for key, indexes in pending.items():
             for i in indexes:
                 rows[i] = _result_row(records[i], results[key])
@@ -267,8 +279,8 @@ def _not_called(provider: str, key: tuple[str, str], reason: str, message: str,
 
 def _call_all(
     provider: str, keys: list[tuple[str, str]], settings: ProviderSettings,
-    cache: ResponseCache, limiter: SharedLimiter | None, client: ProviderClient | None,
-    stats: LookupStats,
+    cache: AnswerStore, limiter: SharedLimiter | None, client: ProviderClient | None,
+    stats: LookupStats, since: float,
 ) -> dict[tuple[str, str], base.LookupResult]:
     """Each distinct observable sent once on a bounded pool; stop on quota or refused key."""
     results: dict[tuple[str, str], base.LookupResult] = {}
@@ -288,15 +300,23 @@ def _call_all(
     def work(key: tuple[str, str]) -> Fetched | None:
         if stop:
             return None
+        answered_elsewhere = _wait_for_lease(provider, key, settings, cache, since)
+        if answered_elsewhere is not None:
+            return Fetched(answered_elsewhere, None, 0)
         try:
             fetched = client.fetch(*key)
         except Exception as exc:  # a client bug must not lose the row
             log.error("%s client failed on a %s: %s", provider, key[0], redact(exc))
+            cache.release(provider, *key)
             return Fetched(_not_called(provider, key, base.ERR_TRANSIENT,
                                        f"client error: {redact(exc)}"), None, 1)
-        if fetched.result.reason in STOPPING_ERRORS:
+        result = fetched.result
+        if result.status in (base.OK, base.NOT_FOUND):  # kept the moment it arrives
+            cache.put(result, fetched.raw_body, settings.ttl_for(key[0], result.status == base.OK))
+        cache.release(provider, *key)
+        if result.reason in STOPPING_ERRORS:
             with stop_lock:
-                stop.setdefault(fetched.result.reason, fetched.result.message or "")
+                stop.setdefault(result.reason, result.message or "")
         return fetched
 
     try:
@@ -307,12 +327,8 @@ def _call_all(
                 fetched = future.result()
                 if fetched is None:
                     continue
-                result = fetched.result
-                results[key] = result
+                results[key] = fetched.result
                 _account(stats, fetched)
-                if result.status in (base.OK, base.NOT_FOUND):
-                    found = result.status == base.OK
-                    cache.put(result, fetched.raw_body, settings.ttl_for(key[0], found))
     finally:
         if own_client:
             client.close()
@@ -322,6 +338,39 @@ def _call_all(
             results[key] = _not_called(provider, key, reason,
                                        f"not called: the run stopped earlier ({why})")
     return results
+
+
+def lease_s(settings: ProviderSettings) -> float:
+    """How long one fetch may hold its lease: every attempt's connect and deadline, the
+    backoffs between them and the longest wait for a rate-limit slot."""
+    attempts = settings.max_retries + 1
+    return (attempts * (settings.connect_timeout_s + settings.deadline_s)
+            + settings.max_retries * max(settings.backoff_max_s, settings.max_retry_after_s)
+            + settings.max_wait_s)
+
+
+def _wait_for_lease(provider: str, key: tuple[str, str], settings: ProviderSettings,
+                    cache: AnswerStore, since: float) -> base.LookupResult | None:
+    """Claim the fetch of `key`; while another run or worker holds it, wait for its answer.
+    None: this worker holds the lease and fetches. A result: an answer another fetch stored
+    since this run began (`since`, epoch seconds), read from the cache."""
+    def fresh() -> base.LookupResult | None:
+        answered = cache.get(provider, *key)
+        if answered is None or answered.fetched_at is None:
+            return None
+        return answered if answered.fetched_at.timestamp() >= since else None
+
+    poll_s = 0.05
+    while not cache.claim(provider, *key, lease_s(settings)):
+        answered = fresh()
+        if answered is not None:
+            return answered
+        time.sleep(poll_s)  # the holder is fetching; its lease ends at the latest on expiry
+        poll_s = min(0.5, poll_s * 1.5)
+    answered = fresh()  # fetched and released by another since this run looked at the cache
+    if answered is not None:
+        cache.release(provider, *key)
+    return answered
 
 
 def _account(stats: LookupStats, fetched: Fetched) -> None:

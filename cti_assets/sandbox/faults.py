@@ -10,7 +10,7 @@ import json
 import math
 import threading
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -24,7 +24,12 @@ PROVIDERS = (VIRUSTOTAL, SHODAN, INTERNETDB, ABUSEIPDB, GREYNOISE, SECURITYTRAIL
 _ALIASES = {"internetdb": INTERNETDB, "vt": VIRUSTOTAL}
 
 FAULTS = ("http_500", "http_502", "http_503", "hang", "malformed_json", "html_error",
-          "http_401", "http_403", "http_429", "quota")  # fmt: skip
+          "http_401", "http_403", "http_429", "quota", "slow_drip", "connection_reset",
+          "huge_body", "html_200")  # fmt: skip
+# Faults in how an answer is delivered rather than in its status and body ("hang" aside).
+DELIVERY_FAULTS = ("slow_drip", "connection_reset", "huge_body")
+DRIP_INTERVAL_S = 0.25  # slow_drip: one byte of the real answer every interval
+HUGE_BODY_BYTES = 20 * 1024 * 1024  # huge_body: a 200 JSON answer this long, sent chunked
 
 ABUSEIPDB_DEFAULT_DAILY_LIMIT = 1000
 GREYNOISE_COMMUNITY_DAILY_LIMIT = 100
@@ -56,6 +61,7 @@ class Reply:
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
     hang: bool = False  # hold the connection instead of answering
+    delivery: str | None = None  # slow_drip / connection_reset / huge_body (DELIVERY_FAULTS)
 
 
 def json_reply(status: int, payload: object, headers: dict[str, str] | None = None) -> Reply:
@@ -63,6 +69,13 @@ def json_reply(status: int, payload: object, headers: dict[str, str] | None = No
 
 
 # --- provider error envelopes -------------------------------------------------------------
+
+CAPTIVE_PORTAL_200 = (
+    b"<!DOCTYPE html>\n<html><head><title>Network Login</title></head><body>\n"
+    b"<h1>Sign in to continue</h1><form method=\"post\" action=\"/login\">"
+    b"<input name=\"user\"><input name=\"password\" type=\"password\"></form>\n"
+    b"</body></html>\n"
+)  # what a captive portal or filtering proxy answers with, status 200
 
 
 def _vt(status: int, code: str, message: str, headers: dict | None = None) -> Reply:
@@ -349,3 +362,27 @@ class FaultBook:
     def clear(self) -> None:
         with self._lock:
             self._queued.clear()
+
+
+_RESOLUTION = ('{"type": "resolution", "id": "%sh%d.example.com", "attributes": {"date": %d, '
+               '"ip_address": "%s", "host_name": "h%d.example.com", "resolver": "VirusTotal"}}')
+
+
+def huge_body_chunks(total: int = HUGE_BODY_BYTES, ip: str = "45.83.65.1",
+                     ) -> Iterator[bytes]:
+    """A VirusTotal-style relationship listing (`resolutions` of an IP), valid JSON just under
+    `total` bytes, as ~64 KB pieces, so the sandbox never holds the whole answer."""
+    head, tail = b'{"meta": {"count": 1000000}, "data": [', b"]}"
+    piece, sent, index = bytearray(head), 0, 0
+    while True:
+        item = (_RESOLUTION % (ip, index, 1700000000 + index, ip, index)).encode()
+        item = (b"," if index else b"") + item
+        if sent + len(piece) + len(item) + len(tail) > total:
+            yield bytes(piece + tail)
+            return
+        piece += item
+        index += 1
+        if len(piece) >= 64 * 1024:
+            sent += len(piece)
+            yield bytes(piece)
+            piece = bytearray()

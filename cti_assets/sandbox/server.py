@@ -12,11 +12,12 @@ import hashlib
 import json
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -26,6 +27,9 @@ from cti_assets.sandbox import data, routes
 from cti_assets.sandbox.faults import (
     ABUSEIPDB,
     ABUSEIPDB_DEFAULT_DAILY_LIMIT,
+    CAPTIVE_PORTAL_200,
+    DELIVERY_FAULTS,
+    DRIP_INTERVAL_S,
     GREYNOISE,
     GREYNOISE_COMMUNITY_DAILY_LIMIT,
     NGINX_502,
@@ -36,6 +40,7 @@ from cti_assets.sandbox.faults import (
     abuseipdb_headers,
     abuseipdb_html,
     forbidden,
+    huge_body_chunks,
     json_reply,
     provider_name,
     quota_exhausted,
@@ -316,6 +321,8 @@ class ProviderSandbox:
             return Reply(200, b'{"data": {"id": "x", "attributes": {"last_analysis_stats": {')
         if fault == "html_error":
             return Reply(502, NGINX_502, content_type="text/html")
+        if fault == "html_200":
+            return Reply(200, CAPTIVE_PORTAL_200, content_type="text/html")
         if fault == "http_401":
             return unauthorized(provider, missing=False)
         if fault == "http_403":
@@ -343,7 +350,8 @@ class ProviderSandbox:
         return abuseipdb_headers(limit, remaining, self._quota.reset_epoch())
 
     def _respond(self, provider: str, segments: list[str], query: dict[str, list[str]],
-                 headers: dict[str, str], record: RequestRecord) -> Reply:  # fmt: skip
+                 headers: dict[str, str], record: RequestRecord,
+                 take_fault: bool = True) -> Reply:  # fmt: skip
         """Faults, then path, auth, input, rate limit, quota, lookup (providers.md §7)."""
         call = routes.parse(provider, segments, query, headers)
         if isinstance(call, routes.Call) and call.kind == "vt_url":
@@ -357,7 +365,9 @@ class ProviderSandbox:
                 call = miss
         elif isinstance(call, routes.Call):
             record.observable = call.observable
-        fault = self._faults.take(provider)
+        fault = self._faults.take(provider) if take_fault else None
+        if fault in DELIVERY_FAULTS:
+            return Reply(200, b"", delivery=fault)
         if fault is not None:
             return self._fault_reply(fault, call if isinstance(call, routes.Call) else None,
                                      provider)  # fmt: skip
@@ -492,10 +502,63 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             record.ended = time.monotonic()
             return
+        if reply.delivery == "connection_reset":
+            record.ended = time.monotonic()
+            self._reset()
+            return
+        if reply.delivery == "huge_body":
+            record.status = 200
+            record.ended = time.monotonic()
+            self._write_chunked(huge_body_chunks(ip=record.observable or "45.83.65.1"))
+            return
+        if reply.delivery == "slow_drip":
+            record.status = 200
+            segments = [unquote(s) for s in raw_segments[1:]]
+            self._drip(sandbox._respond(provider, segments, query, headers, record,
+                                        take_fault=False))
+            record.ended = time.monotonic()
+            return
         # Recorded before the reply goes out: a client that has its answer sees it in the log.
         record.status = reply.status
         record.ended = time.monotonic()
         self._write(reply, method)
+
+    def _reset(self) -> None:
+        """Close with an RST (SO_LINGER 0) before any answer: `connection reset by peer`."""
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                   struct.pack("ii", 1, 0))  # fmt: skip
+        self.close_connection = True
+        self.connection.close()
+
+    def _write_chunked(self, chunks: Iterable[bytes]) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            for chunk in chunks:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            self.close_connection = True  # the client stopped reading at its cap
+
+    def _drip(self, reply: Reply) -> None:
+        """The real answer, one byte every DRIP_INTERVAL_S, until stopped or released."""
+        sandbox = self.server.sandbox
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(len(reply.body)))
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True
+        try:
+            for byte in reply.body:
+                if sandbox._release.wait(DRIP_INTERVAL_S):
+                    return
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+        except OSError:
+            return
 
     def _write(self, reply: Reply, method: str) -> None:
         self.send_response(reply.status)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import UTC, datetime
 
@@ -89,7 +90,36 @@ def test_identical_bodies_are_stored_once_and_purged_with_their_answers(cache, c
 def test_a_body_echoing_a_key_is_scrubbed(cache, tmp_path):
     register_secret("echoed-key-123456")
     cache.put(answer(), b'{"you_sent": "echoed-key-123456"}', ttl_s=60)
+    digest = cache.get(base.GREYNOISE, "IPv4-Addr", "203.0.113.7").raw_digest
+    assert cache.raw_body(digest) == b'{"you_sent": "REDACTED"}'
     assert b"echoed-key-123456" not in (tmp_path / "cache.sqlite").read_bytes()
+
+
+def test_bodies_are_stored_compressed_and_read_back_exactly(cache, tmp_path):
+    resolutions = [{"type": "resolution", "attributes": {"host_name": f"h{i}.example.com",
+                                                         "ip_address": "203.0.113.7"}}
+                   for i in range(20_000)]  # fmt: skip
+    body = json.dumps({"data": resolutions}).encode()
+    assert len(body) > 1_500_000
+    cache.put(answer(), body, ttl_s=60)
+    with sqlite3.connect(tmp_path / "cache.sqlite") as conn:
+        stored, encoding = conn.execute("SELECT body, encoding FROM raw_bodies").fetchone()
+    assert encoding == "zlib" and len(stored) < len(body) / 10
+    assert cache.raw_body(sha256_hex(body)) == body
+    assert (tmp_path / "cache.sqlite").stat().st_size < len(body) / 2
+
+
+def test_uncompressed_rows_of_an_older_cache_file_are_still_read(tmp_path, clock):
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as conn:  # the schema before compression
+        conn.execute("CREATE TABLE raw_bodies (digest TEXT PRIMARY KEY, body BLOB NOT NULL, "
+                     "stored_at REAL NOT NULL)")
+        conn.execute("INSERT INTO raw_bodies VALUES (?, ?, ?)",
+                     (sha256_hex(b'{"old": 1}'), b'{"old": 1}', 0.0))
+    with ResponseCache(path, clock=clock) as store:
+        assert store.raw_body(sha256_hex(b'{"old": 1}')) == b'{"old": 1}'
+        store.put(answer(), b'{"new": 2}', ttl_s=60)
+        assert store.raw_body(sha256_hex(b'{"new": 2}')) == b'{"new": 2}'
 
 
 def test_default_path_is_in_the_data_dir(tmp_path, monkeypatch):

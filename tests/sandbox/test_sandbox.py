@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from cti_assets.sandbox import FAULTS, PROFILES, ProviderSandbox, profile_of
+from cti_assets.sandbox.faults import DELIVERY_FAULTS
 
 MAL_IP = "45.77.10.21"
 BENIGN_IP = "45.77.10.22"
@@ -306,7 +307,8 @@ def test_quota_from_constructor_and_reset(clock):
 
 EXPECTED_FAULT_STATUS = {"http_500": 500, "http_502": 502, "http_503": 503,
                          "malformed_json": 200, "html_error": 502, "http_401": 401,
-                         "http_403": 403, "http_429": 429, "quota": 429}  # fmt: skip
+                         "http_403": 403, "http_429": 429, "quota": 429,
+                         "html_200": 200}  # fmt: skip
 
 
 @pytest.mark.parametrize("fault", sorted(EXPECTED_FAULT_STATUS))
@@ -317,7 +319,7 @@ def test_each_fault_answers_once_then_normal(sb, fault):
     if fault == "malformed_json":
         with pytest.raises(ValueError):
             faulty.json()
-    elif fault == "html_error":
+    elif fault in ("html_error", "html_200"):
         assert faulty.headers["Content-Type"].startswith("text/html")
     else:
         assert "message" in faulty.json()
@@ -478,7 +480,7 @@ def test_serve_forever_prints_exports_and_exits_cleanly_on_sigterm():
 
 
 def test_fault_names_are_the_documented_ones():
-    assert set(FAULTS) == set(EXPECTED_FAULT_STATUS) | {"hang"}
+    assert set(FAULTS) == set(EXPECTED_FAULT_STATUS) | {"hang", *DELIVERY_FAULTS}
 
 
 def test_abuseipdb_errors_are_html_without_accept_json(sb):
