@@ -1,9 +1,11 @@
 """STIX 2.1 bundle files in and out of the embedded store.
 
 Import is all-or-nothing: every file is read and every object validated (with stix2) before one
-SQLite transaction writes them, so a bad file never leaves a half-imported store. Export writes
-a bundle OpenCTI's importer accepts, with an id derived from its content so that exporting the
-same store twice gives byte-identical files.
+SQLite transaction writes them, so a bad file never leaves a half-imported store. One id twice
+in an import is the same object read twice when identical, and an error naming both places when
+not (which one should win is the author's call, not ours). A UTF-8 byte-order mark is accepted.
+Export writes a bundle OpenCTI's importer accepts, with an id derived from its content so that
+exporting the same store twice gives byte-identical files.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def load_bundle_file(path: str | Path) -> list[dict]:
     """The objects of one bundle file, each checked by stix2; BundleError otherwise."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a leading BOM is allowed
     except (OSError, UnicodeDecodeError) as error:
         raise BundleError(f"{path}: cannot read the file: {error}") from None
     try:
@@ -100,8 +102,19 @@ def import_bundles(
     stamps objects new to the store (default: now); objects already there keep theirs."""
     report = ImportReport()
     objects: list[dict] = []
+    seen: dict[str, tuple[str, dict]] = {}  # id -> (where it was first read, the object)
     for path in paths:
-        objects += load_bundle_file(path)
+        for index, obj in enumerate(load_bundle_file(path)):
+            where = f"{path}: object {index}"
+            first = seen.get(obj["id"])
+            if first is None:
+                seen[obj["id"]] = (where, obj)
+                objects.append(obj)
+            elif _canonical(first[1]) != _canonical(obj):
+                raise BundleError(
+                    f"{obj['id']} appears twice with different content: {first[0]} and {where}"
+                    " (keep one of them)"
+                )
         report.files += 1
     stats = store.write_objects(objects, first_seen_at=created_at)
     if stats.failed:  # load_bundle_file already refused these shapes; kept as a guard
@@ -110,6 +123,10 @@ def import_bundles(
     report.created, report.updated = stats.created, stats.updated
     report.by_type = dict(sorted(Counter(obj["type"] for obj in objects).items()))
     return report
+
+
+def _canonical(obj: dict) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def bundle_of(objects: list[dict]) -> dict:
