@@ -119,3 +119,22 @@ def test_a_skipped_observable_is_never_sent_even_with_a_value(monkeypatch):
     assert gated is not None
     assert (gated["status"], gated["reason"]) == (base.SKIPPED, base.SKIP_OUT_OF_SCOPE)
     assert _gate(base.VIRUSTOTAL, {**row, "status": "ok"}, settings) is None
+
+
+def test_import_says_which_days_are_already_materialised(tmp_path, monkeypatch, capsys):
+    from cti_assets.storage.outputs import partition_path
+
+    monkeypatch.setenv("CTI_DATA_DIR", str(tmp_path / "data"))
+    stored = Path(partition_path("observables", "2026-03-02").path)
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(b"")  # the day has outputs
+    path = write_bundle(tmp_path / "b.json", sco("ipv4-addr", value="198.51.100.50"),
+                        sco("email-addr", value="x@example.org"))
+    assert main(["import", str(path), "--created-at", "2026-03-02T10:00:00Z"]) == 0
+    out = capsys.readouterr().out
+    assert "2 observable(s) fall on 1 day(s) already materialised: 2026-03-02" in out
+    assert "cti-assets backfill --from 2026-03-02 --to 2026-03-02" in out
+
+    path = write_bundle(tmp_path / "c.json", sco("ipv4-addr", value="198.51.100.51"))
+    assert main(["import", str(path), "--created-at", "2026-03-03T10:00:00Z"]) == 0
+    assert "already materialised" not in capsys.readouterr().out

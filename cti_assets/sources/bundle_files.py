@@ -17,12 +17,12 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import stix2
 
-from cti_assets.sources.local import LocalStixStore
+from cti_assets.sources.local import OBSERVABLE_STIX_TYPES, LocalStixStore
 
 # Namespace of bundle ids made by this project (uuid5 over the bundle's objects).
 BUNDLE_NAMESPACE = uuid.UUID("4d1f9e1c-3b0a-5c6e-9f43-2a9b6f1d7e85")
@@ -45,6 +45,7 @@ class ImportReport:
     created: int = 0
     updated: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
+    observable_days: dict[str, int] = field(default_factory=dict)  # UTC day of creation -> count
 
 
 def load_bundle_file(path: str | Path) -> list[dict]:
@@ -122,6 +123,10 @@ def import_bundles(
     report.objects = len(objects)
     report.created, report.updated = stats.created, stats.updated
     report.by_type = dict(sorted(Counter(obj["type"] for obj in objects).items()))
+    observable_ids = [obj["id"] for obj in objects if obj["type"] in OBSERVABLE_STIX_TYPES]
+    created = store.first_seen(observable_ids).values()
+    report.observable_days = dict(sorted(Counter(
+        moment.astimezone(UTC).strftime("%Y-%m-%d") for moment in created).items()))
     return report
 
 
