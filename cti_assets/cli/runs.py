@@ -24,13 +24,41 @@ def load_defs():
     return build_defs()
 
 
-def dagster_instance():
-    import dagster as dg
+INSTANCE_LOCK = ".cti-assets-instance.lock"
+CORRUPTION_SIGNS = ("more than one head", "multiple heads")
 
-    if os.environ.get("DAGSTER_HOME"):
-        Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
-        return dg.DagsterInstance.get()
-    return dg.DagsterInstance.ephemeral()
+
+def dagster_instance():
+    """The instance in $DAGSTER_HOME (an ephemeral one without it), its storage created once:
+    the first use is under a file lock, so simultaneous first runs never both initialise the
+    SQLite databases (which left two alembic heads for good)."""
+    import dagster as dg
+    from filelock import FileLock
+
+    from cti_assets.cli.errors import CliError
+
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        return dg.DagsterInstance.ephemeral()
+    Path(home).mkdir(parents=True, exist_ok=True)
+    with FileLock(str(Path(home) / INSTANCE_LOCK), timeout=300):
+        try:
+            instance = dg.DagsterInstance.get()
+            # touch every storage so each database is created and stamped here, under the lock
+            instance.get_runs(limit=1)
+            instance.event_log_storage.get_concurrency_keys()
+            if instance.schedule_storage is not None:
+                instance.schedule_storage.all_instigator_state()
+        except Exception as error:
+            if any(sign in str(error) for sign in CORRUPTION_SIGNS):
+                raise CliError(
+                    f"the Dagster instance in {home} is corrupted (its storage has two alembic "
+                    "versions, left by two first runs at once). Stop every dagster process, move "
+                    f"{home}/storage and {home}/schedules aside (run history is lost, outputs "
+                    "are not) and run again: the instance is recreated cleanly."
+                ) from None
+            raise
+    return instance
 
 
 def materialise(partition_keys, run_config: dict | None = None, job_name: str = "enrichment"):
