@@ -101,6 +101,13 @@ def sensor_batch_limit() -> int:
     return _whole_number("CTI_SENSOR_BATCH_LIMIT", 50_000, minimum=1)
 
 
+def sensor_lookback_s() -> int:
+    """How far behind its watermark the sensor looks again each tick (CTI_SENSOR_LOOKBACK_S),
+    for observables that became visible after newer ones had passed (indexing delay, an import
+    with a past creation time). Ids seen in that window are remembered, so none runs twice."""
+    return _whole_number("CTI_SENSOR_LOOKBACK_S", 3600)
+
+
 def sensor_interval_s() -> int:
     """Seconds between sensor ticks (CTI_SENSOR_INTERVAL_S): one small source query a tick, so
     import -> write-back (interval + one run) stays well under a minute."""

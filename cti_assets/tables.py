@@ -20,11 +20,14 @@ OBSERVABLE_COLUMNS: dict[str, str] = {
     "labels": "list",
     "existing_score": "Int64",  # x_opencti_score already on the observable
     "created_at": "datetime64[ns, UTC]",
-    "status": "string",  # "ok" or "rejected"
-    "reason": "string",  # why rejected; null when ok
+    "status": "string",  # "ok", "rejected" (invalid value) or "skipped" (out-of-scope type)
+    "reason": "string",  # why rejected or skipped; null when ok
 }
 OBSERVABLE_OK = "ok"
 OBSERVABLE_REJECTED = "rejected"
+OBSERVABLE_SKIPPED = "skipped"  # a SCO type no provider looks up; reason OBSERVABLE_OUT_OF_SCOPE
+OBSERVABLE_OUT_OF_SCOPE = "out_of_scope"
+OBSERVABLE_STATUSES = (OBSERVABLE_OK, OBSERVABLE_REJECTED, OBSERVABLE_SKIPPED)
 
 # `<provider>_lookups`: one row per observable of the partition, whatever happened to it.
 LOOKUP_COLUMNS: dict[str, str] = {

@@ -50,13 +50,13 @@ def test_every_record_gets_a_row_with_a_status():
     frame = observables_frame(records)
     assert list(frame["stix_id"]) == [r.stix_id for r in records]
     assert list(frame["value"]) == [r.value for r in records]
-    assert list(frame["status"]) == ["ok", "rejected", "ok", "rejected", "rejected"]
+    assert list(frame["status"]) == ["ok", "rejected", "ok", "skipped", "rejected"]
     ok, rejected = frame[frame.status == "ok"], frame[frame.status == "rejected"]
     assert ok["reason"].isna().all() and ok["normalized_value"].notna().all()
     assert rejected["reason"].notna().all() and rejected["normalized_value"].isna().all()
     assert frame.loc[0, "normalized_value"] == "198.51.100.1"
     assert frame.loc[2, ["normalized_value", "hash_type"]].tolist() == ["a" * 40, "SHA-1"]
-    assert frame.loc[3, "reason"].startswith("unsupported_type")
+    assert frame.loc[3, "reason"] == "out_of_scope"
     assert list(frame["created_at"]) == [r.created_at for r in records]
 
 
@@ -104,7 +104,8 @@ def test_counts_by_type_and_status():
         record("IPv4-Addr", "198.51.100.2", 2), record("Url", "https://a.test/", 3),
     ])
     counts = counts_by_type_and_status(frame)
-    assert counts == {"IPv4-Addr": {"ok": 2, "rejected": 1}, "Url": {"ok": 1, "rejected": 0}}
+    assert counts == {"IPv4-Addr": {"ok": 2, "rejected": 1, "skipped": 0},
+                      "Url": {"ok": 1, "rejected": 0, "skipped": 0}}
     assert all(type(n) is int for by_status in counts.values() for n in by_status.values())
     assert counts_by_type_and_status(observables_frame([])) == {}
 

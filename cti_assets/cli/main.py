@@ -45,7 +45,26 @@ def cmd_import(args: argparse.Namespace) -> int:
     )
     for stix_type, count in sorted(report.by_type.items()):
         print(f"  {stix_type:<22} {count}")
+    _say_which_days_are_already_materialised(report.observable_days)
     return 0
+
+
+def _say_which_days_are_already_materialised(observable_days: dict[str, int]) -> None:
+    """Observables on a day whose outputs exist are not in them until that day runs again."""
+    from cti_assets import settings
+    from cti_assets.storage.outputs import stored_partitions
+
+    done = sorted(set(observable_days) & set(stored_partitions("observables")))
+    if not done:
+        return
+    count = sum(observable_days[day] for day in done)
+    hours = settings.sensor_lookback_s() / 3600
+    print(
+        f"{count} observable(s) fall on {len(done)} day(s) already materialised: "
+        f"{', '.join(done)}.\n  The sensor picks up those created within its look-back "
+        f"({hours:g} h, CTI_SENSOR_LOOKBACK_S) behind its watermark; for the others re-run "
+        f"the day: cti-assets backfill --from {done[0]} --to {done[-1]}"
+    )
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -40,6 +40,10 @@ def load_defs():
     return build_defs()
 
 
+INSTANCE_LOCK = ".cti-assets-instance.lock"
+CORRUPTION_SIGNS = ("more than one head", "multiple heads")
+
+
 def ensure_dagster_home() -> Path:
     """The Dagster home, created with the project's dagster.yaml when missing."""
     home = settings.dagster_home_path()
@@ -58,20 +62,41 @@ def dagster_env() -> dict[str, str]:
 
 
 def dagster_instance():
-    """The project's persistent Dagster instance (see ensure_dagster_home). DagsterInstance.get
-    reads DAGSTER_HOME; it is set for that call only, so nothing else in the process moves."""
+    """The project's persistent Dagster instance (see ensure_dagster_home), its storage created
+    once: the first use is under a file lock, so simultaneous first runs never both initialise
+    the SQLite databases (which left two alembic heads for good). DagsterInstance.get reads
+    DAGSTER_HOME; it is set for that call only, so nothing else in the process moves."""
     import dagster as dg
+    from filelock import FileLock
+
+    from cti_assets.cli.errors import CliError
 
     home = str(ensure_dagster_home())
     saved = os.environ.get("DAGSTER_HOME")
     os.environ["DAGSTER_HOME"] = home
     try:
-        return dg.DagsterInstance.get()
+        with FileLock(str(Path(home) / INSTANCE_LOCK), timeout=300):
+            instance = dg.DagsterInstance.get()
+            # touch every storage so each database is created and stamped here, under the lock
+            instance.get_runs(limit=1)
+            instance.event_log_storage.get_concurrency_keys()
+            if instance.schedule_storage is not None:
+                instance.schedule_storage.all_instigator_state()
+    except Exception as error:
+        if any(sign in str(error) for sign in CORRUPTION_SIGNS):
+            raise CliError(
+                f"the Dagster instance in {home} is corrupted (its storage has two alembic "
+                "versions, left by two first runs at once). Stop every dagster process, move "
+                f"{home}/storage and {home}/schedules aside (run history is lost, outputs "
+                "are not) and run again: the instance is recreated cleanly."
+            ) from None
+        raise
     finally:
         if saved is None:
             del os.environ["DAGSTER_HOME"]
         else:
             os.environ["DAGSTER_HOME"] = saved
+    return instance
 
 
 def materialise(partition_keys, run_config: dict | None = None, job_name: str = "enrichment"):
@@ -133,13 +158,18 @@ def set_pool_limits(limits: dict[str, int] | None = None) -> dict[str, int]:
     `dagster instance concurrency set POOL LIMIT` (there is no public Python API for it). Each
     call is a process that imports Dagster, so only limits that differ are set, one at a time
     (side by side they would fight over the SQLite instance)."""
+    from filelock import FileLock
+
     limits = limits or POOL_LIMITS
-    current = pool_limits_set()
-    for pool, limit in limits.items():
-        if current.get(pool) == limit:
-            continue
-        result = _dagster_cli("set", pool, str(limit))
-        if result.returncode != 0:
-            lines = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
-            raise CliError(f"could not set the limit of pool {pool}: {lines[-1]}")
+    dagster_instance()  # created (or found corrupted) under the lock before any CLI call
+    home = ensure_dagster_home()
+    with FileLock(str(home / INSTANCE_LOCK), timeout=600):  # one writer of the instance
+        current = pool_limits_set()
+        for pool, limit in limits.items():
+            if current.get(pool) == limit:
+                continue
+            result = _dagster_cli("set", pool, str(limit))
+            if result.returncode != 0:
+                lines = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
+                raise CliError(f"could not set the limit of pool {pool}: {lines[-1]}")
     return limits

@@ -5,6 +5,7 @@ Dagster's run queue, pools and launchers, never a scheduler of our own. Sensor r
 higher priority than backfills so that fresh observables go first.
 """
 
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -61,47 +62,73 @@ def weekly_reenrichment_schedule(context: dg.ScheduleEvaluationContext):
 
 @dataclass(frozen=True)
 class Watermark:
-    """The sensor cursor: the last (created_at, stix_id) seen. Small, never a list of ids."""
+    """The sensor cursor: the last (created_at, stix_id) seen, and short digests of the ids seen
+    within the look-back window behind it (so a late arrival there is new, the rest are not)."""
 
     created_at: datetime | None = None
     stix_id: str | None = None
+    recent: frozenset[str] = frozenset()
 
     @classmethod
     def parse(cls, cursor: str | None) -> "Watermark":
         if not cursor:
             return cls()
         data = json.loads(cursor)
-        return cls(datetime.fromisoformat(data["created_at"]), data["id"])
+        return cls(datetime.fromisoformat(data["created_at"]), data["id"],
+                   frozenset(data.get("recent", ())))
 
     def to_cursor(self) -> str:
         assert self.created_at is not None
         return json.dumps(
-            {"created_at": self.created_at.astimezone(UTC).isoformat(), "id": self.stix_id},
+            {"created_at": self.created_at.astimezone(UTC).isoformat(), "id": self.stix_id,
+             "recent": sorted(self.recent)},
             sort_keys=True,
         )
 
 
+def id_digest(stix_id: str) -> str:
+    """12 hex characters of the id's SHA-256: enough to tell a window's ids apart, small."""
+    return hashlib.sha256(stix_id.encode()).hexdigest()[:12]
+
+
 def plan_sensor_tick(
-    cursor: str | None, new_items: list[tuple[datetime, str]], current_time: datetime
+    cursor: str | None,
+    new_items: list[tuple[datetime, str]],
+    current_time: datetime,
+    behind: list[tuple[datetime, str]] | None = None,
+    lookback: timedelta = timedelta(0),
 ) -> tuple[list[dg.RunRequest], str | None, str | None]:
-    """Run requests, next cursor and skip reason for the observables new since the cursor."""
-    if not new_items:
+    """Run requests, next cursor and skip reason for the observables new since the cursor.
+
+    `new_items` come after the watermark; `behind` are those of the look-back window behind it,
+    of which the ones whose ids the cursor does not remember arrived late and are new too."""
+    previous = Watermark.parse(cursor)
+    late = [item for item in behind or [] if id_digest(item[1]) not in previous.recent]
+    fresh = sorted(set(new_items) | set(late))
+    if not fresh:
         return [], cursor, "no observables created since the last tick"
-    last_created, last_id = max(new_items)
-    watermark = Watermark(last_created, last_id)
+    last_created, last_id = max([*fresh, *([(previous.created_at, previous.stix_id)]
+                                          if previous.created_at else [])])
+    window_start = last_created - lookback
+    remembered = {id_digest(i) for t, i in [*(behind or []), *fresh] if t >= window_start}
+    watermark = Watermark(last_created, last_id, frozenset(remembered))
     valid = set(daily_partitions.get_partition_keys(current_time=current_time))
     affected: dict[str, int] = {}
-    for created_at, _ in new_items:
+    late_by_day: dict[str, list[str]] = {}
+    for created_at, _ in fresh:
         key = partition_key_for(created_at)
         affected[key] = affected.get(key, 0) + 1
+    for created_at, stix_id in late:
+        late_by_day.setdefault(partition_key_for(created_at), []).append(stix_id)
     requests = [
         dg.RunRequest(
-            run_key=f"{key}:{last_created.isoformat()}:{last_id}",
+            run_key=_run_key(key, watermark, late_by_day.get(key, [])),
             partition_key=key,
             tags={
                 "dagster/priority": SENSOR_PRIORITY,
                 "cti/trigger": "sensor",
                 "cti/new_observables": str(count),
+                "cti/late_observables": str(len(late_by_day.get(key, []))),
             },
         )
         for key, count in sorted(affected.items())
@@ -114,6 +141,12 @@ def plan_sensor_tick(
     return requests, watermark.to_cursor(), skip if not requests else None
 
 
+def _run_key(key: str, watermark: Watermark, late_ids: list[str]) -> str:
+    assert watermark.created_at is not None
+    run_key = f"{key}:{watermark.created_at.isoformat()}:{watermark.stix_id}"
+    if late_ids:  # a late arrival behind an unchanged watermark still gets its own run
+        run_key += ":late:" + id_digest(",".join(sorted(late_ids)))
+    return run_key
 
 
 @dg.sensor(
@@ -124,13 +157,21 @@ def plan_sensor_tick(
     else dg.DefaultSensorStatus.STOPPED,
 )
 def new_observables_sensor(context: dg.SensorEvaluationContext, source: SourceResource):
-    """Start a run for each day that received observables since the cursor."""
+    """Start a run for each day that received observables since the cursor, or late ones
+    within the look-back window behind it (CTI_SENSOR_LOOKBACK_S)."""
     watermark = Watermark.parse(context.cursor)
+    lookback = timedelta(seconds=settings.sensor_lookback_s())
+    limit = settings.sensor_batch_limit()
     try:
-        new_items = source.get().created_since(
-            watermark.created_at, watermark.stix_id, settings.sensor_batch_limit()
-        )
+        cti_source = source.get()
+        new_items = cti_source.created_since(watermark.created_at, watermark.stix_id, limit)
+        behind = []
+        if watermark.created_at is not None and lookback:
+            window = cti_source.created_since(watermark.created_at - lookback, None, limit)
+            behind = [(t, i) for t, i in window if (t, i) <= (watermark.created_at,
+                                                             watermark.stix_id or "")]
     except SourceError as error:
         return dg.SkipReason(f"source unavailable: {error}")
-    requests, next_cursor, skip = plan_sensor_tick(context.cursor, new_items, datetime.now(UTC))
+    requests, next_cursor, skip = plan_sensor_tick(
+        context.cursor, new_items, datetime.now(UTC), behind, lookback)
     return dg.SensorResult(run_requests=requests, cursor=next_cursor, skip_reason=skip)

@@ -73,6 +73,34 @@ STIX_TO_ENTITY_TYPE: dict[str, str] = {
     "url": "Url",
     "file": "StixFile",
 }
+# Every other STIX 2.1 SCO (and OpenCTI's custom ones) -> its OpenCTI entity type. These enter
+# the observables table as `skipped` / `out_of_scope`: counted and shown, never looked up.
+OUT_OF_SCOPE_STIX_TYPES: dict[str, str] = {
+    "artifact": "Artifact",
+    "autonomous-system": "Autonomous-System",
+    "directory": "Directory",
+    "email-addr": "Email-Addr",
+    "email-message": "Email-Message",
+    "mac-addr": "Mac-Addr",
+    "mutex": "Mutex",
+    "network-traffic": "Network-Traffic",
+    "process": "Process",
+    "software": "Software",
+    "user-account": "User-Account",
+    "windows-registry-key": "Windows-Registry-Key",
+    "x509-certificate": "X509-Certificate",
+    "cryptocurrency-wallet": "Cryptocurrency-Wallet",
+    "cryptographic-key": "Cryptographic-Key",
+    "bank-account": "Bank-Account",
+    "credential": "Credential",
+    "media-content": "Media-Content",
+    "payment-card": "Payment-Card",
+    "phone-number": "Phone-Number",
+    "text": "Text",
+    "tracking-number": "Tracking-Number",
+    "user-agent": "User-Agent",
+    "persona": "Persona",
+}
 # Accepted spellings of entity types -> the OpenCTI name.
 _TYPE_ALIASES = {**STIX_TO_ENTITY_TYPE, "stixfile": "StixFile"}
 

@@ -11,9 +11,25 @@ from collections import Counter
 import pandas as pd
 
 from cti_assets.intake import observable
-from cti_assets.intake.observable import MarkingRef, TlpDecision, decide_tlp, normalize
+from cti_assets.intake.observable import (
+    OUT_OF_SCOPE_STIX_TYPES,
+    MarkingRef,
+    Normalized,
+    TlpDecision,
+    decide_tlp,
+    normalize,
+)
 from cti_assets.sources.base import ObservableRecord
-from cti_assets.tables import OBSERVABLE_COLUMNS, OBSERVABLE_OK, OBSERVABLE_REJECTED
+from cti_assets.tables import (
+    OBSERVABLE_COLUMNS,
+    OBSERVABLE_OK,
+    OBSERVABLE_OUT_OF_SCOPE,
+    OBSERVABLE_REJECTED,
+    OBSERVABLE_SKIPPED,
+    OBSERVABLE_STATUSES,
+)
+
+_OUT_OF_SCOPE_ENTITY_TYPES = frozenset(OUT_OF_SCOPE_STIX_TYPES.values())
 
 
 def observables_frame(
@@ -27,7 +43,9 @@ def observables_frame(
     tlp_cache: dict[tuple[MarkingRef, ...], TlpDecision] = {}
     columns: dict[str, list] = {name: [] for name in OBSERVABLE_COLUMNS}
     for record in records:
-        result = normalize(record.entity_type, record.value)
+        out_of_scope = record.entity_type in _OUT_OF_SCOPE_ENTITY_TYPES
+        result = (Normalized(None, OBSERVABLE_OUT_OF_SCOPE) if out_of_scope
+                  else normalize(record.entity_type, record.value))
         tlp = tlp_cache.get(record.markings)
         if tlp is None:
             tlp = tlp_cache[record.markings] = decide_tlp(record.markings, unmarked)
@@ -43,7 +61,8 @@ def observables_frame(
         columns["labels"].append(list(record.labels))
         columns["existing_score"].append(record.score)
         columns["created_at"].append(record.created_at)
-        columns["status"].append(OBSERVABLE_OK if result.ok else OBSERVABLE_REJECTED)
+        columns["status"].append(OBSERVABLE_SKIPPED if out_of_scope
+                                 else OBSERVABLE_OK if result.ok else OBSERVABLE_REJECTED)
         columns["reason"].append(result.reason)
     return _typed_frame(columns)
 
@@ -62,10 +81,10 @@ def _typed_frame(columns: dict[str, list]) -> pd.DataFrame:
 
 
 def counts_by_type_and_status(frame: pd.DataFrame) -> dict[str, dict[str, int]]:
-    """{entity_type: {"ok": n, "rejected": m}} with plain ints, for asset metadata."""
+    """{entity_type: {"ok": n, "rejected": m, "skipped": k}} with plain ints, for metadata."""
     counts: dict[str, dict[str, int]] = {}
     pairs = Counter(zip(frame["entity_type"], frame["status"], strict=True))
     for (entity_type, status), count in sorted(pairs.items()):
-        counts.setdefault(str(entity_type), {OBSERVABLE_OK: 0, OBSERVABLE_REJECTED: 0})
+        counts.setdefault(str(entity_type), dict.fromkeys(OBSERVABLE_STATUSES, 0))
         counts[str(entity_type)][str(status)] = int(count)
     return counts

@@ -160,8 +160,11 @@ def _result_row(obs: dict[str, Any], result: base.LookupResult) -> dict[str, Any
 def _gate(provider: str, obs: dict[str, Any], settings: ProviderSettings) -> dict | None:
     """The skip row for an observable that must not be sent; None when it may be."""
     value = obs.get("normalized_value")
-    if obs.get("status") == tables.OBSERVABLE_REJECTED or not isinstance(value, str) or not value:
-        why = obs.get("reason") if isinstance(obs.get("reason"), str) else "no normalised value"
+    why = obs.get("reason") if isinstance(obs.get("reason"), str) else "no normalised value"
+    if obs.get("status") == tables.OBSERVABLE_SKIPPED:
+        return _row(obs, provider, base.SKIPPED, base.SKIP_OUT_OF_SCOPE,
+                    f"observable skipped: {why}")
+    if obs.get("status") != tables.OBSERVABLE_OK or not isinstance(value, str) or not value:
         return _row(obs, provider, base.SKIPPED, base.SKIP_REJECTED, f"rejected: {why}")
     entity_type = obs.get("entity_type")
     if entity_type not in PROVIDER_SCOPE.get(provider, ()):

@@ -99,10 +99,10 @@ class ScoreSummary:
         for name in ("score", "confidence"):
             values = scores[name].dropna()
             self.out_of_range += int(((values < 0) | (values > 100)).sum())
-        explanation = pa.array(scores["explanation"], from_pandas=True)
+        explanation = _single_array(pa.array(scores["explanation"], from_pandas=True))
         blank = pc.equal(pc.utf8_trim_whitespace(explanation), "")
         self.unexplained += explanation.null_count + _count(blank)
-        self.ids.append(pa.array(scores["stix_id"], from_pandas=True).cast(pa.large_string()))
+        self.ids.append(_single_array(pa.array(scores["stix_id"], from_pandas=True)))
         self.top.append(_top_candidates(scores))
 
     def metadata(self) -> SummaryMetadata:
@@ -117,7 +117,7 @@ class ScoreSummary:
     def checks(self, merged_ids: pa.Array) -> dict[str, tuple[bool, dict[str, int]]]:
         """check name -> (passed, evidence) for the four blocking checks."""
         ids = pa.concat_arrays(self.ids) if self.ids else pa.array([], pa.large_string())
-        merged_ids = merged_ids.cast(pa.large_string())
+        merged_ids = _single_array(merged_ids)
         if _same_rows(merged_ids, ids):
             missing = extra = 0
         else:
@@ -133,6 +133,14 @@ class ScoreSummary:
             "no_duplicate_ids": (duplicates == 0, {"duplicates": duplicates}),
             "every_score_explained": (self.unexplained == 0, {"unexplained": self.unexplained}),
         }
+
+
+def _single_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One large_string Array: pandas' Arrow-backed columns come back chunked (an empty one
+    always), and concat_arrays takes plain arrays only."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    return values.cast(pa.large_string())
 
 
 def _count(mask: pa.Array) -> int:

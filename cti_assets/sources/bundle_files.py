@@ -1,11 +1,13 @@
 """STIX 2.1 bundle files in and out of the embedded store.
 
 Import is all-or-nothing: every file is read and every object validated (with stix2) before one
-SQLite transaction writes them, so a bad file never leaves a half-imported store. Export writes
-a bundle OpenCTI's importer accepts, with an id derived from its content so that exporting the
-same store twice gives byte-identical files. An export goes to an existing directory only (a
-directory given as the target gets a file inside it) and replaces the file atomically; a failed
-write leaves no temporary file behind.
+SQLite transaction writes them, so a bad file never leaves a half-imported store. One id twice
+in an import is the same object read twice when identical, and an error naming both places when
+not (which one should win is the author's call, not ours). A UTF-8 byte-order mark is accepted.
+Export writes a bundle OpenCTI's importer accepts, with an id derived from its content so that
+exporting the same store twice gives byte-identical files. An export goes to an existing
+directory only (a directory given as the target gets a file inside it) and replaces the file
+atomically; a failed write leaves no temporary file behind.
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import stix2
 
-from cti_assets.sources.local import LocalStixStore
+from cti_assets.sources.local import OBSERVABLE_STIX_TYPES, LocalStixStore
 
 # Namespace of bundle ids made by this project (uuid5 over the bundle's objects).
 BUNDLE_NAMESPACE = uuid.UUID("4d1f9e1c-3b0a-5c6e-9f43-2a9b6f1d7e85")
@@ -45,13 +47,14 @@ class ImportReport:
     created: int = 0
     updated: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
+    observable_days: dict[str, int] = field(default_factory=dict)  # UTC day of creation -> count
 
 
 def load_bundle_file(path: str | Path) -> list[dict]:
     """The objects of one bundle file, each checked by stix2; BundleError otherwise."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a leading BOM is allowed
     except (OSError, UnicodeDecodeError) as error:
         raise BundleError(f"{path}: cannot read the file: {error}") from None
     try:
@@ -102,8 +105,19 @@ def import_bundles(
     stamps objects new to the store (default: now); objects already there keep theirs."""
     report = ImportReport()
     objects: list[dict] = []
+    seen: dict[str, tuple[str, dict]] = {}  # id -> (where it was first read, the object)
     for path in paths:
-        objects += load_bundle_file(path)
+        for index, obj in enumerate(load_bundle_file(path)):
+            where = f"{path}: object {index}"
+            first = seen.get(obj["id"])
+            if first is None:
+                seen[obj["id"]] = (where, obj)
+                objects.append(obj)
+            elif _canonical(first[1]) != _canonical(obj):
+                raise BundleError(
+                    f"{obj['id']} appears twice with different content: {first[0]} and {where}"
+                    " (keep one of them)"
+                )
         report.files += 1
     stats = store.write_objects(objects, first_seen_at=created_at)
     if stats.failed:  # load_bundle_file already refused these shapes; kept as a guard
@@ -111,7 +125,15 @@ def import_bundles(
     report.objects = len(objects)
     report.created, report.updated = stats.created, stats.updated
     report.by_type = dict(sorted(Counter(obj["type"] for obj in objects).items()))
+    observable_ids = [obj["id"] for obj in objects if obj["type"] in OBSERVABLE_STIX_TYPES]
+    created = store.first_seen(observable_ids).values()
+    report.observable_days = dict(sorted(Counter(
+        moment.astimezone(UTC).strftime("%Y-%m-%d") for moment in created).items()))
     return report
+
+
+def _canonical(obj: dict) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def bundle_of(objects: list[dict]) -> dict:

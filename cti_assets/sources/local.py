@@ -17,7 +17,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cti_assets import settings
-from cti_assets.intake.observable import STIX_TO_ENTITY_TYPE, MarkingRef, marking_ref
+from cti_assets.intake.observable import (
+    OUT_OF_SCOPE_STIX_TYPES,
+    STIX_TO_ENTITY_TYPE,
+    MarkingRef,
+    marking_ref,
+)
 from cti_assets.sources.base import (
     REMOVE_LABELS,
     THREAT_ENTITY_TYPES,
@@ -28,7 +33,9 @@ from cti_assets.sources.base import (
     WriteStats,
 )
 
-OBSERVABLE_STIX_TYPES: tuple[str, ...] = tuple(STIX_TO_ENTITY_TYPE)
+# Every SCO is read as an observable; out-of-scope types end up `skipped` in the table.
+_ENTITY_TYPE_OF: dict[str, str] = {**STIX_TO_ENTITY_TYPE, **OUT_OF_SCOPE_STIX_TYPES}
+OBSERVABLE_STIX_TYPES: tuple[str, ...] = tuple(_ENTITY_TYPE_OF)
 HASH_PREFERENCE: tuple[str, ...] = ("SHA-256", "SHA-1", "MD5")
 # Where OpenCTI's own exports put score, labels and other platform properties of an object.
 OPENCTI_EXTENSIONS = (
@@ -425,12 +432,13 @@ def _record(obj: dict, created_at: datetime, markings: dict[str, MarkingRef]) ->
         strongest = next((hashes[h] for h in HASH_PREFERENCE if h in hashes), None)
         value = strongest or next(iter(hashes.values()), None) or obj.get("name")
     else:
-        value = obj.get("value")
+        value = next((obj[key] for key in ("value", "name", "number", "key") if obj.get(key)
+                      is not None), None)
     marking_ids = tuple(str(ref) for ref in obj.get("object_marking_refs") or [])
     return ObservableRecord(
         internal_id=obj["id"],
         stix_id=obj["id"],
-        entity_type=STIX_TO_ENTITY_TYPE[obj["type"]],
+        entity_type=_ENTITY_TYPE_OF[obj["type"]],
         value="" if value is None else str(value),
         created_at=created_at,
         markings=tuple(markings.get(m) or MarkingRef(m) for m in marking_ids),

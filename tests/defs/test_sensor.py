@@ -3,6 +3,8 @@
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from cti_assets.defs.automation import Watermark, plan_sensor_tick
 
 NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
@@ -67,3 +69,91 @@ def test_days_outside_the_partitions_are_reported_not_requested():
     assert requests == []
     assert "1999-01-01" in skip
     assert json.loads(cursor)["id"] == new[-1][1]
+
+
+# --- the real sensor on a real instance: late arrivals behind the watermark -----------------
+
+
+def _ipv4(value: str) -> dict:
+    import uuid
+
+    return {"type": "ipv4-addr", "spec_version": "2.1",
+            "id": f"ipv4-addr--{uuid.uuid5(uuid.NAMESPACE_URL, value)}", "value": value}
+
+
+def _tick(instance, store_path, cursor):
+    import dagster as dg
+
+    from cti_assets.defs.automation import new_observables_sensor
+    from cti_assets.defs.resources import SourceResource
+
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor,
+        resources={"source": SourceResource(store_path=str(store_path))})
+    result = new_observables_sensor(context)
+    return result.run_requests, result.cursor
+
+
+@pytest.fixture
+def sensor_world(tmp_path, monkeypatch):
+    import dagster as dg
+
+    from cti_assets.sources.local import LocalStixStore
+
+    monkeypatch.setenv("CTI_DATA_DIR", str(tmp_path / "data"))
+    with dg.instance_for_test() as instance:
+        yield instance, LocalStixStore(tmp_path / "store.sqlite")
+
+
+def test_indexing_delay_an_object_visible_after_newer_ones_is_enriched_once(sensor_world):
+    instance, store = sensor_world
+    now = datetime.now(UTC).replace(microsecond=0)
+    store.write_objects([_ipv4("198.51.100.20")], first_seen_at=now - timedelta(minutes=1))
+    requests, cursor = _tick(instance, store.path, None)
+    assert [r.tags["cti/new_observables"] for r in requests] == ["1"]
+
+    # created five minutes ago, behind the watermark, visible only now
+    store.write_objects([_ipv4("198.51.100.21")], first_seen_at=now - timedelta(minutes=5))
+    requests, cursor = _tick(instance, store.path, cursor)
+    assert [r.partition_key for r in requests] == [(now - timedelta(minutes=5)).strftime(
+        "%Y-%m-%d")]
+    assert requests[0].tags["cti/late_observables"] == "1"
+
+    requests, cursor_after = _tick(instance, store.path, cursor)  # nothing enriched twice
+    assert requests == []
+
+
+def test_backdated_import_within_the_look_back_gets_a_run_for_its_day(sensor_world, tmp_path,
+                                                                      monkeypatch):
+    import json
+
+    from cti_assets.sources.bundle_files import import_bundles
+
+    instance, store = sensor_world
+    monkeypatch.setenv("CTI_SENSOR_LOOKBACK_S", str(3 * 86400))
+    now = datetime.now(UTC).replace(microsecond=0)
+    store.write_objects([_ipv4("198.51.100.30")], first_seen_at=now - timedelta(minutes=1))
+    _, cursor = _tick(instance, store.path, None)
+
+    past = now - timedelta(days=2)
+    path = tmp_path / "past.json"
+    path.write_text(json.dumps({"type": "bundle", "id": "bundle--" + "1" * 8 + "-1111-4111-8111-"
+                                + "1" * 12, "objects": [_ipv4("198.51.100.31")]}))
+    import_bundles(store, [path], created_at=past)
+    requests, cursor = _tick(instance, store.path, cursor)
+    assert [r.partition_key for r in requests] == [past.strftime("%Y-%m-%d")]
+    assert requests[0].tags["cti/late_observables"] == "1"
+    requests, _ = _tick(instance, store.path, cursor)
+    assert requests == []
+
+
+def test_without_a_look_back_the_late_arrival_is_missed(sensor_world, monkeypatch):
+    """What the look-back buys: the same delay with CTI_SENSOR_LOOKBACK_S=0 is never seen."""
+    instance, store = sensor_world
+    monkeypatch.setenv("CTI_SENSOR_LOOKBACK_S", "0")
+    now = datetime.now(UTC).replace(microsecond=0)
+    store.write_objects([_ipv4("198.51.100.40")], first_seen_at=now - timedelta(minutes=1))
+    _, cursor = _tick(instance, store.path, None)
+    store.write_objects([_ipv4("198.51.100.41")], first_seen_at=now - timedelta(minutes=5))
+    requests, _ = _tick(instance, store.path, cursor)
+    assert requests == []
