@@ -149,7 +149,7 @@ def facts_for(value: str, seed: int = 0, forced_profile: str | None = None) -> F
         votes = (rng.randint(3, 40), rng.randint(0, 2))
         family = rng.choice(FAMILY_NAMES)
         actor = rng.choice(ACTOR_NAMES)
-        abuse = (rng.randint(75, 100), rng.randint(20, 900), rng.randint(5, 200))
+        abuse = _abuse(rng.randint(75, 100), rng.randint(20, 900), rng.randint(5, 200))
         categories = tuple(rng.sample(STRONG_ABUSE_CATEGORIES, rng.randint(1, 3)))
         ports = tuple(sorted({rng.choice(RISKY_PORTS), rng.choice(COMMON_PORTS)}))
         tags: tuple[str, ...] = (rng.choice(("c2", "malware", "compromised")),)
@@ -162,7 +162,7 @@ def facts_for(value: str, seed: int = 0, forced_profile: str | None = None) -> F
         reputation = -rng.randint(0, 5)
         votes = (rng.randint(0, 3), rng.randint(0, 3))
         family = rng.choice(FAMILY_NAMES)
-        abuse = (rng.randint(25, 74), rng.randint(2, 30), rng.randint(1, 12))
+        abuse = _abuse(rng.randint(25, 74), rng.randint(2, 30), rng.randint(1, 12))
         categories = tuple(rng.sample(WEAK_ABUSE_CATEGORIES, rng.randint(1, 2)))
         ports = tuple(sorted({rng.choice(COMMON_PORTS), rng.choice(RISKY_PORTS)}))
         tags = (rng.choice(("scanner", "self-signed", "proxy", "vpn")),)
@@ -619,3 +619,9 @@ def securitytrails_domain(domain: str, f: Facts) -> dict[str, Any]:
         "txt": {"first_seen": seen, "values": [{"value": "v=spf1 -all"}]},
     }  # fmt: skip
     return body
+
+
+def _abuse(score: int, reports: int, users: int) -> tuple[int, int, int]:
+    """(abuse confidence, reports, distinct reporters): never more reporters than reports, as
+    AbuseIPDB's numDistinctUsers <= totalReports (same draws, so the profiles stay stable)."""
+    return score, reports, min(users, reports)

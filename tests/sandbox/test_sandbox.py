@@ -564,3 +564,15 @@ def test_daily_quota_resets_at_utc_midnight():
         assert refused.status_code == 429 and refused.headers["Retry-After"] == str(12 * 3600)
         wall.now += 12 * 3600
         assert abuse(sandbox, MAL_IP).status_code == 200
+
+
+def test_abuseipdb_never_reports_more_distinct_users_than_reports():
+    from cti_assets.sandbox import data
+
+    reported = 0
+    for profile in (data.MALICIOUS, data.SUSPICIOUS, None):
+        for index in range(300):
+            facts = data.facts_for(f"45.83.{index // 250}.{index % 250}", forced_profile=profile)
+            assert facts.abuse_users <= facts.abuse_reports
+            reported += facts.abuse_reports > 0
+    assert reported > 300  # the check saw reported addresses, not only clean ones
