@@ -58,7 +58,7 @@ from cti_assets.providers.base import (
     SKIPPED,
 )
 from cti_assets.providers.fields import PROVIDER_FIELDS, PROVIDER_SCOPE
-from cti_assets.tables import LOOKUP_COLUMNS, OBSERVABLE_OK
+from cti_assets.tables import LOOKUP_COLUMNS, OBSERVABLE_OK, OBSERVABLE_SKIPPED
 
 log = logging.getLogger(__name__)
 
@@ -437,7 +437,11 @@ def network_context_frame(observables: pd.DataFrame) -> pd.DataFrame:
             provider=NETWORK_CONTEXT,
             from_cache=False,
         )
-        if _text(obs_status) != OBSERVABLE_OK or value is None:
+        if _text(obs_status) == OBSERVABLE_SKIPPED:
+            detail = _text(obs_reason) or "type not looked up"
+            row.update(status=SKIPPED, reason=SKIP_OUT_OF_SCOPE,
+                       message=f"observable skipped: {detail}")
+        elif _text(obs_status) != OBSERVABLE_OK or value is None:
             detail = _text(obs_reason) or "no normalised value"
             row.update(status=SKIPPED, reason=SKIP_REJECTED, message=f"rejected: {detail}")
         elif entity_type not in SCOPE:

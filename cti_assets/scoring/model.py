@@ -348,8 +348,7 @@ def _explanations(
             bare = ~has_evidence[rows[0]]
             return text.where(bare, text.cat(head, "no malicious or benign evidence"), head)
         if index == len(rows) - 1:
-            return text.cat("unknown (no score): observable rejected: ",
-                            view.rejection_reasons()[rejected])
+            return text.cat("unknown (no score): ", view.unscored_sentences()[rejected])
         if index == len(rows) - 2:
             return text.cat("; not answered: ", gaps.take(pa.array(gap_rows)))
         separator = text.where(position == 1, "", "; ")  # nothing right after the head

@@ -28,7 +28,7 @@ from cti_assets.providers.base import (
 )
 from cti_assets.providers.fields import PROVIDER_SCOPE, column
 from cti_assets.scoring.text import LARGE, const, join_rows
-from cti_assets.tables import OBSERVABLE_OK
+from cti_assets.tables import OBSERVABLE_OK, OBSERVABLE_SKIPPED
 
 T = TypeVar("T")
 
@@ -160,9 +160,13 @@ class View:
     def special_use(self) -> np.ndarray:
         return self.flag(NETWORK_CONTEXT, "is_special_use")
 
-    def rejection_reasons(self) -> np.ndarray:
+    def unscored_sentences(self) -> np.ndarray:
+        """Why each row has no score: "observable skipped: ..." or "observable rejected: ..."."""
         reasons = _objects(self.frame, "reason")
-        return np.where(pd.isna(reasons), "no reason given", reasons).astype(object)
+        reasons = np.where(pd.isna(reasons), "no reason given", reasons).astype(object)
+        skipped = _objects(self.frame, "status") == OBSERVABLE_SKIPPED
+        verbs = np.where(skipped, "observable skipped: ", "observable rejected: ").astype(object)
+        return (verbs + reasons).astype(object)
 
     def status_json(self) -> pa.Array:
         """{"provider": "status[:reason]", ...} per row, built once per distinct combination."""

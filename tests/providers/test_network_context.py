@@ -346,6 +346,7 @@ def test_frame_has_one_row_per_observable_in_order():
             ("Email-Addr", "a@b.com", "ok", None),
             ("IPv4-Addr", "not-an-ip", "ok", None),
             ("Url", "http://user@evil.com:8443/a/b", "ok", None),
+            ("Email-Addr", "b@c.com", "skipped", "out_of_scope"),
         ]
     )
     frame = nc.network_context_frame(observables)
@@ -354,11 +355,15 @@ def test_frame_has_one_row_per_observable_in_order():
     assert {name: str(dtype) for name, dtype in frame.dtypes.items()} == LOOKUP_COLUMNS
     assert frame["stix_id"].tolist() == observables["stix_id"].tolist()
     assert set(frame["provider"]) == {"network_context"}
-    assert frame["status"].tolist() == ["ok", "ok", "skipped", "ok", "skipped", "error", "ok"]
+    assert frame["status"].tolist() == [
+        "ok", "ok", "skipped", "ok", "skipped", "error", "ok", "skipped"
+    ]
     assert frame["reason"].tolist()[2] == "rejected"
     assert "unparsable URL" in frame["message"].tolist()[2]
     assert frame["reason"].tolist()[4] == "out_of_scope"
     assert frame["reason"].tolist()[5] == "malformed"
+    assert frame["reason"].tolist()[7] == "out_of_scope"
+    assert frame["message"].tolist()[7] == "observable skipped: out_of_scope"
     assert frame["fetched_at"].isna().all()
     assert frame["latency_ms"].isna().all()
     assert not frame["from_cache"].any()

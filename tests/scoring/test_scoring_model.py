@@ -201,6 +201,15 @@ def test_rejected_observables_get_a_row_without_score():
     assert scores.iloc[1]["verdict"] == MALICIOUS
 
 
+def test_out_of_scope_observables_say_skipped_not_rejected():
+    merged = merged_rows([
+        (observable(0, status="skipped", reason="out_of_scope"),
+         {"virustotal": Lookup(status="skipped", reason="out_of_scope")}),
+    ])
+    explanation = score_frame(merged).iloc[0]["explanation"]
+    assert explanation == "unknown (no score): observable skipped: out_of_scope"
+
+
 def test_special_use_addresses_are_benign_with_full_confidence():
     answers = {
         "network_context": Lookup(fields={"is_special_use": True, "range_name": "private-use"}),
