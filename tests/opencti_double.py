@@ -1,13 +1,19 @@
 """A GraphQL double of the OpenCTI platform, served over HTTP on 127.0.0.1 for pycti to talk to.
 
-pycti runs unmodified against it. Each request is parsed with graphql-core, dispatched on its
-one top-level field (and the sub-field of `*Edit` mutations), answered from an in-memory graph
-keyed by internal and standard ids, and projected onto the query's selection set (inline
-fragments resolved against the node's type and parent types), so a field the caller forgot to
-select is really missing from the answer. Upserts follow the platform: an `*Add` whose stix id
-or derived standard id matches an existing node updates it (scalars replaced, references
-merged). A query the double does not know is answered with a GraphQL error AND recorded in
-`unsupported`, which the test fixtures assert is empty, so nothing passes silently.
+pycti runs unmodified against it. Each request is parsed with graphql-core and, before anything
+else, checked as the platform checks it (tests/opencti_schema.py): validated against the schema
+of the operations we use (tests/opencti_schema.graphql) and its variables coerced, with the
+platform's scalars (RFC 3339 DateTime, StixId, StixRef). An unknown field or argument, a wrong
+enum value, a malformed FilterGroup or a bad DateTime is answered as the platform answers it
+(HTTP 200, `errors` with code GRAPHQL_VALIDATION_FAILED or BAD_USER_INPUT) AND recorded in
+`invalid`. A valid request is dispatched on its one top-level field (and the sub-field of
+`*Edit` mutations), answered from an in-memory graph keyed by internal and standard ids, and
+projected onto the query's selection set (inline fragments resolved against the node's type and
+parent types), so a field the caller forgot to select is really missing from the answer.
+Upserts follow the platform: an `*Add` whose stix id or derived standard id matches an existing
+node updates it (scalars replaced, references merged). A valid query the double does not know is
+answered with a GraphQL error AND recorded in `unsupported`. The test fixtures assert both lists
+are empty, so nothing passes silently.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import stix2
-from graphql import FieldNode, InlineFragmentNode, OperationDefinitionNode
+from graphql import FieldNode, GraphQLError, InlineFragmentNode, OperationDefinitionNode
 from graphql import parse as parse_graphql
 from graphql.utilities import value_from_ast_untyped
 from pycti import (
@@ -38,6 +44,8 @@ from pycti import (
     ThreatActorIndividual,
 )
 from stix2.canonicalization.Canonicalize import canonicalize
+
+from tests.opencti_schema import request_errors
 
 PLATFORM_VERSION = "7.261026.0"
 _SCO_NAMESPACE = uuid.UUID("00abedb4-aa42-466c-9c01-fed23315a9b7")
@@ -163,6 +171,7 @@ class OpenCTIDouble:
         self.capabilities = capabilities
         self.version = version
         self.unsupported: list[str] = []
+        self.invalid: list[str] = []  # requests the platform would reject before running them
         self.calls: list[tuple[str, dict]] = []
         self._lock = threading.RLock()
         self._nodes: dict[str, dict] = {}
@@ -389,15 +398,22 @@ class OpenCTIDouble:
             return 404, {"error": "not found"}
         try:
             request = json.loads(body)
-            document = parse_graphql(request["query"])
+            query, variables = request["query"], request.get("variables") or {}
+            if not isinstance(query, str) or not isinstance(variables, dict):
+                raise TypeError("query must be a string and variables an object")
         except (ValueError, KeyError, TypeError) as error:
             return 400, {"errors": [{"message": f"bad request: {error}"}]}
+        try:
+            document = parse_graphql(query)
+        except GraphQLError as error:
+            return self._invalid([{"message": error.message,
+                                   "extensions": {"code": "GRAPHQL_PARSE_FAILED"}}])
         operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-        fields = [s for s in operations[0].selection_set.selections if isinstance(s, FieldNode)]
+        fields = [s for s in operations[0].selection_set.selections if isinstance(s, FieldNode)] \
+            if operations else []
         if len(operations) != 1 or len(fields) != 1:
             return self._unsupported("requests with other than one operation and one field")
         field = fields[0]
-        variables = request.get("variables") or {}
         with self._lock:
             self.calls.append((field.name.value, variables))
             failure = self._take_failure(field.name.value)
@@ -407,6 +423,9 @@ class OpenCTIDouble:
                 return 200, {"errors": [{"message": "Injected failure", "name": "UNKNOWN_ERROR",
                                          "extensions": {"code": "UNKNOWN_ERROR"}}]}
             return status, b"Injected server error"
+        errors = request_errors(document, variables)
+        if errors:
+            return self._invalid(errors)
         if headers.get("Authorization") != f"Bearer {self.token}":
             return 200, {
                 "errors": [{"message": "You must be logged in to do this.",
@@ -431,6 +450,12 @@ class OpenCTIDouble:
                 del self._failures[index]
                 return ("http" if kind.startswith("field:") else kind), status
         return None
+
+    def _invalid(self, errors: list[dict]) -> tuple[int, Any]:
+        """Answer as the platform does a request it rejects before running it, and record it."""
+        with self._lock:
+            self.invalid.extend(f"{e['extensions']['code']}: {e['message']}" for e in errors)
+        return 200, {"errors": errors}
 
     def _unsupported(self, what: str) -> tuple[int, Any]:
         self.unsupported.append(what)

@@ -20,6 +20,7 @@ def double():
     with OpenCTIDouble() as server:
         yield server
         assert server.unsupported == [], server.unsupported
+        assert server.invalid == [], server.invalid
 
 
 @pytest.fixture

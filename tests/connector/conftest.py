@@ -45,6 +45,7 @@ def double():
         yield platform
         platform.delete_queues()
         assert platform.unsupported == []
+        assert platform.invalid == [], platform.invalid
 
 
 @pytest.fixture(scope="module")

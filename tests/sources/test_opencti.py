@@ -19,6 +19,7 @@ def double():
         yield server
         assert server.unsupported == [], f"pycti sent queries the double does not know: " \
                                          f"{server.unsupported}"
+        assert server.invalid == [], f"requests the platform would reject: {server.invalid}"
 
 
 def make_source(double: OpenCTIDouble, **overrides) -> OpenCTISource:

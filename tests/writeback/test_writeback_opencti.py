@@ -25,6 +25,7 @@ def double():
     with OpenCTIDouble() as server:
         yield server
         assert server.unsupported == [], server.unsupported
+        assert server.invalid == [], server.invalid
 
 
 @pytest.fixture
@@ -161,6 +162,7 @@ def test_http_5xx_halfway_then_a_rerun_converges_to_the_same_graph(double, sourc
                                  markings=("TLP:GREEN",))
         assert twin.write_bundle(scenario["bundle"]).failed == 0
         reference_state = graph_state(reference)
+        assert reference.invalid == [] and reference.unsupported == []
 
     double.fail_on("noteAdd", n=5, status=503)  # the first note fails for good (2 attempts)
     first = source.write_bundle(scenario["bundle"])
