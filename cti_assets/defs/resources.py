@@ -183,14 +183,16 @@ class ResponseCacheResource(dg.ConfigurableResource):
     raw bodies in an object store by digest (`object_store`) or in PostgreSQL."""
 
     backend: str = Field(default=SQLITE, description="sqlite or postgres")
-    bodies_backend: str = Field(default=SQLITE, description="sqlite, postgres or object_store")
+    bodies_backend: str | None = Field(
+        default=None, description="object_store, or unset: with the index (sqlite or postgres)")
     postgres_url: str | None = Field(default=None, description="bind with dg.EnvVar")
     bodies_url: str | None = Field(default=None, description="s3://bucket/prefix (dg.EnvVar)")
     state_schema: str = Field(default=urls.DEFAULT_SCHEMA, description="PostgreSQL schema")
 
     def state(self) -> StateConfig:
         backend = _choice(self.backend, (SQLITE, POSTGRES), "response cache backend")
-        bodies = _choice(self.bodies_backend, (backend, OBJECT_STORE), "bodies backend")
+        bodies = _choice(self.bodies_backend or backend, (backend, OBJECT_STORE),
+                         "bodies backend")
         return StateConfig(
             postgres_url=_needs(backend, self.postgres_url, urls.POSTGRES_URL_ENV)
             if backend == POSTGRES else None,
