@@ -95,6 +95,7 @@ def test_two_hosts_share_cache_limits_quota_deferrals_and_outputs(tmp_path, monk
                                                                   capsys):
     from cti_assets.cli import demo
     from cti_assets.sandbox import ProviderSandbox
+    from cti_assets.state.config import StateConfig
     from cti_assets.state.pg_deferred import PostgresDeferredLedger
     from cti_assets.storage.outputs import read_partition
 
@@ -193,6 +194,15 @@ def test_two_hosts_share_cache_limits_quota_deferrals_and_outputs(tmp_path, monk
         assert (scores_b.set_index("stix_id")["score"].fillna(-1).sort_index()
                 == scores_a.set_index("stix_id")["score"].fillna(-1).sort_index()).all()
         total = len(sandbox.requests)
+        # and the raw answers behind A's day, for lineage: in the object store, by digest
+        state = StateConfig(postgres_url=pg.url, schema=pg.schema,
+                            bodies_url=shared["CTI_BODIES_URL"])
+        cache = state.open_cache()
+        digests = {d for p in ("abuseipdb", "greynoise", "shodan_internetdb", "virustotal")
+                   for d in read_partition(f"{p}_lookups", DAYS[0], outputs)["raw_digest"]
+                   if isinstance(d, str) and d}
+        assert digests and all(cache.raw_body(d) for d in digests)
+        cache.close()
 
     with capsys.disabled():
         print(f"\n[two hosts] phase 1 (A: days 1-2, B: days 2-3, at once): {wall_1:.1f} s, "
@@ -203,4 +213,5 @@ def test_two_hosts_share_cache_limits_quota_deferrals_and_outputs(tmp_path, monk
               f"{len(deferred_by_a)} VirusTotal deferrals of A looked up first "
               f"({vt_calls_b} VirusTotal requests)")
         print(f"[two hosts] phase 3: B re-scored day 1 from A's outputs with 0 requests "
-              f"({b3[DAYS[0]]['wall_s']} s); {total} requests in all, 0 repeated")
+              f"({b3[DAYS[0]]['wall_s']} s); {len(digests)} raw answers of A's day 1 read back "
+              f"from the object store; {total} requests in all, 0 repeated")
