@@ -93,6 +93,7 @@ def test_a_backend_without_its_address_is_one_clear_error():
 
 
 def test_an_unreachable_postgres_error_names_no_password():
+    pytest.importorskip("psycopg2", reason="psycopg2 not installed (postgres extra)")
     with pytest.raises(StateBackendError) as error:
         PgConnection(f"postgresql://cti:{SECRET}@127.0.0.1:1/state", "cti_state")
     assert SECRET not in str(error.value) and "127.0.0.1" in str(error.value)

@@ -246,3 +246,23 @@ def test_deferrals_of_one_host_are_taken_up_by_the_other(ledgers):
         {"ipv4-addr--a": "ok", "ipv4-addr--b": "error"}))
     assert list(first.pending(base.VIRUSTOTAL)) == ["ipv4-addr--b"]
     assert first.pending(base.SHODAN) == {}
+
+
+def test_a_dropped_postgres_connection_is_reopened(pg):
+    """A server restart or an idle-connection reaper ends the store's session: the next call
+    reconnects once instead of failing the run."""
+    import psycopg2
+
+    from cti_assets.state.pg_cache import PostgresResponseCache
+
+    with PostgresResponseCache(pg.url, schema=pg.schema) as cache:
+        cache.put(_answer(), b"{}", ttl_s=600)
+        pid = cache._db._conn.get_backend_pid()  # noqa: SLF001 - the session to end
+        admin = psycopg2.connect(pg.url)
+        admin.autocommit = True
+        with admin.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        admin.close()
+        got = cache.get(base.ABUSEIPDB, "IPv4-Addr", "45.83.12.7")
+        assert got is not None and got.status == base.OK
+        assert cache._db._conn.get_backend_pid() != pid  # noqa: SLF001
