@@ -12,11 +12,8 @@ import pandas as pd
 from pydantic import Field
 
 from cti_assets.defs.partitions import BACKFILL_POLICY, daily_partitions
-from cti_assets.defs.resources import (
-    ProviderResource,
-    RateLimitResource,
-    ResponseCacheResource,
-)
+from cti_assets.defs.resources import ProviderResource
+from cti_assets.defs.state import RateLimitResource, ResponseCacheResource
 from cti_assets.providers import base
 
 LOOKUP_RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from cti_assets.defs.resources import (
+from cti_assets.defs.state import (
     DeferredLedgerResource,
     RateLimitResource,
     ResponseCacheResource,
