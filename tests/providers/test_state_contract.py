@@ -54,13 +54,18 @@ def s3_bodies(monkeypatch):
 
 
 # --- response cache ---------------------------------------------------------------------------
-@pytest.fixture(params=["sqlite", "postgres", "postgres+s3"])
+@pytest.fixture(params=["sqlite", "sqlite+s3", "postgres", "postgres+s3"])
 def caches(request, tmp_path):
     """Two caches of two "hosts" and their shared clock."""
     clock = Clock()
-    if request.param == "sqlite":
+    if request.param.startswith("sqlite"):
+        from cti_assets.state.bodies import ObjectBodies
+
         path = tmp_path / "cache.sqlite"
-        pair = [ResponseCache(path, clock=clock), ResponseCache(path, clock=clock)]
+        bodies_url = request.getfixturevalue("s3_bodies") if "s3" in request.param else None
+        pair = [ResponseCache(path, clock=clock,
+                              bodies=ObjectBodies(bodies_url) if bodies_url else None)
+                for _ in range(2)]
     else:
         from cti_assets.state.bodies import ObjectBodies
         from cti_assets.state.pg_cache import PostgresResponseCache
