@@ -84,17 +84,34 @@ def explain_value(value: str, partition: str | None = None, raw: bool = True) ->
     except NotScoredError as error:
         raise CliError(f"{error} (searched {searched_where()})") from None
     lookups = provider_rows(key, row["stix_id"])
-    raw_bodies: dict[str, bytes] | None = None
-    if raw and settings.cache_path().exists():
-        from cti_assets.providers.cache import ResponseCache
+    raw_bodies = stored_bodies(lookups) if raw else None
+    header = f"partition {key} · {row['entity_type']} {row['normalized_value']} · {row['stix_id']}"
+    return header + "\n" + explain_text(row, lookups, raw_bodies)
 
-        cache = ResponseCache()
-        raw_bodies = {}
+
+def stored_bodies(lookups: dict) -> dict[str, bytes] | None:
+    """The raw answers behind the lookups, from the response cache in use (this host's SQLite
+    file, or the shared PostgreSQL index and object store); None when there is no cache."""
+    from cti_assets import settings
+    from cti_assets.cli.errors import CliError
+    from cti_assets.state.config import SQLITE, StateConfig
+    from cti_assets.state.pg import StateBackendError
+
+    state = StateConfig.from_env()
+    if state.bodies_backend == SQLITE and not settings.cache_path().exists():
+        return None
+    try:
+        cache = state.open_cache()
+    except StateBackendError as error:
+        raise CliError(str(error)) from None
+    bodies: dict[str, bytes] = {}
+    try:
         for lookup in lookups.values():
             digest = lookup.get("raw_digest")
             if isinstance(digest, str) and digest:
                 body = cache.raw_body(digest)
                 if body is not None:
-                    raw_bodies[digest] = body
-    header = f"partition {key} · {row['entity_type']} {row['normalized_value']} · {row['stix_id']}"
-    return header + "\n" + explain_text(row, lookups, raw_bodies)
+                    bodies[digest] = body
+    finally:
+        cache.close()
+    return bodies

@@ -3,6 +3,8 @@
 Each provider is its own asset in its own pool, so lineage shows which answer came from where
 and a slow or exhausted provider never blocks the others. The clients, cache, shared rate
 limits and TLP gate live in `cti_assets.providers`; these assets only wire them to partitions.
+Where the cache, limits and deferred ledger live (SQLite on this host, or shared) is the state
+resources' business (defs/resources.py); each lookup's metadata names the backends it used.
 """
 
 import dagster as dg
@@ -11,6 +13,7 @@ from pydantic import Field
 
 from cti_assets.defs.partitions import BACKFILL_POLICY, daily_partitions
 from cti_assets.defs.resources import ProviderResource
+from cti_assets.defs.state import RateLimitResource, ResponseCacheResource
 from cti_assets.providers import base
 
 LOOKUP_RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL)
@@ -33,18 +36,28 @@ def run_provider(
     config: LookupConfig,
     deferred: dict[str, str] | None = None,
     retry_first: frozenset[str] = frozenset(),
+    *,
+    cache_resource: ResponseCacheResource | None = None,
+    limits_resource: RateLimitResource | None = None,
 ):
     """Look up a partition's observables with one provider; refreshed rows bypass the cache;
-    rows deferred by an earlier run (`retry_first`) go out first."""
-    from cti_assets.providers.cache import ResponseCache
-    from cti_assets.providers.ratelimit import SharedLimiter
+    rows deferred by an earlier run (`retry_first`) go out first. Returns the frame, the
+    stats and the backends used."""
     from cti_assets.providers.runner import lookup_frame
 
     settings = resource.provider_settings()
     refresh: bool | frozenset[str] = config.force_refresh or frozenset(config.refresh_values)
-    return lookup_frame(provider, observables, settings, cache=ResponseCache(),
-                        limiter=SharedLimiter.for_settings(settings), force_refresh=refresh,
-                        deferred=deferred, retry_first=retry_first)
+    cache = (cache_resource or ResponseCacheResource()).open()
+    limiter = (limits_resource or RateLimitResource()).limiter(settings)
+    try:
+        frame, stats = lookup_frame(provider, observables, settings, cache=cache,
+                                    limiter=limiter, force_refresh=refresh, deferred=deferred,
+                                    retry_first=retry_first)
+        backends = {"response_cache": cache.describe(), "rate_limits": limiter.backend}
+    finally:
+        limiter.close()
+        cache.close()
+    return frame, stats, backends
 
 
 def _status_counts(frame: pd.DataFrame) -> dg.MetadataValue:
@@ -74,7 +87,7 @@ def build_lookup_asset(provider: str, *, expensive: bool) -> dg.AssetsDefinition
         group_name="expensive_lookups" if expensive else "cheap_lookups",
         pool=provider,
         retry_policy=LOOKUP_RETRY,
-        required_resource_keys={provider},
+        required_resource_keys={provider, "response_cache", "rate_limits", "deferred_ledger"},
         kinds={"python", "api"},
         description=f"{provider} answers for each observable of the partition: one row per "
         "observable with its status (ok, not_found, skipped with a reason, deferred, or error "
@@ -90,14 +103,20 @@ def build_lookup_asset(provider: str, *, expensive: bool) -> dg.AssetsDefinition
             from cti_assets.scoring.triage import deferred_map
 
             deferred = deferred_map(inputs["lookup_triage"], provider)
-        from cti_assets.providers.deferred import DeferredLedger
-
         resource: ProviderResource = getattr(context.resources, provider)
-        ledger = DeferredLedger()
-        frame, stats = run_provider(provider, observables, resource, config, deferred,
-                                    frozenset(ledger.pending(provider)))
-        ledger.record(provider, context.partition_key, frame)
-        context.add_output_metadata(_metadata(stats, frame))
+        ledger = context.resources.deferred_ledger.open()
+        try:
+            frame, stats, backends = run_provider(
+                provider, observables, resource, config, deferred,
+                frozenset(ledger.pending(provider)),
+                cache_resource=context.resources.response_cache,
+                limits_resource=context.resources.rate_limits)
+            ledger.record(provider, context.partition_key, frame)
+            backends["deferred_ledger"] = ledger.describe()
+        finally:
+            ledger.close()
+        context.add_output_metadata(
+            {**_metadata(stats, frame), "state_backends": dg.MetadataValue.json(backends)})
         return with_typed_fields(provider, frame)  # parsed once here, not at each re-score
 
     return _lookup
@@ -147,7 +166,7 @@ class TriageConfig(dg.Config):
         "network_context_lookups": dg.AssetIn("network_context_lookups"),
         **{f"{p}_lookups": dg.AssetIn(f"{p}_lookups") for p in CHEAP_API_PROVIDERS},
     },
-    required_resource_keys=set(base.EXPENSIVE_PROVIDERS),
+    required_resource_keys={*base.EXPENSIVE_PROVIDERS, "rate_limits", "deferred_ledger"},
 )
 def lookup_triage(
     context: dg.AssetExecutionContext, config: TriageConfig, **inputs
@@ -155,8 +174,6 @@ def lookup_triage(
     """Which observables earn an expensive lookup today: a preliminary score from the cheap
     providers, then the uncertain and the most urgent first, within each expensive provider's
     remaining daily budget; the rest are deferred to later runs (previously deferred first)."""
-    from cti_assets.providers.deferred import DeferredLedger
-    from cti_assets.providers.ratelimit import SharedLimiter
     from cti_assets.scoring.merge import merge_lookups
     from cti_assets.scoring.model import score_frame
     from cti_assets.scoring.triage import triage
@@ -174,9 +191,13 @@ def lookup_triage(
             budgets[provider] = config.budgets[provider]
             continue
         settings = getattr(context.resources, provider).provider_settings()
-        budgets[provider] = SharedLimiter.for_settings(settings).remaining("day")
-    ledger = DeferredLedger()
-    previously = {p: ledger.pending(p) for p in base.EXPENSIVE_PROVIDERS}
+        with context.resources.rate_limits.limiter(settings) as limiter:
+            budgets[provider] = limiter.remaining("day")
+    ledger = context.resources.deferred_ledger.open()
+    try:
+        previously = {p: ledger.pending(p) for p in base.EXPENSIVE_PROVIDERS}
+    finally:
+        ledger.close()
     decisions = triage(prelim, budgets, previously_deferred=previously)
     selected = decisions[decisions["selected"]].groupby("provider").size().to_dict()
     deferred = decisions[~decisions["selected"]].groupby("provider").size().to_dict()

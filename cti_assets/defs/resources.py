@@ -1,4 +1,6 @@
-"""Dagster resources: the source (local store or OpenCTI) and one resource per provider.
+"""Dagster resources: the source (local store or OpenCTI), one resource per provider, and
+(from defs/state.py) the project state: response cache, rate limits and quota records,
+deferred ledger.
 
 Secrets only ever reach a resource through dg.EnvVar, resolved at run launch and never shown in
 the UI. A variable that is not set binds nothing (a provider without a key is skipped with a
@@ -155,10 +157,12 @@ def source_resource() -> SourceResource:
 
 def all_resources() -> dict[str, object]:
     from cti_assets.defs.io import ParquetIOManagerFactory
+    from cti_assets.defs.state import state_resources
 
     resources: dict[str, object] = {
         "io_manager": ParquetIOManagerFactory(),
         "source": source_resource(),
+        **state_resources(),
     }
     resources.update({provider: provider_resource(provider) for provider in PROVIDER_ENV})
     return resources

@@ -9,7 +9,9 @@ compression, with no encoding, are read as they are). No API key is ever written
 Requests in flight are shared through leases: the worker about to fetch an observable claims it
 (one atomic upsert, the same statement on PostgreSQL), others wait for its answer instead of
 paying again. A lease ends when released, when it expires, or when its holder on this host died.
-`AnswerStore` is the interface a PostgreSQL backend would implement.
+`AnswerStore` is the interface; the PostgreSQL backend for several hosts is in
+cti_assets.state.pg_cache, and raw bodies may live in an object store (a `BodyStore`,
+cti_assets.state.bodies) instead of the cache's own table.
 """
 
 from __future__ import annotations
@@ -59,8 +61,29 @@ class AnswerStore(Protocol):
 
     def release(self, provider: str, entity_type: str, value: str) -> None: ...
 
+    def raw_body(self, digest: str) -> bytes | None: ...
 
-def _holder_is_dead(holder: str) -> bool:
+    def describe(self) -> str: ...
+
+    def close(self) -> None: ...
+
+
+class BodyStore(Protocol):
+    """Raw answer bodies by sha256 digest (stored compressed), wherever they live."""
+
+    backend: str
+
+    def put(self, digest: str, body: bytes) -> None: ...
+
+    def get(self, digest: str) -> bytes | None: ...
+
+
+def holder_id(owner: object) -> str:
+    """A lease holder's name: host, process and object, so a dead holder can be recognised."""
+    return f"{_HOST}:{os.getpid()}:{id(owner)}"
+
+
+def holder_is_dead(holder: str) -> bool:
     """Whether a lease holder ("host:pid:n") is a process of this host that no longer runs."""
     host, _, rest = holder.partition(":")
     pid = rest.partition(":")[0]
@@ -78,12 +101,15 @@ def _holder_is_dead(holder: str) -> bool:
 class ResponseCache:
     """SQLite (WAL, busy timeout) cache of provider answers, safe to share between threads."""
 
+    backend = "sqlite"
+
     def __init__(self, path: str | Path | None = None, *, clock: Callable[[], float] = time.time,
-                 ) -> None:
+                 bodies: BodyStore | None = None) -> None:
         self.path = Path(path) if path is not None else data_settings.cache_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._clock = clock
-        self.holder = f"{_HOST}:{os.getpid()}:{id(self)}"
+        self.bodies = bodies  # None: in this file's raw_bodies table
+        self.holder = holder_id(self)
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
         with self._lock:
@@ -125,10 +151,14 @@ class ResponseCache:
         now = self._clock()
         fetched = result.fetched_at.timestamp() if result.fetched_at else now
         digest = result.raw_digest
+        if raw_body is not None:
+            raw_body = scrub_body(raw_body)
+            digest = sha256_hex(raw_body)
+            if self.bodies is not None:  # the body first: an index row never lacks its body
+                self.bodies.put(digest, raw_body)
+                raw_body = None
         with self._lock, self._conn:
-            if raw_body is not None:
-                raw_body = scrub_body(raw_body)
-                digest = sha256_hex(raw_body)
+            if raw_body is not None and digest is not None:
                 self._conn.execute(
                     "INSERT OR IGNORE INTO raw_bodies (digest, body, stored_at, encoding) "
                     "VALUES (?, ?, ?, ?)", (digest, zlib.compress(raw_body, 6), now, ZLIB),
@@ -162,7 +192,7 @@ class ResponseCache:
                 "SELECT holder FROM leases WHERE provider = ? AND entity_type = ? AND value = ?",
                 key,
             ).fetchone()
-            if row is None or not _holder_is_dead(row[0]):
+            if row is None or not holder_is_dead(row[0]):
                 return False
             return bool(self._conn.execute(
                 "UPDATE leases SET holder = ?, expires_at = ? WHERE provider = ? AND "
@@ -180,6 +210,8 @@ class ResponseCache:
 
     def raw_body(self, digest: str) -> bytes | None:
         """The exact body stored under `digest`, for lineage; None when unknown."""
+        if self.bodies is not None:
+            return self.bodies.get(digest)
         with self._lock:
             row = self._conn.execute(
                 "SELECT body, encoding FROM raw_bodies WHERE digest = ?", (digest,)
@@ -200,6 +232,11 @@ class ResponseCache:
                 "(SELECT raw_digest FROM answers WHERE raw_digest IS NOT NULL)"
             )
         return gone
+
+    def describe(self) -> str:
+        """The backend, for asset metadata (a local path, never a secret)."""
+        bodies = self.bodies.backend if self.bodies is not None else "sqlite"
+        return f"sqlite index, {bodies} bodies"
 
     def __enter__(self) -> ResponseCache:
         return self

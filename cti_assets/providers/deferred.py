@@ -4,6 +4,8 @@ Triage defers what today's budget cannot pay for, and an open circuit breaker de
 unavailable provider could not answer (any provider, cheap ones too). The ledger remembers them
 (SQLite, shared by every process) so that the next run of their partition sends them first (the
 runner's `retry_first`, triage's boost), and forgets them once a lookup answered.
+`Deferrals` is the interface; the PostgreSQL ledger that several hosts share is in
+cti_assets.state.pg_deferred.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import pandas as pd
 
@@ -26,11 +29,27 @@ CREATE TABLE IF NOT EXISTS deferred (
     PRIMARY KEY (provider, stix_id)
 )
 """
-_RESOLVED = ("ok", "not_found")
+RESOLVED = ("ok", "not_found")
+
+
+class Deferrals(Protocol):
+    """What the lookup assets and triage need from a deferred ledger."""
+
+    def record(self, provider: str, partition_key: str, lookups: pd.DataFrame) -> None: ...
+
+    def pending(self, provider: str) -> dict[str, str]: ...
+
+    def counts(self) -> dict[str, int]: ...
+
+    def describe(self) -> str: ...
+
+    def close(self) -> None: ...
 
 
 class DeferredLedger:
     """Pending deferrals per provider, oldest first."""
+
+    backend = "sqlite"
 
     def __init__(self, path: Path | str | None = None) -> None:
         self.path = Path(path) if path else settings.data_dir() / "deferred.sqlite"
@@ -46,7 +65,7 @@ class DeferredLedger:
         """Remember the deferred rows of a lookup table; forget the ones that got an answer."""
         now = datetime.now(UTC).isoformat()
         deferred = lookups[lookups["status"] == "deferred"]
-        resolved = lookups[lookups["status"].isin(_RESOLVED)]
+        resolved = lookups[lookups["status"].isin(RESOLVED)]
         with self._connect() as db:
             db.executemany(
                 "INSERT INTO deferred VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -74,3 +93,9 @@ class DeferredLedger:
         with self._connect() as db:
             rows = db.execute("SELECT provider, COUNT(*) FROM deferred GROUP BY provider")
             return dict(rows.fetchall())
+
+    def describe(self) -> str:
+        return f"sqlite at {self.path}"
+
+    def close(self) -> None:
+        """Nothing held open: each call opens and closes its connection."""

@@ -5,6 +5,10 @@ file-locked SQLite file (pyrate-limiter's SQLiteBucket) in the data directory, o
 CTI_RATELIMIT_REDIS_URL is set. Next to the buckets, a quota ledger records "exhausted until
 <end of the UTC day/month>" when a provider says its quota is spent, so every process stops
 calling it for the rest of the window, and keeps the last quota the provider reported.
+
+The ledger is a `QuotaLedger`: the SQLite one here (next to the buckets, the embedded default)
+or, for several hosts, one in Redis or PostgreSQL (cti_assets.state.quota), so a quota one host
+saw exhausted stops the others too.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ import re
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from pyrate_limiter import (
     AbstractBucket,
@@ -40,6 +45,7 @@ if TYPE_CHECKING:
     from cti_assets.providers.config import ProviderSettings
 
 REDIS_URL_ENV = "CTI_RATELIMIT_REDIS_URL"
+DEFAULT_KEY_PREFIX = "cti_assets"
 LEAK_EVERY_S = 30.0
 WINDOW_MS: dict[str, int] = {
     "second": 1_000,
@@ -55,6 +61,87 @@ CREATE TABLE IF NOT EXISTS quota_reported (
     provider TEXT NOT NULL, window TEXT NOT NULL, remaining INTEGER NOT NULL,
     reported_at REAL NOT NULL, PRIMARY KEY (provider, window));
 """
+
+
+class QuotaLedger(Protocol):
+    """Where one provider's quota records live: exhaustions (epoch seconds) and reports."""
+
+    def mark(self, window: str, until_ts: float, reason: str) -> None: ...
+
+    def exhausted_until(self, now_ts: float) -> float | None: ...
+
+    def clear(self) -> None: ...
+
+    def record_reported(self, window: str, remaining: int, at_ts: float) -> None: ...
+
+    def reported(self, window: str) -> tuple[int, float] | None: ...
+
+    def close(self) -> None: ...
+
+
+class SqliteQuotaLedger:
+    """The embedded quota ledger: two tables in the provider's rate-limit SQLite file."""
+
+    def __init__(self, path: Path, provider: str) -> None:
+        self.provider = provider
+        self.conn = sqlite3.connect(path, timeout=30.0, check_same_thread=False)
+        self.lock = threading.Lock()
+        with self.lock:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.executescript(_LEDGER_SCHEMA)
+
+    def mark(self, window: str, until_ts: float, reason: str) -> None:
+        with self.lock, self.conn:
+            self.conn.execute(
+                "INSERT INTO quota_ledger VALUES (?, ?, ?, ?, ?) ON CONFLICT(provider, window) "
+                "DO UPDATE SET exhausted_until=excluded.exhausted_until, reason=excluded.reason, "
+                "recorded_at=excluded.recorded_at",
+                (self.provider, window, until_ts, reason, time.time()),
+            )
+
+    def exhausted_until(self, now_ts: float) -> float | None:
+        with self.lock:
+            row = self.conn.execute(
+                "SELECT MAX(exhausted_until) FROM quota_ledger WHERE provider = ? "
+                "AND exhausted_until > ?", (self.provider, now_ts),
+            ).fetchone()
+        return float(row[0]) if row and row[0] else None
+
+    def clear(self) -> None:
+        with self.lock, self.conn:
+            self.conn.execute("DELETE FROM quota_ledger WHERE provider = ?", (self.provider,))
+
+    def record_reported(self, window: str, remaining: int, at_ts: float) -> None:
+        with self.lock, self.conn:
+            self.conn.execute(
+                "INSERT INTO quota_reported VALUES (?, ?, ?, ?) ON CONFLICT(provider, window) "
+                "DO UPDATE SET remaining=excluded.remaining, reported_at=excluded.reported_at",
+                (self.provider, window, int(remaining), at_ts),
+            )
+
+    def reported(self, window: str) -> tuple[int, float] | None:
+        with self.lock:
+            row = self.conn.execute(
+                "SELECT remaining, reported_at FROM quota_reported WHERE provider = ? "
+                "AND window = ?", (self.provider, window),
+            ).fetchone()
+        return (int(row[0]), float(row[1])) if row else None
+
+    def count_bucket(self, provider: str, since_ms: int) -> int:
+        """Items of the SQLite bucket of `provider` (same file) since `since_ms`."""
+        with self.lock:
+            row = self.conn.execute(
+                f'SELECT COUNT(*) FROM "bucket_{provider}" WHERE item_timestamp >= ?',
+                (since_ms,),
+            ).fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()
+
+
+QuotaFactory = Callable[[str], QuotaLedger]
 
 
 @dataclass
@@ -117,6 +204,8 @@ class SharedLimiter:
         path: str | Path | None = None,
         redis_url: str | None = None,
         max_wait_s: float = 120.0,
+        key_prefix: str = DEFAULT_KEY_PREFIX,
+        quota: QuotaFactory | None = None,
     ) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", provider):
             raise ValueError(f"provider name {provider!r} is not a plain identifier")
@@ -125,17 +214,18 @@ class SharedLimiter:
         self.path = Path(path) if path is not None else data_settings.ratelimit_path(provider)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.rates = rates_for(self.limits)
-        self._ledger = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
-        self._ledger_lock = threading.Lock()
-        with self._ledger_lock:
-            self._ledger.execute("PRAGMA journal_mode=WAL")
-            self._ledger.executescript(_LEDGER_SCHEMA)
+        self.max_wait_s = max_wait_s
+        self.key_prefix = key_prefix
+        self._quota_factory = quota
+        self._file = SqliteQuotaLedger(self.path, provider)  # the embedded ledger, and counts
+        self.quota: QuotaLedger = quota(provider) if quota is not None else self._file
+        self._redis_url = redis_url if redis_url is not None else os.environ.get(REDIS_URL_ENV)
         self._bucket: AbstractBucket | None = None
         self._redis: redis.Redis | None = None
         self._limiter: Limiter | None = None
         self._next_leak = 0.0
         if self.rates:
-            self._bucket = self._make_bucket(redis_url)
+            self._bucket = self._make_bucket(self._redis_url)
             # each put counts and inserts atomically under the bucket's file lock (or a Redis
             # script); retry_until_max_delay re-checks after every wait, as multi-process needs
             self._limiter = Limiter(
@@ -147,7 +237,8 @@ class SharedLimiter:
 
     @classmethod
     def for_settings(cls, settings: ProviderSettings, *, path: str | Path | None = None,
-                     redis_url: str | None = None) -> SharedLimiter:
+                     redis_url: str | None = None, key_prefix: str = DEFAULT_KEY_PREFIX,
+                     quota: QuotaFactory | None = None) -> SharedLimiter:
         """The limiter of `settings.name` with its per-second/minute/day/month limits."""
         limits = {
             "second": settings.per_second,
@@ -156,15 +247,26 @@ class SharedLimiter:
             "month": settings.per_month,
         }
         return cls(settings.name, limits, path=path, redis_url=redis_url,
-                   max_wait_s=settings.max_wait_s)
+                   max_wait_s=settings.max_wait_s, key_prefix=key_prefix, quota=quota)
+
+    def sibling(self, settings: ProviderSettings) -> SharedLimiter:
+        """Another provider's limiter on the same backends (Shodan's InternetDB fallback)."""
+        return SharedLimiter.for_settings(settings, path=self.path, redis_url=self._redis_url,
+                                          key_prefix=self.key_prefix, quota=self._quota_factory)
+
+    @property
+    def backend(self) -> str:
+        """Where the buckets and the quota records live, for metadata (no address)."""
+        buckets = "redis" if isinstance(self._bucket, RedisBucket) else "sqlite"
+        quota = getattr(self.quota, "backend", "sqlite")
+        return f"buckets={buckets if self._bucket is not None else 'none'}, quota={quota}"
 
     def _make_bucket(self, redis_url: str | None) -> AbstractBucket:
-        redis_url = redis_url if redis_url is not None else os.environ.get(REDIS_URL_ENV)
         if redis_url:
             import redis
 
             self._redis = redis.Redis.from_url(redis_url)
-            key = f"cti_assets:ratelimit:{self.provider}"
+            key = f"{self.key_prefix}:ratelimit:{self.provider}"
             return RedisBucket.init(self.rates, self._redis, key)
         return SQLiteBucket.init_from_file(
             self.rates, table=f"bucket_{self.provider}", db_path=str(self.path),
@@ -204,43 +306,23 @@ class SharedLimiter:
     def mark_exhausted(self, window: str, reason: str, until: datetime | None = None) -> datetime:
         """Record that the provider's `window` quota is spent until the window ends (or `until`)."""
         until = until or end_of_window(window, datetime.now(UTC))
-        with self._ledger_lock, self._ledger:
-            self._ledger.execute(
-                "INSERT INTO quota_ledger VALUES (?, ?, ?, ?, ?) ON CONFLICT(provider, window) "
-                "DO UPDATE SET exhausted_until=excluded.exhausted_until, reason=excluded.reason, "
-                "recorded_at=excluded.recorded_at",
-                (self.provider, window, until.timestamp(), reason[:500], time.time()),
-            )
+        self.quota.mark(window, until.timestamp(), reason[:500])
         return until
 
     def exhausted_until(self) -> datetime | None:
         """When the latest still-active exhaustion ends; None when the provider may be called."""
-        with self._ledger_lock:
-            row = self._ledger.execute(
-                "SELECT MAX(exhausted_until) FROM quota_ledger WHERE provider = ? "
-                "AND exhausted_until > ?", (self.provider, time.time()),
-            ).fetchone()
-        return datetime.fromtimestamp(row[0], UTC) if row and row[0] else None
+        until = self.quota.exhausted_until(time.time())
+        return datetime.fromtimestamp(until, UTC) if until else None
 
     def clear_exhausted(self) -> None:
-        with self._ledger_lock, self._ledger:
-            self._ledger.execute("DELETE FROM quota_ledger WHERE provider = ?", (self.provider,))
+        self.quota.clear()
 
     def record_reported(self, window: str, remaining: int) -> None:
         """Keep the provider's own count of what is left (X-RateLimit-Remaining)."""
-        with self._ledger_lock, self._ledger:
-            self._ledger.execute(
-                "INSERT INTO quota_reported VALUES (?, ?, ?, ?) ON CONFLICT(provider, window) "
-                "DO UPDATE SET remaining=excluded.remaining, reported_at=excluded.reported_at",
-                (self.provider, window, int(remaining), time.time()),
-            )
+        self.quota.record_reported(window, int(remaining), time.time())
 
     def _reported(self, window: str) -> int | None:
-        with self._ledger_lock:
-            row = self._ledger.execute(
-                "SELECT remaining, reported_at FROM quota_reported WHERE provider = ? "
-                "AND window = ?", (self.provider, window),
-            ).fetchone()
+        row = self.quota.reported(window)
         if row is None:
             return None
         reported_at = datetime.fromtimestamp(row[1], UTC)
@@ -256,12 +338,7 @@ class SharedLimiter:
         since = now_ms - WINDOW_MS[window]
         if self._redis is not None and isinstance(self._bucket, RedisBucket):
             return int(self._redis.zcount(self._bucket.bucket_key, since, now_ms))
-        with self._ledger_lock:
-            row = self._ledger.execute(
-                f'SELECT COUNT(*) FROM "bucket_{self.provider}" WHERE item_timestamp >= ?',
-                (since,),
-            ).fetchone()
-        return int(row[0])
+        return self._file.count_bucket(self.provider, since)
 
     def remaining(self, window: str) -> int | None:
         """Requests left in `window` ("second", "minute", "day", "month"); None = no limit known.
@@ -291,7 +368,11 @@ class SharedLimiter:
     def close(self) -> None:
         if isinstance(self._bucket, SQLiteBucket):
             self._bucket.conn.close()
-        self._ledger.close()
+        if self._redis is not None:
+            self._redis.close()
+        if self.quota is not self._file:
+            self.quota.close()
+        self._file.close()
 
 
 def remaining(provider: str, window: str, settings: ProviderSettings | None = None, *,

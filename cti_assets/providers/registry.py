@@ -71,9 +71,7 @@ def make_client(provider: str, settings: ProviderSettings, *,
         idb_settings = internetdb_settings or settings_from_env(base.INTERNETDB)
         idb_limiter = None
         if limiter is not None:
-            from cti_assets.providers.ratelimit import SharedLimiter
-
-            idb_limiter = SharedLimiter.for_settings(idb_settings, path=limiter.path)
+            idb_limiter = limiter.sibling(idb_settings)  # same buckets and quota backends
         internetdb = InternetDBClient(idb_settings, idb_limiter)
         return ShodanClient(settings, limiter, internetdb=internetdb)
     return CLIENTS[provider](settings, limiter)

@@ -225,6 +225,7 @@ def lookup_frame(
     records = observables.to_dict("records")
     rows: list[dict[str, Any] | None] = [None] * len(records)
     pending: dict[tuple[str, str], list[int]] = {}
+    forced: set[tuple[str, str]] = set()  # looked up anew: only an answer newer than `since`
     for i, obs in enumerate(records):
         obs = {k: (None if _is_missing(v) else v) for k, v in obs.items()}
         records[i] = obs
@@ -232,7 +233,9 @@ def lookup_frame(
         if rows[i] is not None:
             continue
         key = (obs["entity_type"], obs["normalized_value"])
-        cached = None if refreshes(force_refresh, obs) else cache.get(provider, *key)
+        if refreshes(force_refresh, obs):
+            forced.add(key)
+        cached = None if key in forced else cache.get(provider, *key)
         if cached is not None:
             rows[i] = _result_row(obs, cached)
         elif obs.get("stix_id") in deferred:
@@ -245,7 +248,8 @@ def lookup_frame(
         first = set(retry_first)
         keys = sorted(pending, key=lambda k: not any(records[i].get("stix_id") in first
                                                      for i in pending[k]))
-        results = _call_all(provider, keys, settings, cache, limiter, client, stats, since)
+        results = _call_all(provider, keys, settings, cache, limiter, client, stats, since,
+                            frozenset(forced))
         for key, indexes in pending.items():
             for i in indexes:
                 rows[i] = _result_row(records[i], results[key])
@@ -283,7 +287,7 @@ def _not_called(provider: str, key: tuple[str, str], reason: str, message: str,
 def _call_all(
     provider: str, keys: list[tuple[str, str]], settings: ProviderSettings,
     cache: AnswerStore, limiter: SharedLimiter | None, client: ProviderClient | None,
-    stats: LookupStats, since: float,
+    stats: LookupStats, since: float, forced: frozenset[tuple[str, str]] = frozenset(),
 ) -> dict[tuple[str, str], base.LookupResult]:
     """Each distinct observable sent once on a bounded pool; stop on quota or refused key."""
     results: dict[tuple[str, str], base.LookupResult] = {}
@@ -303,7 +307,8 @@ def _call_all(
     def work(key: tuple[str, str]) -> Fetched | None:
         if stop:
             return None
-        answered_elsewhere = _wait_for_lease(provider, key, settings, cache, since)
+        answered_elsewhere = _wait_for_lease(provider, key, settings, cache,
+                                             since if key in forced else None)
         if answered_elsewhere is not None:
             return Fetched(answered_elsewhere, None, 0)
         try:
@@ -353,13 +358,17 @@ def lease_s(settings: ProviderSettings) -> float:
 
 
 def _wait_for_lease(provider: str, key: tuple[str, str], settings: ProviderSettings,
-                    cache: AnswerStore, since: float) -> base.LookupResult | None:
+                    cache: AnswerStore, since: float | None) -> base.LookupResult | None:
     """Claim the fetch of `key`; while another run or worker holds it, wait for its answer.
-    None: this worker holds the lease and fetches. A result: an answer another fetch stored
-    since this run began (`since`, epoch seconds), read from the cache."""
+    None: this worker holds the lease and fetches. A result: an answer another fetch stored in
+    the meantime, read from the cache; for a refreshed key (`since` set, epoch seconds) only one
+    fetched since this run began. An answer received just before this run started but stored
+    just after its cache look (another host's body upload, say) is used, not paid again."""
     def fresh() -> base.LookupResult | None:
         answered = cache.get(provider, *key)
-        if answered is None or answered.fetched_at is None:
+        if answered is None or since is None:  # not refreshed: any unexpired answer will do
+            return answered
+        if answered.fetched_at is None:
             return None
         return answered if answered.fetched_at.timestamp() >= since else None
 

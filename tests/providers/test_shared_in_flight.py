@@ -101,3 +101,26 @@ def test_an_answer_stored_after_the_run_looked_is_used_an_older_one_is_refreshed
         mine.release(base.INTERNETDB, *key)
         other.put(with_fields(answer, fetched_at=datetime(2020, 1, 1, tzinfo=UTC)), b"{}", 600)
         assert _wait_for_lease(base.INTERNETDB, key, conf, mine, since) is None  # forced: fetch
+
+
+def test_an_answer_received_before_the_run_but_stored_after_its_look_is_not_paid_again(tmp_path):
+    """Another host received the answer just before this run began and stored it (body upload
+    first) just after this run's cache look: a lookup that is not refreshed takes it."""
+    from datetime import UTC, datetime, timedelta
+
+    from cti_assets.providers.config import settings_from_env
+    from cti_assets.providers.runner import _wait_for_lease
+
+    conf = settings_from_env(base.INTERNETDB, {})
+    key = ("IPv4-Addr", "45.83.68.2")
+    since = datetime.now(UTC)
+    answer = base.LookupResult(base.INTERNETDB, *key, status=base.OK,
+                               fetched_at=since - timedelta(milliseconds=40))  # fmt: skip
+    with ResponseCache(tmp_path / "cache.sqlite") as other, \
+            ResponseCache(tmp_path / "cache.sqlite") as mine:
+        assert mine.get(base.INTERNETDB, *key) is None  # this run's look: nothing yet
+        other.put(answer, b"{}", ttl_s=600)
+        used = _wait_for_lease(base.INTERNETDB, key, conf, mine, None)  # not refreshed
+        assert used is not None and used.from_cache
+        assert _wait_for_lease(base.INTERNETDB, key, conf, mine, since.timestamp()) is None
+        mine.release(base.INTERNETDB, *key)
