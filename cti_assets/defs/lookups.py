@@ -36,10 +36,12 @@ def run_provider(
 ):
     """Look up a partition's observables with one provider; refreshed rows bypass the cache;
     rows deferred by an earlier run (`retry_first`) go out first."""
+    from cti_assets.lifeline import exit_with_parent
     from cti_assets.providers.cache import ResponseCache
     from cti_assets.providers.ratelimit import SharedLimiter
     from cti_assets.providers.runner import lookup_frame
 
+    exit_with_parent()  # a step whose run process was killed sends nothing more
     settings = resource.provider_settings()
     refresh: bool | frozenset[str] = config.force_refresh or frozenset(config.refresh_values)
     return lookup_frame(provider, observables, settings, cache=ResponseCache(),
