@@ -141,9 +141,9 @@ def long_scenario(reason: str):
 
 
 def record_figure(scenario: str, test: str, figure: str) -> None:
-    """Append one row of the figures table when CTI_RELIABILITY_FIGURES names a file (make
+    """Append one row of the figures table when CTI_RELIABILITY_RUN_FIGURES names a file (make
     reliability regenerates docs/reliability.md from it)."""
-    target = os.environ.get("CTI_RELIABILITY_FIGURES")
+    target = os.environ.get("CTI_RELIABILITY_RUN_FIGURES")
     print(f"figure: {scenario}: {figure}")
     if target:
         with open(target, "a", encoding="utf-8") as out:
