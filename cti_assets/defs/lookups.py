@@ -92,12 +92,17 @@ def build_lookup_asset(provider: str, *, expensive: bool) -> dg.AssetsDefinition
             from cti_assets.scoring.triage import deferred_map
 
             deferred = deferred_map(inputs["lookup_triage"], provider)
+        from cti_assets import settings
+        from cti_assets.pool_guard import hold_pool
         from cti_assets.providers.deferred import DeferredLedger
 
         resource: ProviderResource = getattr(context.resources, provider)
         ledger = DeferredLedger()
-        frame, stats = run_provider(provider, observables, resource, config, deferred,
-                                    frozenset(ledger.pending(provider)))
+        # Dagster's pool claim is not strict (cti_assets/pool_guard.py): hold the pool here too
+        limit = context.instance.event_log_storage.get_concurrency_info(provider).limit
+        with hold_pool(provider, limit, settings.data_dir() / "pools"):
+            frame, stats = run_provider(provider, observables, resource, config, deferred,
+                                        frozenset(ledger.pending(provider)))
         ledger.record(provider, context.partition_key, frame)
         context.add_output_metadata(_metadata(stats, frame))
         return with_typed_fields(provider, frame)  # parsed once here, not at each re-score

@@ -9,10 +9,10 @@ What it shows (README, "Pools"): in Dagster 1.13.27 the claim is a SELECT of a f
 then an UPDATE of that row by id, two statements outside one transaction. SQLite ignores
 SELECT ... FOR UPDATE, so simultaneous claims both win most of the time; dagster-postgres runs
 its index connection in AUTOCOMMIT, so the row lock ends with the SELECT and they both win now
-and then. Neither storage makes a pool a hard limit; what holds between runs is the project's
-own machinery (the shared rate limiter, the in-flight leases, one run per day), measured in
-test_concurrent_runs.py. The SQLite test fails the day Dagster makes claims strict, so the
-README gets updated.
+and then. Neither storage makes a pool a hard limit, so each lookup step also holds the pool
+through the project's own lock (cti_assets/pool_guard.py: `limit` lock files, flock); the last
+tests race processes on it the same way and count holders with timestamps. The SQLite test
+fails the day Dagster makes claims strict, so the README gets updated.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from cti_assets.cli.runs import PROJECT_DAGSTER_YAML
+from cti_assets.pool_guard import hold_pool
 from tests.reliability.support import record_figure
 
 ROUNDS = 40
@@ -93,3 +94,48 @@ def test_postgres_instance_claims_of_a_limit_1_pool(postgres_home):
                   f"both held it in {rounds[2]} of {ROUNDS} rounds")
     assert rounds[0] == 0, "a round where nobody got the free slot"
     assert rounds[1] + rounds[2] == ROUNDS
+
+
+def _guard_holder(directory: str, limit: int, rounds: int, barrier, results) -> None:
+    import time
+
+    for _ in range(rounds):
+        barrier.wait()
+        with hold_pool(POOL, limit, Path(directory), poll_s=0.005):
+            entered = time.monotonic()
+            time.sleep(0.02)  # the work a step does while it holds the pool
+            results.put((entered, time.monotonic()))
+
+
+def most_holders_at_once(directory: Path, limit: int, processes: int, rounds: int) -> int:
+    """Processes race `rounds` times for a pool of `limit` places through hold_pool; the most
+    that held it at one moment (from each holder's enter and leave times)."""
+    spawn = multiprocessing.get_context("spawn")
+    barrier, results = spawn.Barrier(processes), spawn.Queue()
+    workers = [spawn.Process(target=_guard_holder,
+                             args=(str(directory), limit, rounds, barrier, results))
+               for _ in range(processes)]  # fmt: skip
+    for worker in workers:
+        worker.start()
+    spans = [results.get(timeout=120) for _ in range(processes * rounds)]
+    for worker in workers:
+        worker.join(timeout=30)
+        assert worker.exitcode == 0
+    edges = sorted([(t, 1) for t, _ in spans] + [(t, -1) for _, t in spans],
+                   key=lambda edge: (edge[0], edge[1]))  # a leave before an enter at a tie
+    holders = most = 0
+    for _, step in edges:
+        holders += step
+        most = max(most, holders)
+    return most
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("limit", "processes"), [(1, 2), (2, 4)])
+def test_the_project_pool_guard_is_strict_between_processes(tmp_path, limit, processes):
+    most = most_holders_at_once(tmp_path / "pools", limit, processes, ROUNDS)
+    record_figure(f"{processes} processes racing for a pool of limit {limit} through the "
+                  "project's pool guard (each lookup step holds it)",
+                  "tests/reliability/test_pool_limits.py",
+                  f"at most {most} holders at once over {ROUNDS} rounds")
+    assert most == limit
