@@ -27,7 +27,8 @@ import yaml
 
 from cti_assets.cli.runs import PROJECT_DAGSTER_YAML
 from cti_assets.pool_guard import hold_pool
-from tests.reliability.support import record_figure
+from cti_assets.sandbox import ProviderSandbox
+from tests.reliability.support import Site, long_scenario, public_ips, record_figure
 
 ROUNDS = 40
 POOL = "reliability_pool"
@@ -139,3 +140,32 @@ def test_the_project_pool_guard_is_strict_between_processes(tmp_path, limit, pro
                   "tests/reliability/test_pool_limits.py",
                   f"at most {most} holders at once over {ROUNDS} rounds")
     assert most == limit
+
+
+@pytest.mark.slow
+@long_scenario("two materialisations started together take about a minute")
+def test_two_runs_never_hold_a_limit_1_pool_together_counted_at_the_sandbox(tmp_path):
+    """Two runs of different days started together, each with a GreyNoise step (pool limit 1 by
+    default): at the sandbox, the spans of their GreyNoise requests never overlap."""
+    days = {"2026-11-21": public_ips(30, third_octet=90), "2026-11-22": public_ips(30, 91)}
+    with ProviderSandbox(latency_ms=150) as sandbox:
+        site = Site(tmp_path, sandbox)
+        for day, values in days.items():
+            site.import_values(values, day=day)
+        sandbox.reset_log()
+        runs = [site.materialize("observables,greynoise_lookups", day=day, log_name=f"{day}.log")
+                for day in days]  # fmt: skip
+        assert [run.wait(timeout=240) for run in runs] == [0, 0]
+        requests = [r for r in sandbox.requests if r.provider == "greynoise"]
+    spans = []
+    for values in days.values():
+        mine = [r for r in requests if r.observable in set(values)]
+        assert len(mine) == len(values)
+        spans.append((min(r.started for r in mine), max(r.ended or r.started for r in mine)))
+    (first, first_end), (second, second_end) = sorted(spans)
+    overlap = max(0.0, min(first_end, second_end) - second)
+    record_figure("two runs of different days started together, GreyNoise pool limit 1, SQLite "
+                  "instance", "tests/reliability/test_pool_limits.py",
+                  f"GreyNoise request spans {first_end - first:.1f} s and "
+                  f"{second_end - second:.1f} s, overlapping {overlap:.2f} s")
+    assert overlap == 0.0
