@@ -1,10 +1,12 @@
-"""The CLI's reaper (cti_assets/cli/runs.reap_dead_runs): a STARTED run whose process is gone is
-marked FAILURE and its pool slots freed; a run whose process lives is left alone. Fast: the runs
-are written into a real SQLite instance directly (the long kill -9 scenario is in
-test_killed_runs.py)."""
+"""Who frees a dead run. The CLI's reaper (cti_assets/cli/runs.reap_dead_runs): a STARTED run
+whose process is gone is marked FAILURE and its pool slots freed; a run whose process lives is
+left alone. The daemon (dagster.yaml run_monitoring): a failed run's slots are freed after
+free_slots_after_run_end_seconds. Fast: runs are written into a real SQLite instance directly
+(the long kill -9 scenario is test_killed_runs.py)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -46,3 +48,38 @@ def test_dead_run_is_failed_and_freed_live_run_untouched(tmp_path, capsys):
         assert [s.run_id for s in info("live_pool").claimed_slots] == [live]
         assert reap_dead_runs(instance) == []  # once
     assert f"run {dead} was left STARTED by process {dead_pid}" in capsys.readouterr().err
+
+
+def test_daemon_frees_a_failed_runs_slots_after_the_configured_time(tmp_path, monkeypatch):
+    """Under `make dev`: the code server marks a run whose worker died FAILURE (its slots still
+    held); the monitoring daemon's slot iteration, with the project's dagster.yaml, frees them
+    once free_slots_after_run_end_seconds have passed, not before. The daemon's clock is moved
+    instead of waiting."""
+    from datetime import timedelta
+
+    from dagster._daemon.monitoring import concurrency
+
+    shutil.copyfile(PROJECT_DAGSTER_YAML, tmp_path / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        wait_s = instance.run_monitoring_settings["free_slots_after_run_end_seconds"]
+        assert 0 < wait_s <= 60 and instance.run_monitoring_poll_interval_seconds <= 60
+        instance.event_log_storage.set_concurrency_slots("greynoise", 1)
+        run_id = started_run(instance, os.getpid(), "greynoise")
+        instance.report_run_failed(instance.get_run_by_id(run_id), "run worker exited")
+
+        class Context:  # what the daemon hands the iteration: the instance
+            def __init__(self, inst) -> None:
+                self.instance = inst
+
+        def held() -> list[str]:
+            slots = instance.event_log_storage.get_concurrency_info("greynoise").claimed_slots
+            return [s.run_id for s in slots]
+
+        real_now = concurrency.get_current_datetime
+        log = logging.getLogger(__name__)
+        list(concurrency.execute_concurrency_slots_iteration(Context(instance), log))
+        assert held() == [run_id]  # too early
+        monkeypatch.setattr(concurrency, "get_current_datetime",
+                            lambda: real_now() + timedelta(seconds=wait_s + 1))
+        list(concurrency.execute_concurrency_slots_iteration(Context(instance), log))
+        assert held() == []
