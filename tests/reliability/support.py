@@ -72,6 +72,17 @@ class Site:
         env.update({"CTI_DATA_DIR": str(self.data), "DAGSTER_HOME": str(self.home),
                     "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"})
         self.env = env
+        self._create_instance()
+
+    def _create_instance(self) -> None:
+        """Create the instance's storage once, before any run, as the project's CLI does under
+        its lock (cti_assets/cli/runs.dagster_instance): two `dagster asset materialize` started
+        together on a fresh home would both create it (issue 21 item 1)."""
+        with self.instance() as instance:
+            instance.get_runs(limit=1)
+            instance.event_log_storage.get_concurrency_keys()
+            if instance.schedule_storage is not None:
+                instance.schedule_storage.all_instigator_state()
 
     def import_values(self, values: list[str], day: str = DAY) -> None:
         """Import the values as observables created on `day`, through the CLI (a process)."""

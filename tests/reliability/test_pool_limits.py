@@ -155,7 +155,9 @@ def test_two_runs_never_hold_a_limit_1_pool_together_counted_at_the_sandbox(tmp_
         sandbox.reset_log()
         runs = [site.materialize("observables,greynoise_lookups", day=day, log_name=f"{day}.log")
                 for day in days]  # fmt: skip
-        assert [run.wait(timeout=240) for run in runs] == [0, 0]
+        codes = [run.wait(timeout=240) for run in runs]
+        assert codes == [0, 0], "\n".join((tmp_path / f"{day}.log").read_text()[-2000:]
+                                          for day in days)
         requests = [r for r in sandbox.requests if r.provider == "greynoise"]
     spans = []
     for values in days.values():
