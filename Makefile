@@ -9,7 +9,7 @@ export CTI_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(CTI_DATA_DIR)/dagster_home
 DEMO_PORT ?= 8765
 
-.PHONY: install lock test lint demo dev pools bench screenshot clean eval
+.PHONY: install lock test lint demo dev pools bench screenshot clean eval reliability
 
 # Every dependency comes pinned (with hashes) from requirements.lock; the project itself is
 # installed on top without resolving anything again.
@@ -53,6 +53,23 @@ dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 
 pools: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/cti-assets pools
+
+# The whole reliability suite, long scenarios included (CTI_RELIABILITY=1: kill -9 of runs,
+# concurrent runs of a day, canary key, 1,000 fuzzed imports, big files; about 15 minutes on
+# 2 cores), then the figures tables of docs/reliability.md rewritten from this run.
+RELIABILITY_FIGURES := $(CTI_DATA_DIR)/reliability-figures
+RELIABILITY_TESTS := tests/reliability tests/providers/test_reliability_figures.py \
+	tests/providers/test_fail_fast.py tests/providers/test_crash_safety.py \
+	tests/providers/test_shared_in_flight.py tests/providers/test_answer_size.py \
+	tests/providers/test_tlp_never_sent.py tests/providers/test_secrets_and_hostile_values.py \
+	tests/test_instance_init.py tests/test_import_edge_cases.py tests/defs/test_calendar.py \
+	tests/defs/test_sensor.py
+reliability: $(STAMP)
+	@rm -rf $(RELIABILITY_FIGURES) && mkdir -p $(RELIABILITY_FIGURES)
+	CTI_RELIABILITY=1 CTI_RELIABILITY_FIGURES=$(RELIABILITY_FIGURES)/runner.md \
+		CTI_RELIABILITY_RUN_FIGURES=$(RELIABILITY_FIGURES)/runs.jsonl \
+		$(BIN)/python -m pytest -q -p no:cacheprovider $(RELIABILITY_TESTS)
+	$(BIN)/python -m tests.reliability.figures $(RELIABILITY_FIGURES) docs/reliability.md
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'

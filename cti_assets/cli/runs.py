@@ -82,6 +82,7 @@ def dagster_instance():
             instance.event_log_storage.get_concurrency_keys()
             if instance.schedule_storage is not None:
                 instance.schedule_storage.all_instigator_state()
+        reap_dead_runs(instance)
     except Exception as error:
         if any(sign in str(error) for sign in CORRUPTION_SIGNS):
             raise CliError(
@@ -97,6 +98,75 @@ def dagster_instance():
         else:
             os.environ["DAGSTER_HOME"] = saved
     return instance
+
+
+def reap_dead_runs(instance) -> list[str]:
+    """Mark failed the runs of this (SQLite, so local) instance still STARTED whose run process
+    is gone, and free their pool slots; their ids.
+
+    Nothing else does it for a run started from a terminal (`dagster asset materialize`, a cron
+    job) and then killed: no code server watches its process and the default run launcher has
+    no health check, so it stays STARTED and keeps its pool slots for good, and every later run
+    waits "blocked by limit for pool". The run process is the one that logged the run's first
+    engine event with a pid (the executor's or the run worker's); it is gone when no process
+    has that pid or the one that has it started after the event (the pid was reused). Runs of a
+    Postgres instance may run on other hosts, whose pids mean nothing here: left to the daemon's
+    run monitoring (see docs/reliability.md)."""
+    import dagster as dg
+
+    if "sqlite" not in type(instance.run_storage).__name__.lower():
+        return []
+    reaped = []
+    started = instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+    for record in started:
+        run = record.dagster_run
+        owner = _run_process(instance, run.run_id)
+        if owner is None or _alive(*owner):
+            continue
+        pid = owner[0]
+        instance.report_run_failed(
+            run, f"the run's process {pid} is gone (killed?); marked failed by cti-assets")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        print(f"run {run.run_id} was left STARTED by process {pid}, which is gone: marked "
+              "failed and its pool slots freed", file=sys.stderr)
+        reaped.append(run.run_id)
+    return reaped
+
+
+def _run_process(instance, run_id: str) -> tuple[int, float] | None:
+    """(pid, when it was logged) of the run's process, from its first engine event with a pid."""
+    import dagster as dg
+
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+        data = entry.dagster_event.event_specific_data if entry.dagster_event else None
+        pid = getattr(data, "metadata", {}).get("pid") if data is not None else None
+        text = getattr(pid, "value", pid)
+        if text is not None and str(text).isdigit():
+            return int(str(text)), entry.timestamp
+    return None
+
+
+def _alive(pid: int, logged_at: float) -> bool:
+    """Whether the process that logged at `logged_at` with this pid still runs here."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: the pid is taken, be safe
+    started = _start_time(pid)
+    return started is None or started <= logged_at + 1.0
+
+
+def _start_time(pid: int) -> float | None:
+    """When the process started (epoch seconds), from /proc on Linux; None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))  # fmt: skip
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, StopIteration, IndexError, ValueError):
+        return None
 
 
 def materialise(partition_keys, run_config: dict | None = None, job_name: str = "enrichment"):

@@ -43,8 +43,10 @@ def run_provider(
     """Look up a partition's observables with one provider; refreshed rows bypass the cache;
     rows deferred by an earlier run (`retry_first`) go out first. Returns the frame, the
     stats and the backends used."""
+    from cti_assets.lifeline import exit_with_parent
     from cti_assets.providers.runner import lookup_frame
 
+    exit_with_parent()  # a step whose run process was killed sends nothing more
     settings = resource.provider_settings()
     refresh: bool | frozenset[str] = config.force_refresh or frozenset(config.refresh_values)
     cache = (cache_resource or ResponseCacheResource()).open()
@@ -103,14 +105,20 @@ def build_lookup_asset(provider: str, *, expensive: bool) -> dg.AssetsDefinition
             from cti_assets.scoring.triage import deferred_map
 
             deferred = deferred_map(inputs["lookup_triage"], provider)
+        from cti_assets import settings
+        from cti_assets.pool_guard import hold_pool
+
         resource: ProviderResource = getattr(context.resources, provider)
         ledger = context.resources.deferred_ledger.open()
+        # Dagster's pool claim is not strict (cti_assets/pool_guard.py): hold the pool here too
+        limit = context.instance.event_log_storage.get_concurrency_info(provider).limit
         try:
-            frame, stats, backends = run_provider(
-                provider, observables, resource, config, deferred,
-                frozenset(ledger.pending(provider)),
-                cache_resource=context.resources.response_cache,
-                limits_resource=context.resources.rate_limits)
+            with hold_pool(provider, limit, settings.data_dir() / "pools"):
+                frame, stats, backends = run_provider(
+                    provider, observables, resource, config, deferred,
+                    frozenset(ledger.pending(provider)),
+                    cache_resource=context.resources.response_cache,
+                    limits_resource=context.resources.rate_limits)
             ledger.record(provider, context.partition_key, frame)
             backends["deferred_ledger"] = ledger.describe()
         finally:

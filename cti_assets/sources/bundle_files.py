@@ -63,6 +63,8 @@ def load_bundle_file(path: str | Path) -> list[dict]:
         raise BundleError(
             f"{path}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})"
         ) from None
+    except RecursionError:  # e.g. 100,000 nested arrays: no STIX bundle is that deep
+        raise BundleError(f"{path}: JSON nested too deeply to be a STIX bundle") from None
     if not isinstance(bundle, dict) or bundle.get("type") != "bundle":
         kind = bundle.get("type") if isinstance(bundle, dict) else type(bundle).__name__
         raise BundleError(f"{path}: not a STIX bundle (top-level type is {kind!r})")
