@@ -40,6 +40,11 @@ PROVIDER_LABELS = {
     INTERNETDB: "Shodan InternetDB",
     SECURITYTRAILS: "SecurityTrails",
     NETWORK_CONTEXT: "network context",
+    "urlhaus": "URLhaus",
+    "threatfox": "ThreatFox",
+    "malwarebazaar": "MalwareBazaar",
+    "otx": "AlienVault OTX",
+    "crowdsec": "CrowdSec",
 }
 
 
