@@ -68,8 +68,9 @@ def _family(f: Facts) -> tuple[str, str, str, str] | None:
 
 
 def listed(f: Facts) -> bool:
-    """abuse.ch knows malicious values, and some suspicious ones (with a family)."""
-    return f.profile == MALICIOUS or (f.profile == SUSPICIOUS and f.rng_seed % 3 == 0)
+    """abuse.ch lists malicious values only: a suspicious one stays off its lists, so the other
+    providers' story (a weak signal or two) is not turned into a confident one."""
+    return f.profile == MALICIOUS
 
 
 def _payload_sha(f: Facts, index: int) -> str:
@@ -204,11 +205,11 @@ def threatfox_search(term: str, kind: str, f: Facts) -> dict[str, Any]:
 
 def malwarebazaar_info(file_hash: str, f: Facts) -> dict[str, Any]:
     family = _family(f)
-    if f.profile not in (MALICIOUS, SUSPICIOUS) or (f.profile == SUSPICIOUS and not listed(f)):
+    if not listed(f):
         return {"query_status": "hash_not_found"}
     hashes = file_hashes(file_hash)
     file_type = family[3] if family else "exe"
-    signature = family[0].replace(" ", "") if family and f.profile == MALICIOUS else None
+    signature = family[0].replace(" ", "") if family else None
     sample = {
         "sha256_hash": hashes["sha256"], "sha3_384_hash": hashlib.sha3_384(
             hashes["sha256"].encode()).hexdigest(), "sha1_hash": hashes["sha1"],
@@ -240,7 +241,7 @@ def otx_general(indicator: str, section_type: str, f: Facts) -> dict[str, Any]:
     if f.profile == MALICIOUS:
         count = rng.randint(3, 25)
     elif f.profile == SUSPICIOUS:
-        count = rng.randint(1, 2)
+        count = rng.randint(0, 1)  # an indicator dump at most, naming nothing
     elif f.profile == BENIGN:
         count = rng.choice((0, 0, 1, 3))  # popular infrastructure lands in pulses too
     else:
@@ -248,7 +249,7 @@ def otx_general(indicator: str, section_type: str, f: Facts) -> dict[str, Any]:
     pulses = []
     for index in range(min(count, 10)):
         bad = f.profile in (MALICIOUS, SUSPICIOUS)
-        printable = family[0] if bad and family else None
+        printable = family[0] if f.profile == MALICIOUS and family else None
         families = ([{"id": printable, "display_name": printable, "target": None},
                      {"id": f.family, "display_name": f.family, "target": None}]
                     if printable else [])
