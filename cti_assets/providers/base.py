@@ -62,6 +62,21 @@ CHEAP_PROVIDERS = (NETWORK_CONTEXT, INTERNETDB, GREYNOISE, ABUSEIPDB, URLHAUS, T
                    MALWAREBAZAAR, OTX)
 EXPENSIVE_PROVIDERS = (VIRUSTOTAL, SECURITYTRAILS, SHODAN, CROWDSEC)  # CrowdSec: 50 a day free
 ALL_PROVIDERS = CHEAP_PROVIDERS + EXPENSIVE_PROVIDERS
+# How explanations name each provider.
+PROVIDER_LABELS = {
+    VIRUSTOTAL: "VirusTotal",
+    ABUSEIPDB: "AbuseIPDB",
+    GREYNOISE: "GreyNoise",
+    SHODAN: "Shodan",
+    INTERNETDB: "Shodan InternetDB",
+    SECURITYTRAILS: "SecurityTrails",
+    NETWORK_CONTEXT: "network context",
+    URLHAUS: "URLhaus",
+    THREATFOX: "ThreatFox",
+    MALWAREBAZAAR: "MalwareBazaar",
+    OTX: "AlienVault OTX",
+    CROWDSEC: "CrowdSec",
+}
 
 
 @dataclass
