@@ -44,7 +44,8 @@ CLIENTS: dict[str, type[ProviderClient]] = {
     base.CROWDSEC: CrowdSecClient,
 }
 
-# provider -> entity type -> page template; {v} is the percent-encoded value
+# provider -> entity type -> page template; {v} is the percent-encoded value, {hash} the name of
+# a hash value's kind (md5, sha1, sha256)
 PROVIDER_PAGE_URLS: dict[str, dict[str, str]] = {
     base.VIRUSTOTAL: {
         "IPv4-Addr": "https://www.virustotal.com/gui/ip-address/{v}",
@@ -80,7 +81,7 @@ PROVIDER_PAGE_URLS: dict[str, dict[str, str]] = {
     },
     base.THREATFOX: {t: "https://threatfox.abuse.ch/browse.php?search=ioc%3A{v}"
                      for t in ("IPv4-Addr", "Domain-Name", "Hostname", "Url", "StixFile")},
-    base.MALWAREBAZAAR: {"StixFile": "https://bazaar.abuse.ch/browse.php?search=sha256%3A{v}"},
+    base.MALWAREBAZAAR: {"StixFile": "https://bazaar.abuse.ch/browse.php?search={hash}%3A{v}"},
     base.OTX: {t: f"https://otx.alienvault.com/indicator/{kind.lower()}/{{v}}"
                for t, kind in OTX_SECTIONS.items()},
     base.CROWDSEC: {
@@ -114,4 +115,5 @@ def provider_page_url(provider: str, entity_type: str, value: str) -> str | None
     template = PROVIDER_PAGE_URLS.get(provider, {}).get(entity_type)
     if template is None or not value:
         return None
-    return template.format(v=quote(value, safe=""))
+    kind = {32: "md5", 40: "sha1", 64: "sha256"}.get(len(value), "sha256")
+    return template.format(v=quote(value, safe=""), hash=kind)
