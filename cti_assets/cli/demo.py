@@ -20,10 +20,14 @@ from pathlib import Path
 from cti_assets import settings
 from cti_assets.cli.runs import dagster_env, materialise, set_pool_limits
 from cti_assets.intake.observable import STIX_TO_ENTITY_TYPE
+from cti_assets.providers.config import KEY_VARS
 
 DEMO_DAYS = ("2026-11-20", "2026-11-21")
 DEMO_KEY = "demo-sandbox-key"  # the sandbox accepts any key; real keys never go to it
-KEYED_PROVIDERS = ("VIRUSTOTAL", "SHODAN", "ABUSEIPDB", "GREYNOISE", "SECURITYTRAILS")
+# The prefixes of the providers' key variables (<PREFIX>_API_KEY), from the provider settings.
+KEYED_PROVIDERS = tuple(sorted({var.removesuffix("_API_KEY") for var in KEY_VARS.values()
+                                if var}))
+
 
 
 def sample_bundle_path() -> Path:

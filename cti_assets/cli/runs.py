@@ -22,15 +22,14 @@ from cti_assets.cli.errors import CliError
 # The instance settings of the project (run queue, pool default, retries), beside the package.
 PROJECT_DAGSTER_YAML = Path(cti_assets.__file__).resolve().parent.parent / "dagster.yaml"
 
-POOL_LIMITS = {
-    "virustotal": 1,
-    "securitytrails": 1,
-    "shodan": 1,
-    "shodan_internetdb": 2,
-    "greynoise": 2,
-    "abuseipdb": 2,
-    "opencti": 1,
-}
+def _pool_limits() -> dict[str, int]:
+    from cti_assets.providers.config import DEFAULTS
+
+    return {provider: settings.pool_limit for provider, settings in DEFAULTS.items()} | {
+        "opencti": 1}
+
+
+POOL_LIMITS = _pool_limits()  # one pool per provider (its settings' pool_limit), and OpenCTI
 
 
 def load_defs():

@@ -153,7 +153,8 @@ def network_context_lookups(
     return frame
 
 
-CHEAP_API_PROVIDERS = (base.INTERNETDB, base.GREYNOISE, base.ABUSEIPDB)
+# every provider of the registry gets its asset: cheap ones before triage, expensive after
+CHEAP_API_PROVIDERS = tuple(p for p in base.CHEAP_PROVIDERS if p != base.NETWORK_CONTEXT)
 cheap_lookup_assets = [build_lookup_asset(p, expensive=False) for p in CHEAP_API_PROVIDERS]
 expensive_lookup_assets = [build_lookup_asset(p, expensive=True) for p in base.EXPENSIVE_PROVIDERS]
 

@@ -15,16 +15,13 @@ import dagster as dg
 from pydantic import Field
 
 from cti_assets.providers import base
+from cti_assets.providers.config import KEY_VARS, URL_VARS
 from cti_assets.sources.base import Source, SourceError
 
 PROVIDER_ENV: dict[str, tuple[str | None, str | None]] = {
-    # provider: (API key variable, base URL variable)
-    base.INTERNETDB: (None, "SHODAN_INTERNETDB_URL"),
-    base.GREYNOISE: ("GREYNOISE_API_KEY", "GREYNOISE_BASE_URL"),
-    base.ABUSEIPDB: ("ABUSEIPDB_API_KEY", "ABUSEIPDB_BASE_URL"),
-    base.VIRUSTOTAL: ("VIRUSTOTAL_API_KEY", "VIRUSTOTAL_BASE_URL"),
-    base.SECURITYTRAILS: ("SECURITYTRAILS_API_KEY", "SECURITYTRAILS_BASE_URL"),
-    base.SHODAN: ("SHODAN_API_KEY", "SHODAN_BASE_URL"),
+    # provider: (API key variable, base URL variable), from the provider settings
+    provider: (KEY_VARS[provider], URL_VARS[provider])
+    for provider in base.ALL_PROVIDERS if provider != base.NETWORK_CONTEXT
 }
 
 

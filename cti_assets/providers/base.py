@@ -1,7 +1,8 @@
 """The provider layer's common vocabulary: result statuses, reasons and the normalised result.
 
-Every client (VirusTotal, Shodan, AbuseIPDB, GreyNoise, SecurityTrails, the offline network
-context) returns a `LookupResult`; the assets, the cache and the scoring model only see these.
+Every client (VirusTotal, Shodan, AbuseIPDB, GreyNoise, SecurityTrails, URLhaus, ThreatFox,
+MalwareBazaar, AlienVault OTX, CrowdSec CTI, the offline network context) returns a
+`LookupResult`; the assets, the cache and the scoring model only see these.
 """
 
 from __future__ import annotations
@@ -50,9 +51,32 @@ ABUSEIPDB = "abuseipdb"
 VIRUSTOTAL = "virustotal"
 SECURITYTRAILS = "securitytrails"
 SHODAN = "shodan"
-CHEAP_PROVIDERS = (NETWORK_CONTEXT, INTERNETDB, GREYNOISE, ABUSEIPDB)
-EXPENSIVE_PROVIDERS = (VIRUSTOTAL, SECURITYTRAILS, SHODAN)
+URLHAUS = "urlhaus"
+THREATFOX = "threatfox"
+MALWAREBAZAAR = "malwarebazaar"
+OTX = "otx"
+CROWDSEC = "crowdsec"
+# Cheap: free or high quota, asked for every observable before triage; expensive: low quota,
+# only what triage selects. The lookup assets, triage, merge and the CLI all read these two.
+CHEAP_PROVIDERS = (NETWORK_CONTEXT, INTERNETDB, GREYNOISE, ABUSEIPDB, URLHAUS, THREATFOX,
+                   MALWAREBAZAAR, OTX)
+EXPENSIVE_PROVIDERS = (VIRUSTOTAL, SECURITYTRAILS, SHODAN, CROWDSEC)  # CrowdSec: 50 a day free
 ALL_PROVIDERS = CHEAP_PROVIDERS + EXPENSIVE_PROVIDERS
+# How explanations name each provider.
+PROVIDER_LABELS = {
+    VIRUSTOTAL: "VirusTotal",
+    ABUSEIPDB: "AbuseIPDB",
+    GREYNOISE: "GreyNoise",
+    SHODAN: "Shodan",
+    INTERNETDB: "Shodan InternetDB",
+    SECURITYTRAILS: "SecurityTrails",
+    NETWORK_CONTEXT: "network context",
+    URLHAUS: "URLhaus",
+    THREATFOX: "ThreatFox",
+    MALWAREBAZAAR: "MalwareBazaar",
+    OTX: "AlienVault OTX",
+    CROWDSEC: "CrowdSec",
+}
 
 
 @dataclass

@@ -54,6 +54,7 @@ class ProviderSettings:
     backoff_max_s: float = 30.0
     max_retry_after_s: float = 120.0  # a longer Retry-After ends the lookup as rate_limited
     max_wait_s: float = 120.0  # longest wait for a rate-limit slot before giving up
+    pool_limit: int = 2  # Dagster pool: lookup steps of this provider running at once
 
     @property
     def needs_key(self) -> bool:
@@ -73,10 +74,11 @@ class ProviderSettings:
 DEFAULTS: dict[str, ProviderSettings] = {
     base.VIRUSTOTAL: ProviderSettings(
         base.VIRUSTOTAL, base_url="https://www.virustotal.com/api/v3",
-        per_minute=4, per_day=500, per_month=15_500, max_workers=4,
+        per_minute=4, per_day=500, per_month=15_500, max_workers=4, pool_limit=1,
     ),
     base.SHODAN: ProviderSettings(
         base.SHODAN, base_url="https://api.shodan.io", per_second=1.0, max_workers=2,
+        pool_limit=1,
     ),
     base.INTERNETDB: ProviderSettings(
         base.INTERNETDB, base_url="https://internetdb.shodan.io", per_second=2.0, max_workers=4,
@@ -91,7 +93,28 @@ DEFAULTS: dict[str, ProviderSettings] = {
     ),
     base.SECURITYTRAILS: ProviderSettings(
         base.SECURITYTRAILS, base_url="https://api.securitytrails.com/v1", per_second=1.0,
-        per_month=50, max_workers=2,
+        per_month=50, max_workers=2, pool_limit=1,
+    ),
+    # abuse.ch publishes no hard limit ("fair use"); two a second each keeps well inside it
+    base.URLHAUS: ProviderSettings(
+        base.URLHAUS, base_url="https://urlhaus-api.abuse.ch/v1", per_second=2.0, max_workers=4,
+    ),
+    base.THREATFOX: ProviderSettings(
+        base.THREATFOX, base_url="https://threatfox-api.abuse.ch/api/v1", per_second=2.0,
+        max_workers=4,
+    ),
+    base.MALWAREBAZAAR: ProviderSettings(
+        base.MALWAREBAZAAR, base_url="https://mb-api.abuse.ch/api/v1", per_second=2.0,
+        max_workers=4,
+    ),
+    # OTX throttles authenticated keys per hour (10,000 requests) and answers 429 beyond
+    base.OTX: ProviderSettings(
+        base.OTX, base_url="https://otx.alienvault.com/api/v1", per_second=2.0, max_workers=4,
+    ),
+    # CrowdSec CTI community key: 50 lookups a day
+    base.CROWDSEC: ProviderSettings(
+        base.CROWDSEC, base_url="https://cti.api.crowdsec.net/v2", per_second=1.0, per_day=50,
+        max_workers=2, pool_limit=1,
     ),
 }
 
@@ -102,6 +125,12 @@ KEY_VARS: dict[str, str | None] = {
     base.ABUSEIPDB: "ABUSEIPDB_API_KEY",
     base.GREYNOISE: "GREYNOISE_API_KEY",
     base.SECURITYTRAILS: "SECURITYTRAILS_API_KEY",
+    # one abuse.ch Auth-Key serves URLhaus, ThreatFox and MalwareBazaar
+    base.URLHAUS: "ABUSECH_API_KEY",
+    base.THREATFOX: "ABUSECH_API_KEY",
+    base.MALWAREBAZAAR: "ABUSECH_API_KEY",
+    base.OTX: "OTX_API_KEY",
+    base.CROWDSEC: "CROWDSEC_API_KEY",
 }
 URL_VARS: dict[str, str] = {
     base.VIRUSTOTAL: "VIRUSTOTAL_BASE_URL",
@@ -110,6 +139,11 @@ URL_VARS: dict[str, str] = {
     base.ABUSEIPDB: "ABUSEIPDB_BASE_URL",
     base.GREYNOISE: "GREYNOISE_BASE_URL",
     base.SECURITYTRAILS: "SECURITYTRAILS_BASE_URL",
+    base.URLHAUS: "URLHAUS_BASE_URL",
+    base.THREATFOX: "THREATFOX_BASE_URL",
+    base.MALWAREBAZAAR: "MALWAREBAZAAR_BASE_URL",
+    base.OTX: "OTX_BASE_URL",
+    base.CROWDSEC: "CROWDSEC_BASE_URL",
 }
 # suffix -> (settings attribute, parser, description)
 TUNING_VARS: dict[str, tuple[str, Callable[[str], Any], str]] = {
@@ -164,15 +198,18 @@ def settings_from_env(provider: str, env: Mapping[str, str] | None = None) -> Pr
 def config_table_markdown() -> str:
     """A Markdown table of every provider variable with its default, for the README."""
     rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    documented: set[str] = set()
     for provider, defaults in DEFAULTS.items():
         key_var = KEY_VARS[provider]
-        if key_var:
+        if key_var and key_var not in documented:
+            documented.add(key_var)
             unset = (
                 "unset: the Community API is used without a key"
                 if provider == base.GREYNOISE
                 else "unset: skipped with reason no_key"
             )
-            rows.append(f"| `{key_var}` | unset | {provider} API key; {unset} |")
+            users = ", ".join(p for p, var in KEY_VARS.items() if var == key_var)
+            rows.append(f"| `{key_var}` | unset | {users} API key; {unset} |")
         rows.append(f"| `{URL_VARS[provider]}` | `{defaults.base_url}` | {provider} base URL |")
         prefix = env_prefix(provider)
         for suffix, (attribute, _, meaning) in TUNING_VARS.items():

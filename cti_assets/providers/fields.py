@@ -90,6 +90,58 @@ PROVIDER_FIELDS: dict[str, dict[str, str]] = {
         "country_code": "string",
         "hostnames": "list[str]",
     },
+    "urlhaus": {
+        "url_status": "string",  # url lookups: online, offline, unknown
+        "threat": "string",  # e.g. malware_download
+        "tags": "list[str]",  # URLhaus tags (elf, mozi, Emotet, ...)
+        "signatures": "list[str]",  # malware families of the payloads (Mozi, Heodo, ...)
+        "url_count": "Int64",  # malware URLs on the host / serving the payload (1 for a URL)
+        "online_url_count": "Int64",  # of which online now
+        "file_type": "string",  # payload lookups: exe, elf, dll, ...
+        "first_seen": "string",  # ISO-8601: date_added (url), firstseen (host, payload)
+        "blacklisted": "boolean",  # listed in Spamhaus DBL or SURBL (per URLhaus)
+        "reference": "string",  # the URLhaus page of the entry
+    },
+    "threatfox": {
+        "ioc_count": "Int64",  # matching IOCs (an IP may appear with several ports)
+        "threat_types": "list[str]",  # botnet_cc, payload_delivery, payload
+        "malware": "list[str]",  # malware_printable names (Cobalt Strike, QakBot, ...)
+        "malware_aliases": "list[str]",
+        "max_confidence": "Int64",  # highest confidence_level (0-100)
+        "tags": "list[str]",
+        "first_seen": "string",  # ISO-8601, earliest first_seen
+        "last_seen": "string",  # ISO-8601, latest last_seen (first_seen when never seen again)
+    },
+    "malwarebazaar": {
+        "signature": "string",  # malware family (Heodo, QakBot, AgentTesla, ...)
+        "file_type": "string",
+        "tags": "list[str]",
+        "first_seen": "string",  # ISO-8601
+        "last_seen": "string",
+        "delivery_method": "string",
+    },
+    "otx": {
+        "pulse_count": "Int64",  # pulses containing the indicator
+        "malware_families": "list[str]",  # display names over the pulses
+        "adversaries": "list[str]",  # adversary names over the pulses
+        "attack_ids": "list[str]",  # MITRE ATT&CK ids
+        "tags": "list[str]",  # the most common pulse tags (at most 20)
+        "whitelisted": "boolean",  # OTX validation names it (whitelist, popular domain, ...)
+        "validation": "list[str]",  # the validation sources' names
+        "latest_pulse": "string",  # ISO-8601, latest pulse modification
+    },
+    "crowdsec": {
+        "reputation": "string",  # malicious, suspicious, known, safe, unknown
+        "confidence": "string",  # low, medium, high
+        "behaviors": "list[str]",  # ssh:bruteforce, http:exploit, ...
+        "classifications": "list[str]",  # proxy:tor, scanner:..., community-blocklist, ...
+        "false_positives": "list[str]",  # cdn:cloudflare, seo:crawler, ...
+        "score_threat": "Int64",  # scores.overall.threat (0-5)
+        "score_total": "Int64",  # scores.overall.total (0-5)
+        "background_noise_score": "Int64",  # 0-10
+        "last_seen": "string",  # ISO-8601, history.last_seen
+        "as_name": "string",
+    },
 }
 
 # Which normalised observable types each provider accepts (OpenCTI entity types).
@@ -101,6 +153,11 @@ PROVIDER_SCOPE: dict[str, tuple[str, ...]] = {
     "virustotal": ("IPv4-Addr", "IPv6-Addr", "Domain-Name", "Hostname", "Url", "StixFile"),
     "securitytrails": ("Domain-Name", "Hostname"),
     "shodan": ("IPv4-Addr", "IPv6-Addr"),
+    "urlhaus": ("Url", "Domain-Name", "Hostname", "IPv4-Addr", "StixFile"),
+    "threatfox": ("IPv4-Addr", "Domain-Name", "Hostname", "Url", "StixFile"),
+    "malwarebazaar": ("StixFile",),
+    "otx": ("IPv4-Addr", "IPv6-Addr", "Domain-Name", "Hostname", "Url", "StixFile"),
+    "crowdsec": ("IPv4-Addr", "IPv6-Addr"),
 }
 
 

@@ -110,11 +110,16 @@ def sha256_hex(body: bytes) -> str:
 
 @dataclass
 class Request:
-    """One GET a client wants to make; `params` and `headers` may carry the key (never logged)."""
+    """One request a client wants to make; `params` and `headers` may carry the key (never
+    logged). A GET by default; abuse.ch's APIs take a POST with a form (`form`) or a JSON
+    (`json_body`) body, where the observable travels instead of in the path or query."""
 
     url: str
     params: dict[str, str] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
+    method: str = "GET"
+    form: dict[str, str] | None = None
+    json_body: dict[str, Any] | None = None
 
 
 @dataclass
@@ -234,16 +239,19 @@ def quota_window_of(text: str) -> str | None:
 
 def send(session: requests.Session, request: Request, settings: ProviderSettings,
          ) -> HttpAnswer:
-    """One GET under `settings`' connect timeout, read timeout, total deadline and body cap; no
+    """One request under `settings`' connect timeout, read timeout, total deadline and body cap; no
     redirects (a redirect could carry the key). The body is streamed: the read stops at the cap
     (answer.too_large) or at the deadline, whichever comes first, so a 20 MB answer is never held
     and a provider dripping bytes cannot keep a worker past the deadline."""
     started = time.perf_counter()
     deadline = started + settings.deadline_s
     try:
-        response = session.get(
+        response = session.request(
+            request.method,
             request.url,
             params=request.params or None,
+            data=request.form,
+            json=request.json_body,
             headers=request.headers,
             timeout=(min(settings.connect_timeout_s, settings.deadline_s),
                      min(settings.timeout_s, settings.deadline_s)),

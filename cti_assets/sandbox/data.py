@@ -60,7 +60,9 @@ STRONG_ABUSE_CATEGORIES = (4, 7, 15, 18, 20, 21, 22)
 WEAK_ABUSE_CATEGORIES = (14, 19, 18)
 RISKY_PORTS = (23, 445, 3389, 5900, 9200, 4444, 8081)
 COMMON_PORTS = (22, 53, 80, 443, 8080, 8443)
-# Reference instant for every generated timestamp (no wall clock: answers stay stable).
+# Default reference instant of generated timestamps when no anchor is given (pure calls, tests).
+# A running sandbox anchors its dates at its start instead (server.ProviderSandbox), so a report
+# "2 days old" is 2 days before the requests of that run, and stays the same all run long.
 BASE_EPOCH = 1767225600  # 2026-01-01T00:00:00Z
 
 
@@ -130,9 +132,16 @@ class Facts:
     rng_seed: int
 
 
+def anchor_for(epoch: float) -> int:
+    """The anchor of a sandbox started at `epoch`: the start of that UTC hour."""
+    return int(epoch) // 3600 * 3600
+
+
 @lru_cache(maxsize=65536)
-def facts_for(value: str, seed: int = 0, forced_profile: str | None = None) -> Facts:
-    """Facts about `value`; `forced_profile` overrides the hash-derived profile."""
+def facts_for(value: str, seed: int = 0, forced_profile: str | None = None,
+              anchor: int = BASE_EPOCH) -> Facts:
+    """Facts about `value`; `forced_profile` overrides the hash-derived profile. Dates are
+    `anchor` minus a number of days drawn from the value's hash (the same for every anchor)."""
     normalised = normalise(value)
     digest = _digest(normalised, seed)
     profile = forced_profile or _profile_from_digest(digest)
@@ -155,7 +164,7 @@ def facts_for(value: str, seed: int = 0, forced_profile: str | None = None) -> F
         tags: tuple[str, ...] = (rng.choice(("c2", "malware", "compromised")),)
         vulns = _cves(rng, rng.randint(1, 5))
         is_tor = rng.random() < 0.1
-        first_seen = BASE_EPOCH - rng.randint(2, 60) * 86400
+        first_seen = anchor - rng.randint(2, 60) * 86400
     elif profile == SUSPICIOUS:
         bad, sus = rng.randint(1, 3), rng.randint(0, 2)
         harmless = rng.randint(2, 9)
@@ -168,7 +177,7 @@ def facts_for(value: str, seed: int = 0, forced_profile: str | None = None) -> F
         tags = (rng.choice(("scanner", "self-signed", "proxy", "vpn")),)
         vulns = _cves(rng, rng.randint(0, 2))
         is_tor = rng.random() < 0.2
-        first_seen = BASE_EPOCH - rng.randint(30, 400) * 86400
+        first_seen = anchor - rng.randint(30, 400) * 86400
     elif profile == BENIGN:
         bad = sus = 0
         harmless = rng.randint(55, 64)
@@ -184,7 +193,7 @@ def facts_for(value: str, seed: int = 0, forced_profile: str | None = None) -> F
         tags = (rng.choice(("cdn", "cloud")),)
         vulns = ()
         alexa = rng.randint(1, 20000)
-        first_seen = BASE_EPOCH - rng.randint(1500, 7000) * 86400
+        first_seen = anchor - rng.randint(1500, 7000) * 86400
     else:  # UNKNOWN and NOT_FOUND: nothing notable
         bad = sus = 0
         harmless = rng.randint(0, 6)
@@ -196,7 +205,7 @@ def facts_for(value: str, seed: int = 0, forced_profile: str | None = None) -> F
         ports = (rng.choice(COMMON_PORTS),)
         tags = ("cloud",) if rng.random() < 0.3 else ()
         vulns = ()
-        first_seen = BASE_EPOCH - rng.randint(100, 3000) * 86400
+        first_seen = anchor - rng.randint(100, 3000) * 86400
     return Facts(
         value=normalised, profile=profile, family=family, actor=actor,
         org=rng.choice(ORGS), asn=64512 + rng.randint(0, 1000), country=rng.choice(COUNTRIES),
@@ -206,7 +215,7 @@ def facts_for(value: str, seed: int = 0, forced_profile: str | None = None) -> F
         votes_harmless=votes[1], abuse_score=abuse[0], abuse_reports=abuse[1],
         abuse_users=abuse[2], abuse_categories=categories, whitelisted=whitelisted,
         is_tor=is_tor, riot=riot, benign_scanner=scanner, first_seen=first_seen,
-        last_seen=BASE_EPOCH - rng.randint(0, 20) * 86400, alexa_rank=alexa,
+        last_seen=max(first_seen, anchor - rng.randint(0, 20) * 86400), alexa_rank=alexa,
         subdomain_count=rng.randint(0, 3000) if profile == BENIGN else rng.randint(0, 12),
         rng_seed=int.from_bytes(digest[12:20], "big"),
     )  # fmt: skip
@@ -348,17 +357,37 @@ def vt_domain(domain: str, f: Facts) -> dict[str, Any]:
         categories = {}
     attributes = _vt_common(f) | {
         "categories": categories,
-        "creation_date": f.first_seen, "last_update_date": f.last_seen,
-        "registrar": "Northgate Registrar LLC",
-        "whois": f"Domain Name: {domain}\nRegistrar: Northgate Registrar LLC\n",
-        "whois_date": f.last_seen,
         "last_dns_records": [{"type": "A", "value": _fake_ip(f, 0), "ttl": 300},
                              {"type": "NS", "value": f"ns1.{_apex(domain)}", "ttl": 3600}],
         "last_dns_records_date": f.last_seen,
-        "popularity_ranks": ({"Tranco": {"rank": f.alexa_rank, "timestamp": f.last_seen}}
-                             if f.alexa_rank else {}),
+        "popularity_ranks": _popularity_ranks(f),
     }  # fmt: skip
+    if domain == _apex(domain):  # WHOIS (creation_date) describes a registered name only
+        attributes |= {
+            "creation_date": f.first_seen, "last_update_date": f.last_seen,
+            "expiration_date": f.last_seen + 365 * 86400,
+            "registrar": "Northgate Registrar LLC",
+            "whois": f"Domain Name: {domain}\nRegistrar: Northgate Registrar LLC\n"
+                     f"Creation Date: {_iso_z(f.first_seen)}\n",
+            "whois_date": f.last_seen,
+        }  # fmt: skip
     return _vt_envelope(domain, "domain", "domains", attributes)
+
+
+_RANKERS = ("Majestic", "Cisco Umbrella", "Tranco")
+
+
+def _popularity_ranks(f: Facts) -> dict[str, dict[str, int]]:
+    """VT's `popularity_ranks` ({ranker: {rank, timestamp}}): popular (benign) names only, each
+    ranker a little off the others, as the real lists disagree."""
+    if not f.alexa_rank:
+        return {}
+    return {ranker: {"rank": f.alexa_rank + index * (f.rng_seed % 97), "timestamp": f.last_seen}
+            for index, ranker in enumerate(_RANKERS)}
+
+
+def _iso_z(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def vt_url(url: str, f: Facts) -> dict[str, Any]:

@@ -20,8 +20,17 @@ INTERNETDB = "shodan_internetdb"
 ABUSEIPDB = "abuseipdb"
 GREYNOISE = "greynoise"
 SECURITYTRAILS = "securitytrails"
-PROVIDERS = (VIRUSTOTAL, SHODAN, INTERNETDB, ABUSEIPDB, GREYNOISE, SECURITYTRAILS)
-_ALIASES = {"internetdb": INTERNETDB, "vt": VIRUSTOTAL}
+URLHAUS = "urlhaus"
+THREATFOX = "threatfox"
+MALWAREBAZAAR = "malwarebazaar"
+OTX = "otx"
+CROWDSEC = "crowdsec"
+ABUSE_CH = (URLHAUS, THREATFOX, MALWAREBAZAAR)  # POST APIs answering in query_status
+PROVIDERS = (VIRUSTOTAL, SHODAN, INTERNETDB, ABUSEIPDB, GREYNOISE, SECURITYTRAILS, URLHAUS,
+             THREATFOX, MALWAREBAZAAR, OTX, CROWDSEC)
+_ALIASES = {"internetdb": INTERNETDB, "vt": VIRUSTOTAL, "mb": MALWAREBAZAAR}
+CROWDSEC_COMMUNITY_DAILY_LIMIT = 50
+OTX_THROTTLE_TEXT = "Request was throttled. Expected available in {} seconds."
 
 FAULTS = ("http_500", "http_502", "http_503", "hang", "malformed_json", "html_error",
           "http_401", "http_403", "http_429", "quota", "slow_drip", "connection_reset",
@@ -104,6 +113,13 @@ def not_found(provider: str, what: str = "", ident: str = "") -> Reply:
         return _abuse(404, "The requested endpoint does not exist.")
     if provider == GREYNOISE:
         return json_reply(404, {"message": "IP not found" if what else "Not Found"})
+    if provider in ABUSE_CH:
+        return json_reply(404, {"query_status": "unknown_endpoint"})
+    if provider == OTX:
+        return json_reply(404, {"detail": "Not found."})
+    if provider == CROWDSEC:
+        return json_reply(404, {"message": "IP address information not found" if what
+                                else "Not Found"})
     return json_reply(404, {"message": "Not Found"})
 
 
@@ -120,6 +136,14 @@ def unauthorized(provider: str, missing: bool) -> Reply:
         return _abuse(401, ABUSEIPDB_AUTH_TEXT)
     if provider == GREYNOISE:
         return json_reply(401, {"message": "Unauthorized"})
+    if provider in ABUSE_CH:
+        return json_reply(401, {"query_status": "unknown_auth_key"})
+    if provider == OTX:
+        if missing:
+            return json_reply(401, {"detail": "Authentication credentials were not provided."})
+        return json_reply(403, {"detail": "Invalid API key."})
+    if provider == CROWDSEC:  # API Gateway: a missing or unknown x-api-key is a 403
+        return json_reply(403, {"message": "Forbidden"})
     return json_reply(401, {"message": "Invalid authentication credentials"})
 
 
@@ -133,6 +157,12 @@ def forbidden(provider: str) -> Reply:
     if provider == ABUSEIPDB:
         return _abuse(403, "You do not have permission to access this endpoint.")
     if provider == GREYNOISE:
+        return json_reply(403, {"message": "Forbidden"})
+    if provider in ABUSE_CH:
+        return json_reply(403, {"query_status": "unknown_auth_key"})
+    if provider == OTX:
+        return json_reply(403, {"detail": "You do not have permission to perform this action."})
+    if provider == CROWDSEC:
         return json_reply(403, {"message": "Forbidden"})
     return json_reply(403, {"message": "You are not authorized to access this resource."})
 
@@ -148,6 +178,12 @@ def bad_input(provider: str, message: str = "", parameter: str | None = None) ->
         return _abuse(422, message, parameter)
     if provider == GREYNOISE:
         return json_reply(400, {"message": message or "Invalid parameter"})
+    if provider in ABUSE_CH:  # abuse.ch refuses input with a 200 and a query_status
+        return json_reply(200, {"query_status": message or "illegal_search_term"})
+    if provider == OTX:
+        return json_reply(400, {"detail": message or "Invalid indicator"})
+    if provider == CROWDSEC:
+        return json_reply(400, {"message": message or "Invalid IP address"})
     return json_reply(400, {"message": message or "Invalid hostname"})
 
 
@@ -168,6 +204,14 @@ def rate_limited(provider: str, retry_after: int, extra_headers: dict | None = N
             return json_reply(429, _greynoise_plan_body("You have hit the rate limit for this "
                                                         "endpoint."), headers)  # fmt: skip
         return json_reply(429, {"message": "You've hit the rate limit for this endpoint."}, headers)
+    if provider in ABUSE_CH:
+        return json_reply(429, {"query_status": "rate_limited",
+                                "message": "Too many requests, slow down"}, headers)
+    if provider == OTX:
+        return json_reply(429, {"detail": OTX_THROTTLE_TEXT.format(max(1, retry_after))},
+                          headers)
+    if provider == CROWDSEC:
+        return json_reply(429, {"message": "Too Many Requests"}, headers)
     return json_reply(429, {"message": "API rate limit exceeded"}, headers)
 
 
@@ -194,6 +238,15 @@ def quota_exhausted(provider: str, limit: int, seconds_to_reset: int,
                        "https://greynoise.io/pricing.")  # fmt: skip
             return json_reply(429, _greynoise_plan_body(message, limit))
         return json_reply(429, {"message": "You've hit the rate limit for this endpoint."})
+    if provider == CROWDSEC:  # API Gateway usage plan: the key's daily quota is spent
+        return json_reply(429, {"message": "Limit Exceeded"})
+    if provider == OTX:
+        return json_reply(429, {"detail": OTX_THROTTLE_TEXT.format(seconds_to_reset)},
+                          {"Retry-After": str(seconds_to_reset)})
+    if provider in ABUSE_CH:
+        return json_reply(429, {"query_status": "rate_limited",
+                                "message": "Too many requests, slow down"},
+                          {"Retry-After": str(seconds_to_reset)})
     return json_reply(429, {"message": "You've exceeded the usage limits for your account."})
 
 
@@ -226,7 +279,7 @@ def server_error(provider: str, status: int) -> Reply:
         return json_reply(status, {"error": "Bad Gateway" if status == 502 else "Server Error"})
     if provider == ABUSEIPDB:
         return _abuse(status, "Server Error")
-    if provider == INTERNETDB:
+    if provider in (INTERNETDB, OTX):
         return json_reply(status, {"detail": "Internal Server Error"})
     return json_reply(status, {"message": "Internal Server Error"})
 

@@ -11,13 +11,18 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
-from cti_assets.sandbox import data
+from cti_assets.sandbox import community, data
 from cti_assets.sandbox.faults import (
     ABUSEIPDB,
+    CROWDSEC,
     GREYNOISE,
     INTERNETDB,
+    MALWAREBAZAAR,
+    OTX,
     SECURITYTRAILS,
     SHODAN,
+    THREATFOX,
+    URLHAUS,
     VIRUSTOTAL,
     Reply,
     bad_input,
@@ -33,7 +38,14 @@ PREFIXES = {
     "abuseipdb": ABUSEIPDB,
     "greynoise": GREYNOISE,
     "securitytrails": SECURITYTRAILS,
+    "urlhaus": URLHAUS,
+    "threatfox": THREATFOX,
+    "malwarebazaar": MALWAREBAZAAR,
+    "otx": OTX,
+    "crowdsec": CROWDSEC,
 }
+_OTX_TYPES = ("IPv4", "IPv6", "domain", "hostname", "url", "file")
+_URLHAUS_ENDPOINTS = {"url": ("uh_url", "url"), "host": ("uh_host", "host")}
 _VT_COLLECTIONS = {
     "ip_addresses": ("vt_ip", "IP address"),
     "domains": ("vt_domain", "Domain"),
@@ -105,6 +117,40 @@ def parse(
             return Call(provider, "st_domain", segments[2], key)
         if segments in (["v1", "ping"], ["v1", "account", "usage"]):
             return Call(provider, f"st_{segments[-1]}", None, key)
+    else:
+        return _parse_community(provider, segments, query, headers)
+    return not_found(provider)
+
+
+def _parse_community(provider: str, segments: list[str], query: dict[str, list[str]],
+                     headers: dict[str, str]) -> Call | Reply:
+    """URLhaus, ThreatFox, MalwareBazaar (POST: the body's fields arrive in `query`), OTX and
+    CrowdSec."""
+    path = [s for s in segments if s]  # "/v1/url/" ends with an empty segment
+    if provider == URLHAUS and len(path) == 2 and path[0] == "v1":
+        key = headers.get("auth-key")
+        if path[1] in _URLHAUS_ENDPOINTS:
+            kind, name = _URLHAUS_ENDPOINTS[path[1]]
+            return Call(provider, kind, _first(query, name) or "", key)
+        if path[1] == "payload":
+            value = _first(query, "sha256_hash") or _first(query, "md5_hash") or ""
+            return Call(provider, "uh_payload", value, key,
+                        options={"md5": "md5_hash" in query})
+    if provider in (THREATFOX, MALWAREBAZAAR) and path == ["api", "v1"]:
+        key = headers.get("auth-key")
+        selector = _first(query, "query") or ""
+        if provider == THREATFOX:
+            return Call(provider, "tf_search", _first(query, "search_term") or "", key,
+                        options={"query": selector,
+                                 "exact": (_first(query, "exact_match") or "").lower() == "true"})
+        return Call(provider, "mb_info", _first(query, "hash") or "", key,
+                    options={"query": selector})
+    if provider == OTX and len(path) == 6 and path[:3] == ["api", "v1", "indicators"]:
+        if path[3] in _OTX_TYPES and path[5] == "general":
+            return Call(provider, "otx_general", path[4], headers.get("x-otx-api-key"),
+                        options={"section_type": path[3]})
+    if provider == CROWDSEC and len(path) == 3 and path[:2] == ["v2", "smoke"]:
+        return Call(provider, "cs_smoke", path[2], headers.get("x-api-key"))
     return not_found(provider)
 
 
@@ -128,7 +174,45 @@ def validate(call: Call) -> Reply | None:
         return bad_input(GREYNOISE, "Invalid parameter")
     if kind == "st_domain" and not _HOSTNAME.match(value.lower()):
         return bad_input(SECURITYTRAILS, "Invalid hostname")
+    return _validate_community(call)
+
+
+def _validate_community(call: Call) -> Reply | None:
+    value, kind = call.observable or "", call.kind
+    if kind == "uh_url" and "://" not in value:
+        return bad_input(URLHAUS, "invalid_url" if value else "no_url_provided")
+    if kind == "uh_host" and not (data.is_ip(value) or _HOSTNAME.match(value.lower())):
+        return bad_input(URLHAUS, "invalid_host")
+    if kind == "uh_payload" and len(value) not in (32, 64) or (
+            kind == "uh_payload" and not _HASH.match(value.lower())):
+        return bad_input(URLHAUS, "invalid_md5" if call.options.get("md5") else "invalid_sha256")
+    if kind == "tf_search":
+        if call.options.get("query") != "search_ioc":
+            return bad_input(THREATFOX, "unknown_query")
+        if not value.strip() or len(value) > 2048:
+            return bad_input(THREATFOX, "illegal_search_term")
+    if kind == "mb_info":
+        if call.options.get("query") != "get_info":
+            return bad_input(MALWAREBAZAAR, "illegal_query")
+        if not value:
+            return bad_input(MALWAREBAZAAR, "no_hash_provided")
+        if not _HASH.match(value.lower()):
+            return bad_input(MALWAREBAZAAR, "illegal_hash")
+    if kind == "otx_general" and not _otx_valid(str(call.options["section_type"]), value):
+        return bad_input(OTX, f"Invalid {call.options['section_type']} indicator")
+    if kind == "cs_smoke" and not data.is_ip(value):
+        return bad_input(CROWDSEC, "Invalid IP address")
     return None
+
+
+def _otx_valid(section_type: str, value: str) -> bool:
+    if section_type in ("IPv4", "IPv6"):
+        return data.is_ip(value) and (":" in value) == (section_type == "IPv6")
+    if section_type in ("domain", "hostname"):
+        return bool(_HOSTNAME.match(value.lower()))
+    if section_type == "file":
+        return bool(_HASH.match(value.lower()))
+    return "://" in value
 
 
 def _validate_abuse(call: Call) -> Reply | None:
@@ -180,7 +264,41 @@ def answer(call: Call, facts: data.Facts | None, usage: tuple[int, int] = (0, 0)
         if missing or not _is_global(value):
             return not_found(GREYNOISE, "ip")
         return json_reply(200, data.greynoise_v3_ip(value, facts, bool(call.options["quick"])))
-    return json_reply(200, data.securitytrails_domain(value.lower(), facts))
+    if kind == "st_domain":
+        return json_reply(200, data.securitytrails_domain(value.lower(), facts))
+    return _answer_community(call, facts)
+
+
+def _answer_community(call: Call, f: data.Facts) -> Reply:
+    value, kind = call.observable or "", call.kind
+    if kind == "uh_url":
+        return json_reply(200, community.urlhaus_url(value, f))
+    if kind == "uh_host":
+        return json_reply(200, community.urlhaus_host(value.lower(), f))
+    if kind == "uh_payload":
+        return json_reply(200, community.urlhaus_payload(value, f))
+    if kind == "tf_search":
+        return json_reply(200, community.threatfox_search(value, _term_kind(value), f))
+    if kind == "mb_info":
+        return json_reply(200, community.malwarebazaar_info(value, f))
+    if kind == "otx_general":
+        if f.profile == data.NOT_FOUND:
+            return not_found(OTX, "indicator")
+        return json_reply(200, community.otx_general(value, str(call.options["section_type"]),
+                                                     f))
+    if not community.crowdsec_found(f) or not _is_global(value):
+        return not_found(CROWDSEC, "ip")
+    return json_reply(200, community.crowdsec_smoke(value, f))
+
+
+def _term_kind(term: str) -> str:
+    if data.is_ip(term):
+        return "ip"
+    if "://" in term:
+        return "url"
+    if _HASH.match(term.lower()):
+        return "hash"
+    return "domain"
 
 
 def _answer_virustotal(call: Call, facts: data.Facts) -> Reply:

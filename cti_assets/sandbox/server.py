@@ -25,9 +25,12 @@ from urllib.parse import parse_qs, unquote
 
 from cti_assets.sandbox import data, routes
 from cti_assets.sandbox.faults import (
+    ABUSE_CH,
     ABUSEIPDB,
     ABUSEIPDB_DEFAULT_DAILY_LIMIT,
     CAPTIVE_PORTAL_200,
+    CROWDSEC,
+    CROWDSEC_COMMUNITY_DAILY_LIMIT,
     DELIVERY_FAULTS,
     DRIP_INTERVAL_S,
     GREYNOISE,
@@ -51,7 +54,8 @@ from cti_assets.sandbox.faults import (
 
 HANG_SECONDS = 30.0
 SECURITYTRAILS_MONTHLY_ALLOWANCE = 50
-_SECRET_HEADERS = frozenset({"x-apikey", "key", "apikey", "authorization"})
+_SECRET_HEADERS = frozenset({"x-apikey", "key", "apikey", "authorization", "auth-key",
+                             "x-otx-api-key", "x-api-key"})
 _SECRET_PARAMS = frozenset({"key", "apikey"})
 BASE_URL_PATHS = {
     "VIRUSTOTAL_BASE_URL": "/virustotal/api/v3",
@@ -60,6 +64,11 @@ BASE_URL_PATHS = {
     "ABUSEIPDB_BASE_URL": "/abuseipdb/api/v2",
     "GREYNOISE_BASE_URL": "/greynoise",
     "SECURITYTRAILS_BASE_URL": "/securitytrails/v1",
+    "URLHAUS_BASE_URL": "/urlhaus/v1",
+    "THREATFOX_BASE_URL": "/threatfox/api/v1",
+    "MALWAREBAZAAR_BASE_URL": "/malwarebazaar/api/v1",
+    "OTX_BASE_URL": "/otx/api/v1",
+    "CROWDSEC_BASE_URL": "/crowdsec/v2",
 }
 
 
@@ -88,8 +97,13 @@ class RequestRecord:
 
 
 class ProviderSandbox:
-    """Local stand-in for VirusTotal, Shodan, InternetDB, AbuseIPDB, GreyNoise and
-    SecurityTrails. Use as `with ProviderSandbox() as sb:` or start()/stop()."""
+    """Local stand-in for VirusTotal, Shodan, InternetDB, AbuseIPDB, GreyNoise, SecurityTrails,
+    URLhaus, ThreatFox, MalwareBazaar, OTX and CrowdSec. Use as `with ProviderSandbox() as sb:`
+    or start()/stop().
+
+    Dates in answers are days before `anchor` (default: the start of the UTC hour the sandbox
+    was made in), so reports look as old to a run today as they would from the real provider,
+    and stay the same for the sandbox's whole life."""
 
     def __init__(
         self,
@@ -102,8 +116,10 @@ class ProviderSandbox:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        anchor: int | None = None,
     ) -> None:
         self.host = host
+        self.anchor = data.anchor_for(wall_clock()) if anchor is None else int(anchor)
         self.port = port
         self.seed = seed
         self._latency_s: dict[str | None, float] = {None: latency_ms / 1000.0}
@@ -304,7 +320,7 @@ class ProviderSandbox:
     def _facts(self, value: str) -> data.Facts:
         with self._lock:
             forced = self._profiles.get(data.normalise(value))
-        return data.facts_for(value, self.seed, forced)
+        return data.facts_for(value, self.seed, forced, self.anchor)
 
     def _wait_latency(self, provider: str) -> None:
         delay = self._latency_s.get(provider, self._latency_s[None])
@@ -332,7 +348,8 @@ class ProviderSandbox:
         return self._quota_reply(provider, community)
 
     def _quota_limit(self, provider: str, community: bool) -> int:
-        default = {ABUSEIPDB: ABUSEIPDB_DEFAULT_DAILY_LIMIT}.get(provider, 0)
+        default = {ABUSEIPDB: ABUSEIPDB_DEFAULT_DAILY_LIMIT,
+                   CROWDSEC: CROWDSEC_COMMUNITY_DAILY_LIMIT}.get(provider, 0)
         if provider == GREYNOISE and community:
             default = GREYNOISE_COMMUNITY_DAILY_LIMIT
         return self._quota.limit(provider, default) or default
@@ -414,6 +431,20 @@ class ProviderSandbox:
         return json_reply(404, {"error": f"no admin endpoint {method} /_sandbox/{action}"})
 
 
+def _body_fields(body: bytes, headers: dict[str, str]) -> dict[str, list[str]]:
+    """A POST body's fields as parse_qs gives a query: a form, or a JSON object (abuse.ch)."""
+    if "json" in headers.get("content-type", ""):
+        try:
+            payload = json.loads(body or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            return {}
+        if not isinstance(payload, dict):
+            return {}
+        return {str(k): [str(v).lower() if isinstance(v, bool) else str(v)]
+                for k, v in payload.items()}
+    return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256
@@ -488,11 +519,12 @@ class _Handler(BaseHTTPRequestHandler):
         sandbox._wait_latency(provider)
         if provider == "unknown":
             reply = json_reply(404, {"error": f"no provider at /{prefix}"})
-        elif method != "GET":
+        elif method != ("POST" if provider in ABUSE_CH else "GET"):
             reply = routes.not_found(provider)
         else:
             segments = [unquote(s) for s in raw_segments[1:]]
-            reply = sandbox._respond(provider, segments, query, headers, record)
+            fields = query | _body_fields(body, headers) if method == "POST" else query
+            reply = sandbox._respond(provider, segments, fields, headers, record)
             wants_json = "application/json" in headers.get("accept", "")
             if provider == ABUSEIPDB and reply.status >= 400 and not wants_json:
                 if reply.content_type == "application/json" and not reply.hang:
@@ -514,7 +546,8 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.delivery == "slow_drip":
             record.status = 200
             segments = [unquote(s) for s in raw_segments[1:]]
-            self._drip(sandbox._respond(provider, segments, query, headers, record,
+            fields = query | _body_fields(body, headers) if method == "POST" else query
+            self._drip(sandbox._respond(provider, segments, fields, headers, record,
                                         take_fault=False))
             record.ended = time.monotonic()
             return

@@ -2,10 +2,11 @@
 
 Three paths make a link: a relationship in the source ("direct"), an indicator based on the
 observable ("indicator"), or a provider naming a known entity ("provider_name": the GreyNoise
-actor name, VirusTotal threat names and tags). Provider names match entity names and aliases
-only exactly after normalisation (case, spaces and punctuation ignored), and VirusTotal labels
-such as "trojan.emotet/abc" are also tried segment by segment; there is no substring matching,
-so "not-emotet-ish" never matches "Emotet".
+actor name, VirusTotal threat names and tags, ThreatFox and URLhaus families and tags,
+MalwareBazaar signatures, OTX malware families and adversaries). Provider names match entity
+names and aliases only exactly after normalisation (case, spaces and punctuation ignored), and
+VirusTotal labels such as "trojan.emotet/abc" are also tried segment by segment; there is no
+substring matching, so "not-emotet-ish" never matches "Emotet".
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cti_assets.providers.base import GREYNOISE, VIRUSTOTAL
+from cti_assets.providers.base import (
+    GREYNOISE,
+    MALWAREBAZAAR,
+    OTX,
+    THREATFOX,
+    URLHAUS,
+    VIRUSTOTAL,
+)
 from cti_assets.providers.fields import column
 from cti_assets.sources.base import ThreatEntity, ThreatLink
 
@@ -41,6 +49,14 @@ NAME_SOURCES: tuple[tuple[str, str], ...] = (
     (GREYNOISE, "name"),
     (VIRUSTOTAL, "threat_names"),
     (VIRUSTOTAL, "tags"),
+    (THREATFOX, "malware"),
+    (THREATFOX, "malware_aliases"),
+    (URLHAUS, "signatures"),
+    (URLHAUS, "tags"),
+    (MALWAREBAZAAR, "signature"),
+    (MALWAREBAZAAR, "tags"),
+    (OTX, "malware_families"),
+    (OTX, "adversaries"),
 )
 
 # Label segments too generic to name an entity on their own.

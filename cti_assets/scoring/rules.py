@@ -25,11 +25,16 @@ import pyarrow.compute as pc
 from cti_assets.providers import names
 from cti_assets.providers.base import (
     ABUSEIPDB,
+    CROWDSEC,
     GREYNOISE,
     INTERNETDB,
+    MALWAREBAZAAR,
     NETWORK_CONTEXT,
+    OTX,
     SECURITYTRAILS,
     SHODAN,
+    THREATFOX,
+    URLHAUS,
     VIRUSTOTAL,
 )
 from cti_assets.providers.fields import column
@@ -42,7 +47,7 @@ from cti_assets.scoring.text import (
     where,
 )
 from cti_assets.scoring.view import PROVIDER_LABELS, View
-from cti_assets.scoring.weights import REGISTRATION, ScoringWeights
+from cti_assets.scoring.weights import ABUSE_CH, REGISTRATION, ScoringWeights
 
 MALICIOUS_KIND, BENIGN_KIND = "malicious", "benign"
 SHARED_KIND = "shared"  # caps the score like a benign rule, but vouches for nothing
@@ -171,6 +176,38 @@ RULES: tuple[RuleSpec, ...] = (
     RuleSpec("label", LABEL_KIND, (ABUSEIPDB, GREYNOISE, VIRUSTOTAL, SHODAN, INTERNETDB),
              ("is_tor", "noise", "tags"), (),
              "Tor exit, anonymiser, scanner, cloud, CDN: shown, never scored"),
+    # The community and abuse.ch sources (issue 19); abuse.ch's three lists are one witness.
+    RuleSpec("urlhaus_listed", MALICIOUS_KIND, (URLHAUS,),
+             ("url_status", "online_url_count", "url_count", "signatures"),
+             ("urlhaus_url_online_weight", "urlhaus_url_offline_weight",
+              "urlhaus_host_online_weight", "urlhaus_host_offline_weight",
+              "urlhaus_payload_weight"),
+             "URLhaus lists the URL (online or taken down), malware URLs on the host, or the "
+             "file as a payload it downloaded", witness=ABUSE_CH),
+    RuleSpec("threatfox_ioc", MALICIOUS_KIND, (THREATFOX,),
+             ("max_confidence", "threat_types", "malware", "last_seen"),
+             ("threatfox_weight", "threatfox_half_life_days"),
+             "a ThreatFox IOC (botnet C2, payload delivery, payload): confidence_level / 100, "
+             "halved every threatfox_half_life_days since last seen", witness=ABUSE_CH),
+    RuleSpec("malwarebazaar_sample", MALICIOUS_KIND, (MALWAREBAZAAR,), ("signature",),
+             ("malwarebazaar_signature_weight", "malwarebazaar_weight"),
+             "a MalwareBazaar sample (with its family when it has one)", witness=ABUSE_CH),
+    RuleSpec("otx_pulses", MALICIOUS_KIND, (OTX,),
+             ("pulse_count", "malware_families", "adversaries", "latest_pulse", "whitelisted"),
+             ("otx_pulse_weight", "otx_pulses_full", "otx_named_weight", "otx_stale_days"),
+             "OTX pulses listing it (log scale), or naming a family or adversary; half when "
+             "the latest pulse is stale; never when OTX's validation vouches for it"),
+    RuleSpec("crowdsec_reputation", MALICIOUS_KIND, (CROWDSEC,), ("reputation", "behaviors"),
+             ("crowdsec_malicious_weight", "crowdsec_suspicious_weight"),
+             "CrowdSec reputation malicious or suspicious (its behaviours shown)"),
+    RuleSpec("otx_whitelisted", BENIGN_KIND, (OTX,), ("whitelisted", "validation"),
+             ("otx_whitelisted_cap",), "OTX validation: whitelisted or a popular name"),
+    RuleSpec("crowdsec_safe", BENIGN_KIND, (CROWDSEC,), ("reputation",), ("crowdsec_safe_cap",),
+             "CrowdSec reputation safe (a known benign service)"),
+    RuleSpec("crowdsec_false_positive", SHARED_KIND, (CROWDSEC,), ("false_positives",),
+             ("shared_infra_cap",),
+             "CrowdSec false-positive category (CDN, crawler, ...): at most suspicious unless "
+             "another provider corroborates"),
 )
 RULE_NAMES = tuple(spec.name for spec in RULES)
 _SPECS = {spec.name: spec for spec in RULES}
@@ -552,8 +589,134 @@ def _securitytrails(v: View, w: ScoringWeights) -> list[Hit]:
     ]
 
 
+def _urlhaus(v: View, w: ScoringWeights) -> list[Hit]:
+    p = URLHAUS
+    if not v.has(p, "url_status"):
+        return []
+    ok = v.ok(p)
+    is_url, is_file = v.equals("entity_type", "Url") & ok, v.equals("entity_type", "StixFile") & ok
+    is_host = ok & ~is_url & ~is_file
+    status = v.text(p, "url_status")
+    online = np.nan_to_num(v.num(p, "online_url_count"))
+    count = np.nan_to_num(v.num(p, "url_count"))
+    _, family = _first_item(v, p, "signatures", lambda s: s.notna())
+    url_online = is_url & (status == "online")
+    host_listed = is_host & (count > 0)
+    amount = np.select(
+        [url_online, is_url, host_listed & (online > 0), host_listed, is_file],
+        [w.urlhaus_url_online_weight, w.urlhaus_url_offline_weight, w.urlhaus_host_online_weight,
+         w.urlhaus_host_offline_weight, w.urlhaus_payload_weight], 0.0)
+
+    def phrase(r: np.ndarray) -> pa.Array:
+        named = pd.notna(family[r])
+        what = np.select([is_url[r], is_file[r]], ["URLhaus: malware URL ", "URLhaus: payload "],
+                         "URLhaus: ").astype(object)
+        state = where(is_url[r], cat(np.where(pd.isna(status[r]), "listed", status[r]).astype(
+            object)), where(is_file[r], "served by malware URLs", cat(
+                ints(count[r]), _plural(count[r], " malware URL", " malware URLs"),
+                " on this host (", ints(online[r]), " online)")))
+        return cat(what, state, where(named, cat(" (", np.where(named, family[r], ""
+                                                                ).astype(object), ")"), ""))
+
+    return [_hit("urlhaus_listed", p, "url_status", amount > 0, amount,
+                 lambda r: json_text(np.where(is_url[r], status[r], count[r])), phrase)]
+
+
+def _threatfox(v: View, w: ScoringWeights) -> list[Hit]:
+    p = THREATFOX
+    if not v.has(p, "max_confidence"):
+        return []
+    confidence = v.num(p, "max_confidence")
+    listed = v.ok(p) & (np.nan_to_num(v.num(p, "ioc_count")) > 0)
+    age = _age_days(v, p, "last_seen", rows=listed)
+    decay = np.where(np.isnan(age), 1.0, 0.5 ** (np.maximum(age, 0) / w.threatfox_half_life_days))
+    level = np.where(np.isnan(confidence), 50, confidence)
+    amount = np.where(listed, w.threatfox_weight * np.clip(level / 100, 0, 1) * decay, 0.0)
+    _, threat = _first_item(v, p, "threat_types", lambda s: s.notna())
+    _, malware = _first_item(v, p, "malware", lambda s: s.notna())
+
+    def phrase(r: np.ndarray) -> pa.Array:
+        named = pd.notna(malware[r])
+        return cat("ThreatFox: ", np.where(pd.isna(threat[r]), "IOC", threat[r]).astype(object),
+                   where(named, cat(" of ", np.where(named, malware[r], "").astype(object)), ""),
+                   " (confidence ", ints(level[r]), ")")
+
+    return [_hit("threatfox_ioc", p, "max_confidence", amount > 0, amount,
+                 lambda r: ints(level[r]), phrase)]
+
+
+def _malwarebazaar(v: View, w: ScoringWeights) -> list[Hit]:
+    p = MALWAREBAZAAR
+    if not v.has(p, "signature"):
+        return []
+    ok = v.ok(p)
+    signature = v.text(p, "signature")
+    named = ok & ~pd.isna(signature)
+    amount = np.where(named, w.malwarebazaar_signature_weight,
+                      np.where(ok, w.malwarebazaar_weight, 0.0))
+    return [_hit("malwarebazaar_sample", p, "signature", amount > 0, amount,
+                 lambda r: json_text(signature[r]),
+                 lambda r: where(named[r], cat("MalwareBazaar: sample of ", np.where(
+                     named[r], signature[r], "").astype(object)),
+                     "MalwareBazaar: known malware sample"))]
+
+
+def _otx(v: View, w: ScoringWeights) -> list[Hit]:
+    p = OTX
+    if not v.has(p, "pulse_count"):
+        return []
+    count = np.nan_to_num(v.num(p, "pulse_count"))
+    whitelisted = v.flag(p, "whitelisted")
+    family_named, family = _first_item(v, p, "malware_families", lambda s: s.notna())
+    actor_named, actor = _first_item(v, p, "adversaries", lambda s: s.notna())
+    listed = (count > 0) & ~whitelisted
+    age = _age_days(v, p, "latest_pulse", rows=listed)
+    stale = np.where(np.isnan(age), 1.0, np.where(age > w.otx_stale_days, 0.5, 1.0))
+    by_count = w.otx_pulse_weight * np.minimum(1, np.log1p(count) / np.log1p(w.otx_pulses_full))
+    named = family_named | actor_named
+    amount = np.where(listed, np.maximum(by_count, np.where(named, w.otx_named_weight, 0)) * stale,
+                      0.0)
+    name = np.where(actor_named, actor, family)
+
+    def phrase(r: np.ndarray) -> pa.Array:
+        return cat("OTX: ", ints(count[r]), _plural(count[r], " pulse", " pulses"),
+                   where(named[r], cat(" naming ", np.where(named[r], name[r], "").astype(object)),
+                         ""))
+
+    validation_named, check = _first_item(v, p, "validation", lambda s: s.notna())
+    return [
+        _hit("otx_pulses", p, "pulse_count", amount > 0, amount, lambda r: ints(count[r]), phrase),
+        _hit("otx_whitelisted", p, "whitelisted", whitelisted, w.otx_whitelisted_cap, "true",
+             lambda r: cat("OTX validation: ", np.where(validation_named[r], check[r],
+                                                        "whitelisted").astype(object))),
+    ]
+
+
+def _crowdsec(v: View, w: ScoringWeights) -> list[Hit]:
+    p = CROWDSEC
+    if not v.has(p, "reputation"):
+        return []
+    reputation = v.text(p, "reputation")
+    weight = np.select([reputation == "malicious", reputation == "suspicious"],
+                       [w.crowdsec_malicious_weight, w.crowdsec_suspicious_weight], 0.0)
+    behaved, behavior = _first_item(v, p, "behaviors", lambda s: s.notna())
+    flagged, category = _first_item(v, p, "false_positives", lambda s: s.notna())
+    return [
+        _hit("crowdsec_reputation", p, "reputation", weight > 0, weight,
+             lambda r: json_text(reputation[r]),
+             lambda r: cat("CrowdSec reputation ", reputation[r],
+                           where(behaved[r], cat(" (", np.where(behaved[r], behavior[r], ""
+                                                               ).astype(object), ")"), ""))),
+        _hit("crowdsec_safe", p, "reputation", reputation == "safe", w.crowdsec_safe_cap,
+             '"safe"', "CrowdSec reputation safe"),
+        _hit("crowdsec_false_positive", p, "false_positives", flagged, w.shared_infra_cap,
+             lambda r: json_text(category[r]),
+             lambda r: cat("CrowdSec false positive ", json_text(category[r]))),
+    ]
+
+
 _RULE_FUNCTIONS = (_virustotal, _abuseipdb, _greynoise, _shodan, _network_context,
-                   _securitytrails)
+                   _securitytrails, _urlhaus, _threatfox, _malwarebazaar, _otx, _crowdsec)
 
 
 def _fetched_seconds(v: View, provider: str) -> np.ndarray:

@@ -13,34 +13,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cti_assets.providers.base import (
-    ABUSEIPDB,
     ALL_PROVIDERS,
-    GREYNOISE,
-    INTERNETDB,
     NETWORK_CONTEXT,
     NOT_FOUND,
     OK,
-    SECURITYTRAILS,
-    SHODAN,
+    PROVIDER_LABELS,
     SKIP_OUT_OF_SCOPE,
     SKIPPED,
-    VIRUSTOTAL,
 )
 from cti_assets.providers.fields import PROVIDER_SCOPE, column
 from cti_assets.scoring.text import LARGE, const, join_rows
 from cti_assets.tables import OBSERVABLE_OK, OBSERVABLE_SKIPPED
 
 T = TypeVar("T")
-
-PROVIDER_LABELS = {
-    VIRUSTOTAL: "VirusTotal",
-    ABUSEIPDB: "AbuseIPDB",
-    GREYNOISE: "GreyNoise",
-    SHODAN: "Shodan",
-    INTERNETDB: "Shodan InternetDB",
-    SECURITYTRAILS: "SecurityTrails",
-    NETWORK_CONTEXT: "network context",
-}
 
 
 class View:

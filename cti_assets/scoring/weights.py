@@ -10,15 +10,23 @@ from typing import Any
 
 from cti_assets.providers.base import (
     ABUSEIPDB,
+    CROWDSEC,
     GREYNOISE,
     INTERNETDB,
+    MALWAREBAZAAR,
     NETWORK_CONTEXT,
+    OTX,
     SECURITYTRAILS,
     SHODAN,
+    THREATFOX,
+    URLHAUS,
     VIRUSTOTAL,
 )
 
 REGISTRATION = "registration"  # a name's registration age: a witness apart from VT's engines
+# URLhaus, ThreatFox and MalwareBazaar are one curator's lists, fed by the same reporters: they
+# testify once together, never as three independent providers.
+ABUSE_CH = "abuse.ch"
 
 
 @dataclass
@@ -98,6 +106,30 @@ class ScoringWeights:
     st_new_domain_days: int = 30  # first seen at most this many days before the lookup
     st_top_rank_max: int = 10_000
     st_top_rank_cap: float = 30
+    # URLhaus (witness abuse.ch)
+    urlhaus_url_online_weight: float = 0.85  # the URL serves malware now
+    urlhaus_url_offline_weight: float = 0.60  # it did; taken down since
+    # a host serving malware URLs: often a hacked site or a shared platform (GitHub, Discord's
+    # CDN), so alone it stays below what lifts a benign cap with one other witness
+    urlhaus_host_online_weight: float = 0.40
+    urlhaus_host_offline_weight: float = 0.20  # a host that served some once
+    urlhaus_payload_weight: float = 0.90  # a file URLhaus downloaded from a malware URL
+    # ThreatFox (witness abuse.ch): confidence_level / 100, halved every half-life since seen
+    threatfox_weight: float = 0.90
+    threatfox_half_life_days: float = 90
+    # MalwareBazaar (witness abuse.ch)
+    malwarebazaar_signature_weight: float = 0.95  # a sample with a family
+    malwarebazaar_weight: float = 0.80  # a sample without one
+    # AlienVault OTX: pulses are community lists, noisy; OTX validation vouches
+    otx_pulse_weight: float = 0.45  # p at otx_pulses_full pulses (log scale: 1 pulse -> 0.13)
+    otx_pulses_full: int = 10
+    otx_named_weight: float = 0.35  # pulses naming a malware family or an adversary
+    otx_stale_days: int = 365  # latest pulse older than this: the evidence counts half
+    otx_whitelisted_cap: float = 20  # OTX validation (whitelist, popular name)
+    # CrowdSec CTI
+    crowdsec_malicious_weight: float = 0.75
+    crowdsec_suspicious_weight: float = 0.35
+    crowdsec_safe_cap: float = 15  # reputation "safe": a known benign service
     # Popular and shared infrastructure (cti_assets/data/infrastructure.json)
     popular_rank_max: int = 1_000  # best VirusTotal popularity rank at most this...
     popular_cap: float = 15  # ...or a shipped popular name: the score stays at most this
@@ -112,6 +144,7 @@ class ScoringWeights:
         default_factory=lambda: {
             VIRUSTOTAL: 0.95, ABUSEIPDB: 0.90, GREYNOISE: 0.60, SHODAN: 0.60,
             NETWORK_CONTEXT: 0.50, REGISTRATION: 0.45, SECURITYTRAILS: 0.20,
+            ABUSE_CH: 0.95, OTX: 0.60, CROWDSEC: 0.80,
         }
     )  # the most one provider's signals together may claim
     lift_min_witnesses: int = 2  # independent providers needed to lift a benign cap...
@@ -126,6 +159,7 @@ class ScoringWeights:
         default_factory=lambda: {
             VIRUSTOTAL: 30, ABUSEIPDB: 25, GREYNOISE: 20, SHODAN: 10, INTERNETDB: 8,
             SECURITYTRAILS: 5, NETWORK_CONTEXT: 5,
+            URLHAUS: 8, THREATFOX: 8, MALWAREBAZAAR: 8, OTX: 6, CROWDSEC: 12,
         }
     )
     not_found_credit: float = 0.5  # "never seen" is an answer, a weaker one

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from cti_assets.cli import demo
+
 # Variables that would send the commands somewhere other than the test's data directory.
 LEAKY_VARS = (
     "DAGSTER_HOME",
@@ -13,7 +15,7 @@ LEAKY_VARS = (
     "CTI_RATELIMIT_REDIS_URL",
     "CTI_UNMARKED_TLP",
 )
-KEYED_PROVIDERS = ("VIRUSTOTAL", "SHODAN", "ABUSEIPDB", "GREYNOISE", "SECURITYTRAILS")
+KEYED_PROVIDERS = demo.KEYED_PROVIDERS  # every provider's key prefix, from its settings
 GENEROUS_LIMITS = {
     "VIRUSTOTAL_PER_MINUTE": "6000",
     "VIRUSTOTAL_PER_DAY": "100000",

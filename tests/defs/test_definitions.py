@@ -4,32 +4,17 @@ import dagster as dg
 
 from cti_assets.definitions import defs
 
+CHEAP = {"network_context_lookups", "shodan_internetdb_lookups", "greynoise_lookups",
+         "abuseipdb_lookups", "urlhaus_lookups", "threatfox_lookups", "malwarebazaar_lookups",
+         "otx_lookups"}
+EXPENSIVE = {"virustotal_lookups", "securitytrails_lookups", "shodan_lookups",
+             "crowdsec_lookups"}
 EXPECTED_PARENTS = {
     "observables": set(),
-    "network_context_lookups": {"observables"},
-    "shodan_internetdb_lookups": {"observables"},
-    "greynoise_lookups": {"observables"},
-    "abuseipdb_lookups": {"observables"},
-    "lookup_triage": {
-        "observables",
-        "network_context_lookups",
-        "shodan_internetdb_lookups",
-        "greynoise_lookups",
-        "abuseipdb_lookups",
-    },
-    "virustotal_lookups": {"observables", "lookup_triage"},
-    "securitytrails_lookups": {"observables", "lookup_triage"},
-    "shodan_lookups": {"observables", "lookup_triage"},
-    "merged_enrichment": {
-        "observables",
-        "network_context_lookups",
-        "shodan_internetdb_lookups",
-        "greynoise_lookups",
-        "abuseipdb_lookups",
-        "virustotal_lookups",
-        "securitytrails_lookups",
-        "shodan_lookups",
-    },
+    **{name: {"observables"} for name in CHEAP},
+    "lookup_triage": {"observables", *CHEAP},
+    **{name: {"observables", "lookup_triage"} for name in EXPENSIVE},
+    "merged_enrichment": {"observables", *CHEAP, *EXPENSIVE},
     "threat_context": {"observables", "merged_enrichment"},
     "observable_scores": {"merged_enrichment", "threat_context"},
     "opencti_writeback": {"observable_scores", "threat_context", "observables",
@@ -52,7 +37,8 @@ def test_asset_graph_is_cheap_then_triage_then_expensive():
 
 def test_every_provider_asset_has_its_own_pool():
     graph = defs.resolve_asset_graph()
-    for provider in ("virustotal", "shodan", "securitytrails", "greynoise", "abuseipdb"):
+    for provider in ("virustotal", "shodan", "securitytrails", "greynoise", "abuseipdb",
+                     "urlhaus", "threatfox", "malwarebazaar", "otx", "crowdsec"):
         node = graph.get(dg.AssetKey(f"{provider}_lookups"))
         assert node.pools == {provider}
 

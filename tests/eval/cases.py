@@ -13,10 +13,15 @@ from dataclasses import dataclass
 
 from cti_assets.providers.base import (
     ABUSEIPDB,
+    CROWDSEC,
     GREYNOISE,
     INTERNETDB,
+    MALWAREBAZAAR,
+    OTX,
     SECURITYTRAILS,
     SHODAN,
+    THREATFOX,
+    URLHAUS,
     VIRUSTOTAL,
 )
 from tests.eval.answers import (
@@ -33,6 +38,19 @@ from tests.eval.answers import (
     vt_ip,
     vt_not_found,
     vt_url,
+)
+from tests.eval.community_answers import (
+    bazaar,
+    bazaar_none,
+    crowdsec,
+    crowdsec_none,
+    otx,
+    threatfox,
+    threatfox_none,
+    urlhaus_host,
+    urlhaus_none,
+    urlhaus_payload,
+    urlhaus_url,
 )
 
 BENIGN_INFRA, FRESH_MALICIOUS, OTHER = "benign infrastructure", "fresh malicious", "other"
@@ -62,7 +80,8 @@ def _ip(name, value, verdict, why, group=OTHER, score=None, **answers) -> Case:
 
 def _providers(answers: dict[str, Http]) -> dict[str, Http]:
     names = {"vt": VIRUSTOTAL, "abuse": ABUSEIPDB, "gn": GREYNOISE, "idb": INTERNETDB,
-             "shodan": SHODAN, "st": SECURITYTRAILS}
+             "shodan": SHODAN, "st": SECURITYTRAILS, "uh": URLHAUS, "tf": THREATFOX,
+             "mb": MALWAREBAZAAR, "otx": OTX, "cs": CROWDSEC}
     return {names[key]: answer for key, answer in answers.items()}
 
 
@@ -79,6 +98,9 @@ SHA = {
     "generic": "1b2c3d4e5f60718293a4b5c6d7e8f90112233445566778899aabbccddeeff0011",
     "unknown": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
     "asyncrat": "7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b",
+    "heodo": "2f9c1b7e4a3d6f0e8c5b2a9d7f4e1c3b6a8d0f2e5c7b9a1d3f6e8c0b2a4d6f8e",
+    "agenttesla-fresh": "6d1e8c3b5a7f9e2d4c6b8a0f1e3d5c7b9a2f4e6d8c0b1a3f5e7d9c2b4a6f8e0d",
+    "nothing-known": "8e2c4a6f1d3b5e7c9a0f2d4b6e8c1a3f5d7b9e0c2a4f6d8b1e3c5a7f9d0b2e4c",
 }
 
 CASES: tuple[Case, ...] = (
@@ -473,4 +495,149 @@ CASES: tuple[Case, ...] = (
           vt=vt_file(SHA["generic"], 2, label="trojan.generic")),
     _name("file-not-found", SHA["unknown"], "unknown", "a hash VirusTotal never saw",
           entity_type="StixFile", vt=vt_not_found("file", SHA["unknown"])),
+    # --- Issue 19: URLhaus, ThreatFox, MalwareBazaar, OTX, CrowdSec ------------------------------
+    # ThreatFox lists it as a QakBot C2 (confidence 100, seen yesterday); CrowdSec's agents see it
+    # attacking; OTX pulses name QakBot: three independent witnesses (abuse.ch, CrowdSec, OTX).
+    _ip("qakbot-c2-threatfox", "94.232.249.106", "malicious",
+        "QakBot botnet C2 on a bulletproof VPS: ThreatFox confidence 100 seen yesterday, "
+        "CrowdSec malicious, four OTX pulses naming QakBot", FRESH_MALICIOUS, score=(85, 100),
+        tf=threatfox("94.232.249.106:443", ioc_type="ip:port", threat_type="botnet_cc",
+                     malware="win.qakbot", printable="QakBot", alias="Qbot,Quakbot",
+                     confidence=100, first_days_ago=3, last_days_ago=1, tags=["QakBot", "c2"]),
+        cs=crowdsec("94.232.249.106", reputation="malicious",
+                    behaviors=["http:exploit", "tcp:scan"], threat=4),
+        otx=otx("94.232.249.106", "IPv4", pulses=[{"families": ["QakBot"], "days_ago": d}
+                                                  for d in (1, 2, 5, 9)]),
+        abuse=abuse("94.232.249.106", 0), gn=gn_community_not_found("94.232.249.106")),
+    # A fresh Cobalt Strike team server: nobody reports it to AbuseIPDB (it does not scan),
+    # but ThreatFox (75) and two OTX pulses naming Cobalt Strike agree: two witnesses.
+    _ip("cobalt-strike-teamserver", "45.137.21.9", "malicious",
+        "Cobalt Strike team server: ThreatFox botnet_cc confidence 75 five days ago, two OTX "
+        "pulses naming Cobalt Strike; silent on AbuseIPDB and GreyNoise as C2s are",
+        FRESH_MALICIOUS,
+        tf=threatfox("45.137.21.9:8443", ioc_type="ip:port", threat_type="botnet_cc",
+                     malware="win.cobalt_strike", printable="Cobalt Strike",
+                     alias="Agentemis,BEACON,CobaltStrike", confidence=75, first_days_ago=5),
+        otx=otx("45.137.21.9", "IPv4", pulses=[{"families": ["Cobalt Strike"], "days_ago": 4},
+                                               {"families": ["Cobalt Strike"], "days_ago": 5}]),
+        abuse=abuse("45.137.21.9", 0), gn=gn_community_not_found("45.137.21.9"),
+        cs=crowdsec_none()),
+    # CrowdSec's bouncers and AbuseIPDB's reporters both see the SSH brute force: two witnesses.
+    _ip("ssh-bruteforcer-crowdsec", "61.177.172.140", "malicious",
+        "SSH brute forcer: CrowdSec malicious (ssh:bruteforce), AbuseIPDB 100 from 300 users",
+        FRESH_MALICIOUS,
+        cs=crowdsec("61.177.172.140", reputation="malicious", behaviors=["ssh:bruteforce"],
+                    threat=5),
+        abuse=abuse("61.177.172.140", 100, reports=1900, users=300, last_days_ago=0.2,
+                    categories=[[18, 22]], usage="Fixed Line ISP")),
+    # CrowdSec alone calls it suspicious (an HTTP scanner): one witness, a weak one.
+    _ip("crowdsec-suspicious-scanner", "103.145.13.88", "unknown",
+        "only CrowdSec, suspicious for HTTP scanning: one weak witness is not enough",
+        score=(0, 39),
+        cs=crowdsec("103.145.13.88", reputation="suspicious", behaviors=["http:scan"], threat=2),
+        abuse=abuse("103.145.13.88", 0), tf=threatfox_none()),
+    # Google's resolver sits in hundreds of OTX pulses (malware resolves through it); OTX itself
+    # whitelists it, CrowdSec says safe, AbuseIPDB whitelists it: nothing malicious may stand.
+    _ip("google-dns-in-otx-pulses", "8.8.4.4", "benign",
+        "Google Public DNS in 40 OTX pulses listing lookups of malware: OTX's own validation "
+        "whitelists it, CrowdSec calls it safe (false positive: public DNS)", BENIGN_INFRA,
+        otx=otx("8.8.4.4", "IPv4", whitelisted="Whitelisted indicator",
+                pulses=[{"families": ["Emotet"], "days_ago": d} for d in range(1, 41)]),
+        cs=crowdsec("8.8.4.4", reputation="safe", false_positives=["public_dns:google"]),
+        abuse=abuse("8.8.4.4", 0, reports=21, users=9, last_days_ago=2, categories=[[14]],
+                    whitelisted=True, usage="Content Delivery Network"),
+        tf=threatfox_none()),
+    # A Cloudflare anycast address: five OTX pulses (phishing behind Cloudflare) but CrowdSec's
+    # false-positive list names the CDN: shared infrastructure, never malicious on one witness.
+    _ip("cloudflare-anycast-otx", "104.21.45.12", "unknown",
+        "Cloudflare anycast address fronting many sites, some phishing: five OTX pulses, "
+        "CrowdSec known with false positive cdn:cloudflare", BENIGN_INFRA, score=(0, 39),
+        otx=otx("104.21.45.12", "IPv4", pulses=[{"name": "Phishing kit", "days_ago": d}
+                                                for d in (3, 8, 20, 40, 60)]),
+        cs=crowdsec("104.21.45.12", reputation="known", false_positives=["cdn:cloudflare"]),
+        abuse=abuse("104.21.45.12", 0, usage="Content Delivery Network")),
+    # Mozi payload URL online on an infected router: URLhaus online (tags mozi, elf) and the
+    # offline context (bare IP host, high port, payload path) agree.
+    _name("mozi-url-online", "http://182.117.29.54:45123/i", "malicious",
+          "Mozi botnet payload served right now from an infected router (URLhaus online, "
+          "signature Mozi)", FRESH_MALICIOUS, entity_type="Url",
+          uh=urlhaus_url("http://182.117.29.54:45123/i", status="online",
+                         tags=["32-bit", "elf", "mips", "Mozi"], signature="Mozi",
+                         file_type="elf", added_days_ago=0.5),
+          tf=threatfox_none()),
+    # Emotet document URL on a hacked site, taken down months ago: URLhaus offline alone.
+    _name("emotet-url-offline", "https://shop.bakery-hansen.de/wp-content/uploads/inv_0472.doc",
+          "suspicious", "Emotet maldoc URL taken down eight months ago: URLhaus offline only; "
+          "the shop still exists", entity_type="Url",
+          uh=urlhaus_url("https://shop.bakery-hansen.de/wp-content/uploads/inv_0472.doc",
+                         status="offline", tags=["doc", "emotet", "epoch4"], signature="Heodo",
+                         file_type="doc", added_days_ago=240),
+          vt=vt_url("https://shop.bakery-hansen.de/wp-content/uploads/inv_0472.doc", 2,
+                    first_submitted_days_ago=240)),
+    # GitHub's raw content host carries hundreds of malware URLs in URLhaus (some online) and
+    # OTX pulses: it is where malware is stored, not what is malicious. URLhaus (abused host)
+    # and OTX together do not reach what lifts the popularity cap.
+    _name("github-raw-in-urlhaus", "raw.githubusercontent.com", "benign",
+          "GitHub raw content: URLhaus lists 900 URLs on it (12 online), OTX pulses too; a "
+          "popular shared host, never malicious", BENIGN_INFRA, entity_type="Hostname",
+          uh=urlhaus_host("raw.githubusercontent.com", online=12, offline=40, url_count=900,
+                          tags=["exe", "AsyncRAT"], first_days_ago=1500),
+          otx=otx("raw.githubusercontent.com", "hostname",
+                  pulses=[{"families": ["AsyncRAT"], "days_ago": d} for d in (2, 9, 30)]),
+          vt=vt_domain("raw.githubusercontent.com", 1, harmless=66,
+                       ranks={"Cisco Umbrella": 310})),
+    # A small business site hacked once: two URLhaus URLs, both offline; VirusTotal clean.
+    _name("cleaned-wordpress-host", "hansen-elektro.de", "unknown",
+          "a plumber's WordPress site that served two payloads a year ago, cleaned since "
+          "(URLhaus offline only, VirusTotal clean)",
+          uh=urlhaus_host("hansen-elektro.de", online=0, offline=2, first_days_ago=380),
+          vt=vt_domain("hansen-elektro.de", 0, harmless=62, created_days_ago=4200)),
+    # An APT domain: six OTX pulses naming the adversary, a young registration, four engines.
+    _name("apt28-otx-domain", "microsoft-update-center.online", "malicious",
+          "APT28 credential-phishing domain: six OTX pulses naming APT28, registered twelve days "
+          "ago, four engines", FRESH_MALICIOUS,
+          otx=otx("microsoft-update-center.online", "domain",
+                  pulses=[{"adversary": "APT28", "families": ["Zebrocy"], "days_ago": d}
+                          for d in (2, 3, 5, 6, 8, 11)]),
+          vt=vt_domain("microsoft-update-center.online", 4, created_days_ago=12),
+          tf=threatfox_none(), uh=urlhaus_none()),
+    # A stale, low-confidence ThreatFox domain entry: a year old, confidence 25.
+    _name("threatfox-stale-low-confidence", "update-checker.xyz", "benign",
+          "ThreatFox listed it a year ago with confidence 25 (unverified), nothing since; a "
+          "name registered 900 days ago that 58 engines call harmless: the stale entry, "
+          "halved four times over, does not outweigh that",
+          tf=threatfox("update-checker.xyz", ioc_type="domain", threat_type="botnet_cc",
+                       malware="win.unknown", printable="Unknown malware", confidence=25,
+                       first_days_ago=400),
+          vt=vt_domain("update-checker.xyz", 0, harmless=58, created_days_ago=900)),
+    # One anonymous OTX pulse listing a domain among thousands: weak on its own.
+    _name("otx-single-pulse", "stats-collector.net", "benign",
+          "one OTX pulse (an indicator dump) against a seven-year-old name 60 engines call "
+          "harmless: one weak listing does not lift VirusTotal's vouching",
+          otx=otx("stats-collector.net", "domain", pulses=[{"name": "IOC dump", "days_ago": 30}]),
+          vt=vt_domain("stats-collector.net", 0, harmless=60, created_days_ago=2500)),
+    # The Emotet loader as every abuse.ch list knows it: MalwareBazaar Heodo, URLhaus payload,
+    # ThreatFox payload. One curator: one witness, but a strong one.
+    _name("emotet-in-malwarebazaar", SHA["heodo"], "malicious",
+          "Emotet loader: MalwareBazaar signature Heodo, URLhaus payload, ThreatFox payload "
+          "(one witness, abuse.ch), VirusTotal not yet", FRESH_MALICIOUS, entity_type="StixFile",
+          score=(90, 100),
+          mb=bazaar(SHA["heodo"], signature="Heodo", file_type="dll", tags=["Emotet", "Heodo"]),
+          uh=urlhaus_payload(SHA["heodo"], signature="Heodo", file_type="dll"),
+          tf=threatfox(SHA["heodo"], ioc_type="sha256_hash", threat_type="payload",
+                       malware="win.emotet", printable="Emotet", alias="Geodo,Heodo",
+                       confidence=100),
+          vt=vt_not_found("file", SHA["heodo"])),
+    # A stealer sample only MalwareBazaar has yet (submitted from a mail filter an hour ago).
+    _name("agenttesla-bazaar-only", SHA["agenttesla-fresh"], "malicious",
+          "Agent Tesla from a phishing mail an hour ago: MalwareBazaar knows it, nobody else yet",
+          FRESH_MALICIOUS, entity_type="StixFile",
+          mb=bazaar(SHA["agenttesla-fresh"], signature="AgentTesla", tags=["AgentTesla"],
+                    first_days_ago=0.05),
+          uh=urlhaus_none(), tf=threatfox_none(), vt=vt_not_found("file", SHA["agenttesla-fresh"])),
+    # A hash no list knows.
+    _name("hash-unknown-to-abusech", SHA["nothing-known"], "unknown",
+          "MalwareBazaar, URLhaus, ThreatFox and OTX have never seen it", entity_type="StixFile",
+          mb=bazaar_none(), uh=urlhaus_none(), tf=threatfox_none(),
+          otx=otx(SHA["nothing-known"], "FileHash-SHA256")),
 )

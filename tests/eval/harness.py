@@ -15,24 +15,16 @@ from functools import cache
 import pandas as pd
 
 from cti_assets.providers import base
-from cti_assets.providers.clients.abuseipdb import AbuseIPDBClient
-from cti_assets.providers.clients.greynoise import GreyNoiseClient
-from cti_assets.providers.clients.securitytrails import SecurityTrailsClient
-from cti_assets.providers.clients.shodan import InternetDBClient, ShodanClient
-from cti_assets.providers.clients.virustotal import VirusTotalClient
 from cti_assets.providers.config import ProviderSettings
 from cti_assets.providers.fields import PROVIDER_SCOPE
 from cti_assets.providers.http import HttpAnswer, ProviderClient
 from cti_assets.providers.network_context import analyse
+from cti_assets.providers.registry import CLIENTS
 from cti_assets.scoring.merge import merge_lookups
 from cti_assets.scoring.model import VERDICTS, score_frame
 from tests.eval.answers import Http
 from tests.eval.cases import BENIGN_INFRA, CASES, FRESH_MALICIOUS, Case
 from tests.scoring.scoring_factories import Lookup, lookup_frame, observable, observables_frame
-
-CLIENTS = {base.VIRUSTOTAL: VirusTotalClient, base.ABUSEIPDB: AbuseIPDBClient,
-           base.GREYNOISE: GreyNoiseClient, base.SHODAN: ShodanClient,
-           base.INTERNETDB: InternetDBClient, base.SECURITYTRAILS: SecurityTrailsClient}
 
 
 @cache

@@ -17,6 +17,9 @@ KEYS = {
     "ABUSEIPDB_API_KEY": "abuse-test-key",
     "GREYNOISE_API_KEY": "gn-test-key",
     "SECURITYTRAILS_API_KEY": "st-test-key",
+    "ABUSECH_API_KEY": "abusech-test-key",
+    "OTX_API_KEY": "otx-test-key",
+    "CROWDSEC_API_KEY": "crowdsec-test-key",
 }
 # provider -> (entity type, value) of an observable the sandbox knows when told to
 SAMPLES = {

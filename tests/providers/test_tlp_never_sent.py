@@ -18,7 +18,7 @@ from cti_assets.intake.observable import TLP2_MARKING_IDS, TLP_MARKING_IDS
 from cti_assets.intake.observables import observables_frame
 from cti_assets.providers import base
 from cti_assets.providers.cache import ResponseCache
-from cti_assets.providers.config import DEFAULT_MAX_TLP, settings_from_env
+from cti_assets.providers.config import DEFAULT_MAX_TLP, KEY_VARS, settings_from_env
 from cti_assets.providers.fields import PROVIDER_SCOPE
 from cti_assets.providers.ratelimit import SharedLimiter
 from cti_assets.providers.runner import lookup_frame
@@ -26,8 +26,7 @@ from cti_assets.sources.bundle_files import import_bundles
 from cti_assets.sources.local import LocalStixStore
 
 DAY = datetime(2026, 3, 2, tzinfo=UTC)
-KEYS = {f"{p.upper()}_API_KEY": f"{p}-key" for p in
-        ("virustotal", "shodan", "abuseipdb", "greynoise", "securitytrails")}
+KEYS = {var: f"{var.lower()}-value" for var in KEY_VARS.values() if var}
 HOUSE_RED = "marking-definition--5b1f3b7a-1d6e-4d6c-9a53-0b7e9b0d1c01"
 OPENCTI_RED = "marking-definition--6c2e6a0e-8a51-4a52-9d1f-7e1f2f6d3a02"
 TLP1_AMBER_OBJECT = TLP_MARKING_IDS["TLP:AMBER"]  # stix2 allows the TLP 1.0 form at its id only

@@ -187,8 +187,10 @@ def test_labels_are_shown_and_never_scored(provider, fields, phrase):
 
 
 def test_every_rule_has_a_table_case():
+    from tests.scoring.test_community_rules import RULES_COVERED  # issue 19's sources
+
     covered = ({case[0] for case in MALICIOUS_CASES} | {case[0] for case in BENIGN_CASES}
-               | {"nc_url_payload", "known_resolver", "label"})
+               | {"nc_url_payload", "known_resolver", "label"} | RULES_COVERED)
     assert covered == set(RULE_NAMES)
     assert all(spec.weights for spec in RULES if spec.kind != LABEL_KIND)
     for spec in RULES:
