@@ -122,3 +122,18 @@ def sensor_default_on() -> bool:
 def reenrich_days() -> int:
     """Days the weekly schedule re-enriches (CTI_REENRICH_DAYS)."""
     return _whole_number("CTI_REENRICH_DAYS", 7)
+
+
+def lookup_error_rate_warn() -> float:
+    """Share of a lookup's attempted calls that may fail before its `error_rate` check warns
+    (CTI_LOOKUP_ERROR_RATE_WARN, 0 to 1, default 0.2); a run's config may override it."""
+    text = os.environ.get("CTI_LOOKUP_ERROR_RATE_WARN", "").strip()
+    if not text:
+        return 0.2
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"CTI_LOOKUP_ERROR_RATE_WARN must be a share from 0 to 1, got {text!r}")
+    return value

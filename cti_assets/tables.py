@@ -78,3 +78,17 @@ MERGED_LOOKUP_COLUMNS: dict[str, str] = {
 
 # `lookup_triage`: one row per (observable, expensive provider) decision.
 TRIAGE_COLUMNS = ("stix_id", "provider", "selected", "priority", "reason")
+
+# `opencti_writeback`: one row per scored observable of the day, saying what the write-back did.
+WRITEBACK_COLUMNS: dict[str, str] = {
+    "stix_id": "string",
+    "writeback_status": "string",  # WRITEBACK_STATUSES
+    "reason": "string",  # held_back: no_provider_evidence; not_written: the observable's status
+}
+WRITEBACK_WRITTEN = "written"
+WRITEBACK_DRY_RUN = "dry_run"  # in the dry-run bundle file, not sent
+WRITEBACK_HELD_BACK = "held_back"  # every provider asked failed: nothing written for it
+WRITEBACK_NOT_WRITTEN = "not_written"  # rejected, out of scope or no score
+WRITEBACK_STATUSES = (WRITEBACK_WRITTEN, WRITEBACK_DRY_RUN, WRITEBACK_HELD_BACK,
+                      WRITEBACK_NOT_WRITTEN)
+WRITEBACK_NO_EVIDENCE = "no_provider_evidence"

@@ -5,10 +5,13 @@ and a slow or exhausted provider never blocks the others. The clients, cache, sh
 limits and TLP gate live in `cti_assets.providers`; these assets only wire them to partitions.
 """
 
+from collections.abc import Iterator
+
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from cti_assets import settings
 from cti_assets.defs.partitions import BACKFILL_POLICY, daily_partitions
 from cti_assets.defs.resources import ProviderResource
 from cti_assets.providers import base
@@ -23,6 +26,11 @@ class LookupConfig(dg.Config):
     refresh_values: list[str] = Field(
         default_factory=list,
         description="Observable values or STIX ids looked up anew (on-demand enrichment)",
+    )
+    error_rate_warn: float | None = Field(
+        default=None, ge=0.0, le=1.0,
+        description="Share of failed lookups above which the error_rate check warns "
+        "(default CTI_LOOKUP_ERROR_RATE_WARN, 0.2)",
     )
 
 
@@ -40,10 +48,10 @@ def run_provider(
     from cti_assets.providers.ratelimit import SharedLimiter
     from cti_assets.providers.runner import lookup_frame
 
-    settings = resource.provider_settings()
+    chosen = resource.provider_settings()
     refresh: bool | frozenset[str] = config.force_refresh or frozenset(config.refresh_values)
-    return lookup_frame(provider, observables, settings, cache=ResponseCache(),
-                        limiter=SharedLimiter.for_settings(settings), force_refresh=refresh,
+    return lookup_frame(provider, observables, chosen, cache=ResponseCache(),
+                        limiter=SharedLimiter.for_settings(chosen), force_refresh=refresh,
                         deferred=deferred, retry_first=retry_first)
 
 
@@ -60,11 +68,42 @@ def _metadata(stats, frame: pd.DataFrame) -> dict:
     return metadata
 
 
+ERROR_RATE_CHECK = "error_rate"
+
+
+def error_rate_check(
+    provider: str, frame: pd.DataFrame, threshold: float | None
+) -> dg.AssetCheckResult:
+    """The non-blocking error-rate check of one lookup: WARN when too many calls failed."""
+    from cti_assets.scoring.evidence import error_rate
+
+    limit = settings.lookup_error_rate_warn() if threshold is None else threshold
+    rate = error_rate(frame)
+    return dg.AssetCheckResult(
+        check_name=ERROR_RATE_CHECK,
+        asset_key=dg.AssetKey(f"{provider}_lookups"),
+        passed=rate.passes(limit),
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"error_rate": rate.share, "failed": rate.failed, "attempted": rate.attempted,
+                  "threshold": limit},
+        description=f"{rate.failed} of {rate.attempted} attempted lookups failed "
+        f"({rate.share:.0%}; warns above {limit:.0%})",
+    )
+
+
 def build_lookup_asset(provider: str, *, expensive: bool) -> dg.AssetsDefinition:
     """One partitioned asset per provider; expensive ones read the triage decisions."""
     ins = {"observables": dg.AssetIn("observables")}
     if expensive:
         ins["lookup_triage"] = dg.AssetIn("lookup_triage")
+    check = dg.AssetCheckSpec(
+        ERROR_RATE_CHECK,
+        asset=f"{provider}_lookups",
+        blocking=False,
+        description=f"Warns (never blocks) when the share of {provider} lookups that failed "
+        "(errors, or deferred because the provider was unavailable) among those attempted "
+        "passes the threshold (CTI_LOOKUP_ERROR_RATE_WARN or the run's error_rate_warn).",
+    )
 
     @dg.asset(
         name=f"{provider}_lookups",
@@ -75,13 +114,16 @@ def build_lookup_asset(provider: str, *, expensive: bool) -> dg.AssetsDefinition
         pool=provider,
         retry_policy=LOOKUP_RETRY,
         required_resource_keys={provider},
+        check_specs=[check],
         kinds={"python", "api"},
         description=f"{provider} answers for each observable of the partition: one row per "
         "observable with its status (ok, not_found, skipped with a reason, deferred, or error "
         "with a class); raw bodies in the response cache under raw_digest; the answer's fields "
         "as JSON and parsed into typed `<provider>__<field>` columns.",
     )
-    def _lookup(context: dg.AssetExecutionContext, config: LookupConfig, **inputs) -> pd.DataFrame:
+    def _lookup(
+        context: dg.AssetExecutionContext, config: LookupConfig, **inputs
+    ) -> Iterator[dg.Output[pd.DataFrame] | dg.AssetCheckResult]:
         from cti_assets.providers.typed_fields import with_typed_fields
 
         observables: pd.DataFrame = inputs["observables"]
@@ -97,8 +139,9 @@ def build_lookup_asset(provider: str, *, expensive: bool) -> dg.AssetsDefinition
         frame, stats = run_provider(provider, observables, resource, config, deferred,
                                     frozenset(ledger.pending(provider)))
         ledger.record(provider, context.partition_key, frame)
-        context.add_output_metadata(_metadata(stats, frame))
-        return with_typed_fields(provider, frame)  # parsed once here, not at each re-score
+        # fields parsed once here, not at each re-score
+        yield dg.Output(with_typed_fields(provider, frame), metadata=_metadata(stats, frame))
+        yield error_rate_check(provider, frame, config.error_rate_warn)
 
     return _lookup
 
@@ -173,8 +216,8 @@ def lookup_triage(
         if provider in config.budgets:
             budgets[provider] = config.budgets[provider]
             continue
-        settings = getattr(context.resources, provider).provider_settings()
-        budgets[provider] = SharedLimiter.for_settings(settings).remaining("day")
+        chosen = getattr(context.resources, provider).provider_settings()
+        budgets[provider] = SharedLimiter.for_settings(chosen).remaining("day")
     ledger = DeferredLedger()
     previously = {p: ledger.pending(p) for p in base.EXPENSIVE_PROVIDERS}
     decisions = triage(prelim, budgets, previously_deferred=previously)

@@ -24,12 +24,15 @@ from cti_assets.storage.parquet import FrameBatches, StoredTable
 LOOKUP_ASSETS = ["network_context_lookups"] + [
     f"{p}_lookups" for p in CHEAP_API_PROVIDERS + base.EXPENSIVE_PROVIDERS
 ]
-SCORE_CHECKS = (
-    "score_in_range",
-    "one_row_per_observable",
-    "no_duplicate_ids",
-    "every_score_explained",
-)
+# The four blocking checks (ScoreSummary.checks computes them) and what each guarantees.
+SCORE_CHECKS: dict[str, str] = {
+    "score_in_range": "Blocks write-back unless every score and confidence is within 0-100 "
+    "(or null for a rejected observable).",
+    "one_row_per_observable": "Blocks write-back unless the scores hold exactly one row for "
+    "each observable of merged_enrichment: none missing, none extra.",
+    "no_duplicate_ids": "Blocks write-back if a STIX id appears twice in the scores.",
+    "every_score_explained": "Blocks write-back if any row has an empty explanation.",
+}
 
 
 @dg.asset(
@@ -57,7 +60,10 @@ def merged_enrichment(**inputs: StoredTable) -> FrameBatches:
         for name, table in inputs.items()
         if name.endswith("_lookups")
     }
+    from cti_assets.scoring.evidence import EvidenceSummary, evidence_states
+
     statuses: dict[str, Counter] = {provider: Counter() for provider in lookups}
+    evidence = EvidenceSummary()
     rows = 0
 
     def counted() -> Iterator[pd.DataFrame]:
@@ -66,12 +72,14 @@ def merged_enrichment(**inputs: StoredTable) -> FrameBatches:
             rows += len(merged)
             for provider, counts in statuses.items():
                 counts.update(merged[f"{provider}__status"].dropna().astype(str).tolist())
+            evidence.add(evidence_states(merged))
             yield merged
 
     return FrameBatches(counted(), metadata=lambda: {
         "rows": rows,
         "provider_statuses": dg.MetadataValue.json(
             {provider: dict(counts) for provider, counts in statuses.items()}),
+        **evidence.as_metadata(),
     })
 
 
@@ -157,7 +165,8 @@ def score_check_results(
     kinds={"pandas"},
     ins={"merged_enrichment": dg.AssetIn(metadata={"batched": True})},
     check_specs=[
-        dg.AssetCheckSpec(name, asset="observable_scores", blocking=True) for name in SCORE_CHECKS
+        dg.AssetCheckSpec(name, asset="observable_scores", blocking=True, description=text)
+        for name, text in SCORE_CHECKS.items()
     ],
 )
 def observable_scores(

@@ -127,7 +127,8 @@ def test_blocking_checks_pass_and_lineage_is_published(pipeline):
     defs, _, instance = pipeline
     result = run(defs, instance)
     checks = result.get_asset_check_evaluations()
-    assert {c.check_name for c in checks} == {
+    assert {c.check_name for c in checks
+            if c.asset_key == dg.AssetKey("observable_scores")} == {
         "score_in_range",
         "one_row_per_observable",
         "no_duplicate_ids",
