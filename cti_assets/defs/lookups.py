@@ -12,6 +12,7 @@ import pandas as pd
 from pydantic import Field
 
 from cti_assets import settings
+from cti_assets.defs.metadata import numeric, owners, row_count, schema_metadata, tags
 from cti_assets.defs.partitions import BACKFILL_POLICY, daily_partitions
 from cti_assets.defs.resources import ProviderResource
 from cti_assets.providers import base
@@ -62,8 +63,10 @@ def _status_counts(frame: pd.DataFrame) -> dg.MetadataValue:
 
 
 def _metadata(stats, frame: pd.DataFrame) -> dict:
-    metadata = dict(stats.as_metadata())
-    metadata["rows"] = len(frame)
+    """Calls, cache hits, errors per class, latency and status counts as numbers (plotted
+    across partitions), plus the row count."""
+    metadata: dict[str, object] = {k: v for k, v in stats.as_metadata().items() if k != "rows"}
+    metadata.update(row_count(len(frame)))
     metadata["status_counts"] = _status_counts(frame)
     return metadata
 
@@ -111,6 +114,8 @@ def build_lookup_asset(provider: str, *, expensive: bool) -> dg.AssetsDefinition
         partitions_def=daily_partitions,
         backfill_policy=BACKFILL_POLICY,
         group_name="expensive_lookups" if expensive else "cheap_lookups",
+        owners=owners("lookups"), tags=tags("lookups"),
+        metadata=schema_metadata(f"{provider}_lookups"),
         pool=provider,
         retry_policy=LOOKUP_RETRY,
         required_resource_keys={provider},
@@ -151,6 +156,8 @@ def build_lookup_asset(provider: str, *, expensive: bool) -> dg.AssetsDefinition
     backfill_policy=BACKFILL_POLICY,
     group_name="cheap_lookups",
     kinds={"python"},
+    owners=owners("lookups"), tags=tags("lookups"),
+    metadata=schema_metadata("network_context_lookups"),
     description="Offline network context (special-use ranges, public suffix, IDN and "
     "confusables, entropy, URL features, hash type). No network at all.",
 )
@@ -164,7 +171,9 @@ def network_context_lookups(
     frame = with_typed_fields(base.NETWORK_CONTEXT, network_context_frame(observables))
     special = frame[column(base.NETWORK_CONTEXT, "is_special_use")].fillna(False).sum()
     context.add_output_metadata(
-        {"rows": len(frame), "special_use": int(special), "status_counts": _status_counts(frame)}
+        {**row_count(len(frame)), "special_use": int(special),
+         **numeric("status_", frame["status"].value_counts().to_dict()),
+         "status_counts": _status_counts(frame)}
     )
     return frame
 
@@ -185,6 +194,8 @@ class TriageConfig(dg.Config):
     backfill_policy=BACKFILL_POLICY,
     group_name="triage",
     kinds={"python"},
+    owners=owners("lookups"), tags=tags("lookups"),
+    metadata=schema_metadata("lookup_triage"),
     ins={
         "observables": dg.AssetIn("observables"),
         "network_context_lookups": dg.AssetIn("network_context_lookups"),
@@ -225,6 +236,9 @@ def lookup_triage(
     deferred = decisions[~decisions["selected"]].groupby("provider").size().to_dict()
     context.add_output_metadata(
         {
+            **row_count(len(decisions)),
+            **numeric("selected_", {k: int(v) for k, v in selected.items()}),
+            **numeric("deferred_", {k: int(v) for k, v in deferred.items()}),
             "budgets": dg.MetadataValue.json({k: v for k, v in budgets.items()}),
             "selected": dg.MetadataValue.json({k: int(v) for k, v in selected.items()}),
             "deferred": dg.MetadataValue.json({k: int(v) for k, v in deferred.items()}),

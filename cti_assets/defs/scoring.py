@@ -14,6 +14,16 @@ from pydantic import Field
 
 from cti_assets import settings
 from cti_assets.defs.lookups import CHEAP_API_PROVIDERS
+from cti_assets.defs.metadata import (
+    COLUMN_LINEAGE,
+    merged_column_lineage,
+    numeric,
+    owners,
+    row_count,
+    schema_metadata,
+    score_column_lineage,
+    tags,
+)
 from cti_assets.defs.partitions import BACKFILL_POLICY, daily_partitions
 from cti_assets.defs.resources import SourceResource
 from cti_assets.providers import base
@@ -40,6 +50,8 @@ SCORE_CHECKS: dict[str, str] = {
     backfill_policy=BACKFILL_POLICY,
     group_name="scoring",
     kinds={"pandas"},
+    owners=owners("scoring"), tags=tags("scoring"),
+    metadata=schema_metadata("merged_enrichment"),
     ins={
         "observables": dg.AssetIn("observables", metadata={"batched": True}),
         **{
@@ -76,7 +88,8 @@ def merged_enrichment(**inputs: StoredTable) -> FrameBatches:
             yield merged
 
     return FrameBatches(counted(), metadata=lambda: {
-        "rows": rows,
+        **row_count(rows),
+        COLUMN_LINEAGE: merged_column_lineage(),
         "provider_statuses": dg.MetadataValue.json(
             {provider: dict(counts) for provider, counts in statuses.items()}),
         **evidence.as_metadata(),
@@ -88,6 +101,8 @@ def merged_enrichment(**inputs: StoredTable) -> FrameBatches:
     backfill_policy=BACKFILL_POLICY,
     group_name="scoring",
     kinds={"pandas", "stix"},
+    owners=owners("scoring"), tags=tags("scoring"),
+    metadata=schema_metadata("threat_context"),
 )
 def threat_context(
     context: dg.AssetExecutionContext,
@@ -110,7 +125,7 @@ def threat_context(
     frame = build_threat_context(observables, links, entities, merged_enrichment)
     context.add_output_metadata(
         {
-            "rows": len(frame),
+            **row_count(len(frame)),
             "linked": int(frame["linked"].sum()) if len(frame) else 0,
             "known_entities": len(entities),
         }
@@ -124,20 +139,6 @@ class ScoringConfig(dg.Config):
     weights: dict[str, float] = Field(default_factory=dict)
     score_policy: str = Field(
         default="keep_higher", description="keep_higher, replace or replace_if_higher_confidence"
-    )
-
-
-def _column_lineage() -> dg.TableColumnLineage:
-    from cti_assets.scoring.explain import column_lineage
-
-    return dg.TableColumnLineage(
-        deps_by_column={
-            column: [
-                dg.TableColumnDep(asset_key=dg.AssetKey(dep["asset"]), column_name=dep["column"])
-                for dep in deps
-            ]
-            for column, deps in column_lineage().items()
-        }
     )
 
 
@@ -163,6 +164,8 @@ def score_check_results(
     backfill_policy=BACKFILL_POLICY,
     group_name="scoring",
     kinds={"pandas"},
+    owners=owners("scoring"), tags=tags("scoring"),
+    metadata=schema_metadata("observable_scores"),
     ins={"merged_enrichment": dg.AssetIn(metadata={"batched": True})},
     check_specs=[
         dg.AssetCheckSpec(name, asset="observable_scores", blocking=True, description=text)
@@ -188,9 +191,9 @@ def observable_scores(
     def metadata() -> dict[str, object]:
         gathered = summary.metadata()
         return {
-            "rows": gathered["rows"],
-            "verdicts": dg.MetadataValue.json(gathered["verdicts"]),
-            "histogram": dg.MetadataValue.json(gathered["histogram"]),
+            **row_count(gathered["rows"]),
+            **numeric("verdict_", gathered["verdicts"]),
+            **numeric("score_", gathered["histogram"]),
             "top_scores": dg.MetadataValue.md(gathered["top_scores"]),
         }
 
@@ -198,7 +201,7 @@ def observable_scores(
     yield dg.Output(
         FrameBatches(batches, metadata=metadata),
         metadata={
-            "dagster/column_lineage": _column_lineage(),
+            COLUMN_LINEAGE: score_column_lineage(),
             "score_policy": config.score_policy,
         },
     )

@@ -21,6 +21,7 @@ import pandas as pd
 from pydantic import Field
 
 from cti_assets import settings
+from cti_assets.defs.metadata import numeric, owners, row_count, schema_metadata, tags
 from cti_assets.defs.partitions import BACKFILL_POLICY, daily_partitions
 from cti_assets.defs.resources import SourceResource
 from cti_assets.scoring.evidence import status_columns
@@ -86,6 +87,8 @@ def evidence_check(plan: HoldPlan) -> dg.AssetCheckResult:
     partitions_def=daily_partitions,
     backfill_policy=BACKFILL_POLICY,
     group_name="writeback",
+    owners=owners("writeback"), tags=tags("writeback"),
+    metadata=schema_metadata("opencti_writeback"),
     pool="opencti",
     kinds={"opencti", "stix"},
     retry_policy=WRITEBACK_RETRY,
@@ -132,6 +135,8 @@ def opencti_writeback(
     outcome = ("held_back" if plan.day_held_back else "dry_run" if config.dry_run
                else "written")
     metadata: dict = {
+        **row_count(len(statuses)),
+        **numeric("status_", statuses["writeback_status"].value_counts().to_dict()),
         "writeback": outcome,
         "objects": len(bundle["objects"]),
         "objects_by_type": dg.MetadataValue.json(by_type),
