@@ -137,3 +137,24 @@ def lookup_error_rate_warn() -> float:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"CTI_LOOKUP_ERROR_RATE_WARN must be a share from 0 to 1, got {text!r}")
     return value
+
+
+EXECUTORS = ("multiprocess", "in_process")
+
+
+def executor() -> str:
+    """How a run executes its steps (CTI_EXECUTOR): `multiprocess` (default, one process per
+    step, steps in parallel) or `in_process` (one process, steps in turn: no step start-up, for
+    small runs and tests)."""
+    text = os.environ.get("CTI_EXECUTOR", "").strip().lower().replace("-", "_")
+    if not text:
+        return "multiprocess"
+    if text not in EXECUTORS:
+        raise ValueError(f"CTI_EXECUTOR must be one of {', '.join(EXECUTORS)}, got {text!r}")
+    return text
+
+
+def max_concurrent_steps() -> int:
+    """Steps a multiprocess run executes at once (CTI_MAX_CONCURRENT_STEPS, default 4): set, not
+    the host's CPU count, which a container's limit does not lower."""
+    return _whole_number("CTI_MAX_CONCURRENT_STEPS", 4, minimum=1)

@@ -23,14 +23,12 @@ BACKFILL_PRIORITY = "-10"
 enrichment_job = dg.define_asset_job(
     "enrichment",
     selection=dg.AssetSelection.all(),
-    partitions_def=daily_partitions,
     description="The whole graph for a day: observables, lookups, scores and write-back.",
 )
 
 rescore_job = dg.define_asset_job(
     "rescore",
     selection=dg.AssetSelection.assets("merged_enrichment", "observable_scores"),
-    partitions_def=daily_partitions,
     description="Re-score days from the stored lookups, with zero provider calls "
     "(after a change of weights, say).",
 )

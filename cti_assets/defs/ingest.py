@@ -8,14 +8,13 @@ import dagster as dg
 import pandas as pd
 
 from cti_assets.defs.metadata import numeric, owners, row_count, schema_metadata, tags
-from cti_assets.defs.partitions import BACKFILL_POLICY, daily_partitions, partition_window
+from cti_assets.defs.partitions import daily_partitions, partition_window
 from cti_assets.defs.resources import SourceResource
 from cti_assets.sources.base import SourceError
 
 
 @dg.asset(
     partitions_def=daily_partitions,
-    backfill_policy=BACKFILL_POLICY,
     group_name="ingest",
     kinds={"python", "stix"},
     code_version="1",

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from cti_assets import settings
 from cti_assets.defs.metadata import numeric, owners, row_count, schema_metadata, tags
-from cti_assets.defs.partitions import BACKFILL_POLICY, daily_partitions
+from cti_assets.defs.partitions import daily_partitions
 from cti_assets.defs.resources import ProviderResource
 from cti_assets.providers import base
 
@@ -112,7 +112,6 @@ def build_lookup_asset(provider: str, *, expensive: bool) -> dg.AssetsDefinition
         name=f"{provider}_lookups",
         ins=ins,
         partitions_def=daily_partitions,
-        backfill_policy=BACKFILL_POLICY,
         group_name="expensive_lookups" if expensive else "cheap_lookups",
         owners=owners("lookups"), tags=tags("lookups"),
         metadata=schema_metadata(f"{provider}_lookups"),
@@ -153,7 +152,6 @@ def build_lookup_asset(provider: str, *, expensive: bool) -> dg.AssetsDefinition
 
 @dg.asset(
     partitions_def=daily_partitions,
-    backfill_policy=BACKFILL_POLICY,
     group_name="cheap_lookups",
     kinds={"python"},
     owners=owners("lookups"), tags=tags("lookups"),
@@ -191,7 +189,6 @@ class TriageConfig(dg.Config):
 
 @dg.asset(
     partitions_def=daily_partitions,
-    backfill_policy=BACKFILL_POLICY,
     group_name="triage",
     kinds={"python"},
     owners=owners("lookups"), tags=tags("lookups"),

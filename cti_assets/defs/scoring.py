@@ -24,7 +24,7 @@ from cti_assets.defs.metadata import (
     score_column_lineage,
     tags,
 )
-from cti_assets.defs.partitions import BACKFILL_POLICY, daily_partitions
+from cti_assets.defs.partitions import daily_partitions
 from cti_assets.defs.resources import SourceResource
 from cti_assets.providers import base
 from cti_assets.scoring.batched import ScoreSummary, merge_lookup_columns
@@ -47,7 +47,6 @@ SCORE_CHECKS: dict[str, str] = {
 
 @dg.asset(
     partitions_def=daily_partitions,
-    backfill_policy=BACKFILL_POLICY,
     group_name="scoring",
     kinds={"pandas"},
     owners=owners("scoring"), tags=tags("scoring"),
@@ -98,7 +97,6 @@ def merged_enrichment(**inputs: StoredTable) -> FrameBatches:
 
 @dg.asset(
     partitions_def=daily_partitions,
-    backfill_policy=BACKFILL_POLICY,
     group_name="scoring",
     kinds={"pandas", "stix"},
     owners=owners("scoring"), tags=tags("scoring"),
@@ -161,7 +159,6 @@ def score_check_results(
 
 @dg.asset(
     partitions_def=daily_partitions,
-    backfill_policy=BACKFILL_POLICY,
     group_name="scoring",
     kinds={"pandas"},
     owners=owners("scoring"), tags=tags("scoring"),

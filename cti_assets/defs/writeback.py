@@ -12,7 +12,6 @@ and a day on which no provider answered at all sends nothing (writeback.hold); t
 table says what happened to each observable.
 """
 
-import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -22,7 +21,7 @@ from pydantic import Field
 
 from cti_assets import settings
 from cti_assets.defs.metadata import numeric, owners, row_count, schema_metadata, tags
-from cti_assets.defs.partitions import BACKFILL_POLICY, daily_partitions
+from cti_assets.defs.partitions import daily_partitions
 from cti_assets.defs.resources import SourceResource
 from cti_assets.scoring.evidence import status_columns
 from cti_assets.sources.base import SourceError
@@ -85,7 +84,6 @@ def evidence_check(plan: HoldPlan) -> dg.AssetCheckResult:
 
 @dg.asset(
     partitions_def=daily_partitions,
-    backfill_policy=BACKFILL_POLICY,
     group_name="writeback",
     owners=owners("writeback"), tags=tags("writeback"),
     metadata=schema_metadata("opencti_writeback"),
@@ -144,7 +142,7 @@ def opencti_writeback(
         "held_back": len(plan.held_ids),
         **plan.evidence.as_metadata(),
     }
-    context.instance.add_run_tags(context.run_id, {
+    context.instance.add_run_tags(context.run.run_id, {
         "cti/writeback": outcome,
         "cti/no_provider_evidence": str(plan.evidence.without_evidence),
     })
@@ -168,6 +166,5 @@ def opencti_writeback(
                 "safely",
                 metadata={"failures": dg.MetadataValue.json(stats.failures[:20]), **metadata},
             )
-    yield dg.Output(statuses, metadata=metadata,
-                    data_version=dg.DataVersion(json.dumps(bundle["id"])))
+    yield dg.Output(statuses, metadata=metadata)  # bundle_id says what was sent
     yield evidence_check(plan)
