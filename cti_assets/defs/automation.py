@@ -3,6 +3,11 @@
 Everything that starts a run lives here, and it only ever asks Dagster for runs: scaling out is
 Dagster's run queue, pools and launchers, never a scheduler of our own. Sensor runs carry a
 higher priority than backfills so that fresh observables go first.
+
+Write-back follows a rescore because the `rescore` job includes it, rather than through an
+AutomationCondition: the job needs no daemon sensor switched on, a rescore backfill of past days
+writes each of those days (`eager()` only acts on the latest time partition), and the run that
+changed the scores is the run that shows whether they reached OpenCTI.
 """
 
 import hashlib
@@ -26,11 +31,15 @@ enrichment_job = dg.define_asset_job(
     description="The whole graph for a day: observables, lookups, scores and write-back.",
 )
 
+# Re-scoring ends with the write-back: a score that changed reaches OpenCTI in the same run
+# (see RESCORE_ASSETS).
+RESCORE_ASSETS = ("merged_enrichment", "observable_scores", "opencti_writeback")
+
 rescore_job = dg.define_asset_job(
     "rescore",
-    selection=dg.AssetSelection.assets("merged_enrichment", "observable_scores"),
-    description="Re-score days from the stored lookups, with zero provider calls "
-    "(after a change of weights, say).",
+    selection=dg.AssetSelection.assets(*RESCORE_ASSETS),
+    description="Re-score days from the stored lookups, with zero provider calls (after a "
+    "change of weights or of the scoring model, say), and write the new scores back.",
 )
 
 daily_schedule = dg.build_schedule_from_partitioned_job(

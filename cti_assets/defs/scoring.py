@@ -6,6 +6,7 @@ lineage (which provider fields a score comes from) and refuse to pass on bad sco
 
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 
 import dagster as dg
 import pandas as pd
@@ -28,12 +29,19 @@ from cti_assets.defs.partitions import daily_partitions
 from cti_assets.defs.resources import SourceResource
 from cti_assets.providers import base
 from cti_assets.scoring.batched import ScoreSummary, merge_lookup_columns
+from cti_assets.scoring.model import MODEL_VERSION
 from cti_assets.sources.base import SourceError
 from cti_assets.storage.parquet import FrameBatches, StoredTable
 
 LOOKUP_ASSETS = ["network_context_lookups"] + [
     f"{p}_lookups" for p in CHEAP_API_PROVIDERS + base.EXPENSIVE_PROVIDERS
 ]
+# Scores are expected at least daily (the daily schedule at 00:30 UTC, the sensor as observables
+# arrive): warn after 25 hours without a new materialization, fail after 26. The daemon's
+# freshness evaluation shows it on the asset.
+SCORES_FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(hours=26), warn_window=timedelta(hours=25))
+
 # The four blocking checks (ScoreSummary.checks computes them) and what each guarantees.
 SCORE_CHECKS: dict[str, str] = {
     "score_in_range": "Blocks write-back unless every score and confidence is within 0-100 "
@@ -163,6 +171,8 @@ def score_check_results(
     kinds={"pandas"},
     owners=owners("scoring"), tags=tags("scoring"),
     metadata=schema_metadata("observable_scores"),
+    code_version=f"model-{MODEL_VERSION}",
+    freshness_policy=SCORES_FRESHNESS,
     ins={"merged_enrichment": dg.AssetIn(metadata={"batched": True})},
     check_specs=[
         dg.AssetCheckSpec(name, asset="observable_scores", blocking=True, description=text)
