@@ -19,12 +19,29 @@ from cti_assets.defs.resources import all_resources
 
 
 def run_executor() -> dg.ExecutorDefinition:
-    """CTI_EXECUTOR: multiprocess (default, CTI_MAX_CONCURRENT_STEPS steps at once) or
-    in_process."""
-    if settings.executor() == "in_process":
-        return dg.in_process_executor
-    return dg.multiprocess_executor.configured(
-        {"max_concurrent": settings.max_concurrent_steps()})
+    """Dagster's multiprocess-or-in-process executor, defaulting to this deployment's choice:
+    CTI_EXECUTOR (multiprocess, CTI_MAX_CONCURRENT_STEPS steps at once, or in_process). A run
+    may still ask for the other with `execution: {config: {in_process: true|false}}`, as the
+    sensor does for a small day (one process: no step start-up)."""
+    in_process = settings.executor() == "in_process"
+    steps = settings.max_concurrent_steps()
+
+    def choose(config: dict) -> dict:
+        if config.get("in_process", in_process):
+            return {"in_process": {}}
+        return {"multiprocess": {"max_concurrent": int(config.get("max_concurrent", steps))}}
+
+    return dg.multi_or_in_process_executor.configured(
+        choose,
+        name="cti_executor",
+        config_schema={
+            "in_process": dg.Field(
+                bool, is_required=False,
+                description=f"one process, steps in turn (default {in_process})"),
+            "max_concurrent": dg.Field(int, is_required=False,
+                                       description=f"steps at once when multiprocess ({steps})"),
+        },
+    )
 
 
 def build_defs() -> dg.Definitions:

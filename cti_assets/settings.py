@@ -158,3 +158,10 @@ def max_concurrent_steps() -> int:
     """Steps a multiprocess run executes at once (CTI_MAX_CONCURRENT_STEPS, default 4): set, not
     the host's CPU count, which a container's limit does not lower."""
     return _whole_number("CTI_MAX_CONCURRENT_STEPS", 4, minimum=1)
+
+
+def sensor_in_process_max() -> int:
+    """Largest number of new observables in a day for which the sensor's run executes in one
+    process (CTI_SENSOR_IN_PROCESS_MAX, default 200; 0: never): a handful of observables is
+    scored sooner without a process per step."""
+    return _whole_number("CTI_SENSOR_IN_PROCESS_MAX", 200)

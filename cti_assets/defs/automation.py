@@ -24,6 +24,9 @@ from cti_assets.sources.base import SourceError
 
 SENSOR_PRIORITY = "10"
 BACKFILL_PRIORITY = "-10"
+# Run config of a sensor run over few observables: one process, no step start-up (the
+# executor is definitions.run_executor).
+IN_PROCESS_RUN = {"execution": {"config": {"in_process": True}}}
 
 enrichment_job = dg.define_asset_job(
     "enrichment",
@@ -127,10 +130,12 @@ def plan_sensor_tick(
         affected[key] = affected.get(key, 0) + 1
     for created_at, stix_id in late:
         late_by_day.setdefault(partition_key_for(created_at), []).append(stix_id)
+    small = settings.sensor_in_process_max()
     requests = [
         dg.RunRequest(
             run_key=_run_key(key, watermark, late_by_day.get(key, [])),
             partition_key=key,
+            run_config=IN_PROCESS_RUN if count <= small else {},
             tags={
                 "dagster/priority": SENSOR_PRIORITY,
                 "cti/trigger": "sensor",

@@ -40,11 +40,14 @@ def test_executor_follows_the_environment(monkeypatch, value, executor):
     else:
         monkeypatch.setenv("CTI_EXECUTOR", value)
     monkeypatch.setenv("CTI_MAX_CONCURRENT_STEPS", "3")
-    job = build_defs().resolve_job_def("enrichment")
-    assert job.executor_def.name == executor
+    schema = build_defs().resolve_job_def("enrichment").executor_def.config_schema
+    resolved = schema.resolve_config({"config": {}})
+    assert resolved.success and list(resolved.value["config"]) == [executor]
     if executor == "multiprocess":
-        resolved = job.executor_def.config_schema.resolve_config({})
-        assert resolved.success and resolved.value["config"]["max_concurrent"] == 3
+        assert resolved.value["config"]["multiprocess"]["max_concurrent"] == 3
+    # a run can still ask for one process (what the sensor does for a small day)
+    asked = schema.resolve_config({"config": {"in_process": True}})
+    assert list(asked.value["config"]) == ["in_process"]
 
 
 def test_an_unknown_executor_is_refused(monkeypatch):
