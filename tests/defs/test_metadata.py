@@ -31,12 +31,6 @@ def test_every_asset_has_owners_tags_and_a_column_schema():
         assert isinstance(schema, dg.TableSchema) and schema.columns, name
 
 
-def test_every_check_is_described():
-    for assets_def in [loaded_defs.get_assets_def(name) for name in ALL_ASSETS]:
-        for spec in assets_def.check_specs:
-            assert spec.description, (assets_def.key, spec.name)
-
-
 @pytest.fixture
 def materialized(pipeline):  # noqa: F811
     defs, sandbox, instance = pipeline
