@@ -40,9 +40,13 @@ lint: $(STAMP)
 
 eval: $(STAMP) ; $(BIN)/python -m tests.eval.harness  # labelled cases: confusion matrix
 
+# `dg check defs` loads the code location the way dg and the webserver do (dagster-dg-cli,
+# pinned in the dev extra and the lock).
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	@test -x $(BIN)/dg || { echo "dg not installed: dagster-dg-cli is missing from requirements.lock (run make lock)"; exit 1; }
+	$(BIN)/dg check defs
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml

@@ -122,3 +122,46 @@ def sensor_default_on() -> bool:
 def reenrich_days() -> int:
     """Days the weekly schedule re-enriches (CTI_REENRICH_DAYS)."""
     return _whole_number("CTI_REENRICH_DAYS", 7)
+
+
+def lookup_error_rate_warn() -> float:
+    """Share of a lookup's attempted calls that may fail before its `error_rate` check warns
+    (CTI_LOOKUP_ERROR_RATE_WARN, 0 to 1, default 0.2); a run's config may override it."""
+    text = os.environ.get("CTI_LOOKUP_ERROR_RATE_WARN", "").strip()
+    if not text:
+        return 0.2
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"CTI_LOOKUP_ERROR_RATE_WARN must be a share from 0 to 1, got {text!r}")
+    return value
+
+
+EXECUTORS = ("multiprocess", "in_process")
+
+
+def executor() -> str:
+    """How a run executes its steps (CTI_EXECUTOR): `multiprocess` (default, one process per
+    step, steps in parallel) or `in_process` (one process, steps in turn: no step start-up, for
+    small runs and tests)."""
+    text = os.environ.get("CTI_EXECUTOR", "").strip().lower().replace("-", "_")
+    if not text:
+        return "multiprocess"
+    if text not in EXECUTORS:
+        raise ValueError(f"CTI_EXECUTOR must be one of {', '.join(EXECUTORS)}, got {text!r}")
+    return text
+
+
+def max_concurrent_steps() -> int:
+    """Steps a multiprocess run executes at once (CTI_MAX_CONCURRENT_STEPS, default 4): set, not
+    the host's CPU count, which a container's limit does not lower."""
+    return _whole_number("CTI_MAX_CONCURRENT_STEPS", 4, minimum=1)
+
+
+def sensor_in_process_max() -> int:
+    """Largest number of new observables in a day for which the sensor's run executes in one
+    process (CTI_SENSOR_IN_PROCESS_MAX, default 200; 0: never): a handful of observables is
+    scored sooner without a process per step."""
+    return _whole_number("CTI_SENSOR_IN_PROCESS_MAX", 200)

@@ -47,24 +47,29 @@ LOOKUP_COLUMNS: dict[str, str] = {
 }
 
 # `observable_scores` (and the merged columns it keeps): one row per observable of the day.
-SCORE_COLUMNS = (
-    "stix_id",
-    "internal_id",
-    "entity_type",
-    "normalized_value",
-    "observable_status",
-    "tlp",
-    "existing_score",
-    "score",
-    "confidence",
-    "verdict",
-    "components",
-    "explanation",
-    "special_use",
-    "linked",
-    "link_summary",
-    "provider_status",
-)
+SCORE_COLUMNS: dict[str, str] = {
+    "stix_id": "string",
+    "internal_id": "string",
+    "entity_type": "string",
+    "normalized_value": "string",
+    "observable_status": "string",
+    "tlp": "string",
+    "existing_score": "Int64",
+    "score": "Int64",  # 0-100, null when rejected
+    "confidence": "Int64",  # 0-100
+    "verdict": "string",  # malicious, suspicious, benign, unknown
+    "components": "list",  # evidence items: rule, provider, field, value_json, contribution
+    "explanation": "string",
+    "special_use": "boolean",
+    "linked": "boolean",
+    "link_summary": "string",
+    "provider_status": "string",  # JSON: provider -> status[:reason]
+}
+# What the score policy (scoring.policy) adds to each score row.
+SCORE_POLICY_COLUMNS: dict[str, str] = {
+    "final_score": "Int64",  # the score written back
+    "policy_action": "string",  # scoring.policy.ACTIONS
+}
 
 # `merged_enrichment`: the observable's columns, then per provider these lookup columns (as
 # `<provider>__<name>`) and its typed fields (providers.fields.PROVIDER_FIELDS).
@@ -77,4 +82,38 @@ MERGED_LOOKUP_COLUMNS: dict[str, str] = {
 }
 
 # `lookup_triage`: one row per (observable, expensive provider) decision.
-TRIAGE_COLUMNS = ("stix_id", "provider", "selected", "priority", "reason")
+TRIAGE_COLUMNS: dict[str, str] = {
+    "stix_id": "string",
+    "provider": "string",
+    "selected": "bool",
+    "priority": "float64",
+    "reason": "string",
+}
+
+# `threat_context`: one row per observable with the threat entities it is linked to.
+CONTEXT_COLUMNS: dict[str, str] = {
+    "stix_id": "string",
+    "normalized_value": "string",
+    "links": "string",  # JSON list of links (entity, via, relationship, provider name)
+    "n_threat_actors": "Int64",
+    "n_intrusion_sets": "Int64",
+    "n_campaigns": "Int64",
+    "n_malware": "Int64",
+    "linked": "boolean",
+    "n_known_links": "Int64",  # distinct entities linked directly or through an indicator
+    "link_summary": "string",  # "intrusion set Crimson Lynx; malware Emotet", for explanations
+}
+
+# `opencti_writeback`: one row per scored observable of the day, saying what the write-back did.
+WRITEBACK_COLUMNS: dict[str, str] = {
+    "stix_id": "string",
+    "writeback_status": "string",  # WRITEBACK_STATUSES
+    "reason": "string",  # held_back: no_provider_evidence; not_written: the observable's status
+}
+WRITEBACK_WRITTEN = "written"
+WRITEBACK_DRY_RUN = "dry_run"  # in the dry-run bundle file, not sent
+WRITEBACK_HELD_BACK = "held_back"  # every provider asked failed: nothing written for it
+WRITEBACK_NOT_WRITTEN = "not_written"  # rejected, out of scope or no score
+WRITEBACK_STATUSES = (WRITEBACK_WRITTEN, WRITEBACK_DRY_RUN, WRITEBACK_HELD_BACK,
+                      WRITEBACK_NOT_WRITTEN)
+WRITEBACK_NO_EVIDENCE = "no_provider_evidence"

@@ -22,10 +22,12 @@ def test_reversed_or_malformed_ranges_are_refused_with_a_message():
 
 
 def test_rescore_job_selects_only_stored_lookups_consumers_at_low_priority():
+    """Scores from the stored lookups, then their write-back: no lookup asset."""
     params = backfill_params("2026-11-01", "2026-11-01", job="rescore")
     assert params["assetSelection"] == [
         {"path": ["merged_enrichment"]},
         {"path": ["observable_scores"]},
+        {"path": ["opencti_writeback"]},
     ]
     assert {"key": "dagster/priority", "value": "-10"} in params["tags"]
 

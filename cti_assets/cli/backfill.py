@@ -14,10 +14,10 @@ import requests
 
 from cti_assets import settings
 from cti_assets.cli.args import parse_day as parse_date
-from cti_assets.defs.automation import BACKFILL_PRIORITY
+from cti_assets.defs.automation import BACKFILL_PRIORITY, RESCORE_ASSETS
 
 JOB_ASSETS = {
-    "rescore": ["merged_enrichment", "observable_scores"],
+    "rescore": list(RESCORE_ASSETS),  # the rescore job's selection (defs.automation owns it)
 }
 
 LAUNCH_BACKFILL = """

@@ -3,6 +3,11 @@
 Everything that starts a run lives here, and it only ever asks Dagster for runs: scaling out is
 Dagster's run queue, pools and launchers, never a scheduler of our own. Sensor runs carry a
 higher priority than backfills so that fresh observables go first.
+
+Write-back follows a rescore because the `rescore` job includes it, rather than through an
+AutomationCondition: the job needs no daemon sensor switched on, a rescore backfill of past days
+writes each of those days (`eager()` only acts on the latest time partition), and the run that
+changed the scores is the run that shows whether they reached OpenCTI.
 """
 
 import hashlib
@@ -19,20 +24,25 @@ from cti_assets.sources.base import SourceError
 
 SENSOR_PRIORITY = "10"
 BACKFILL_PRIORITY = "-10"
+# Run config of a sensor run over few observables: one process, no step start-up (the
+# executor is definitions.run_executor).
+IN_PROCESS_RUN = {"execution": {"config": {"in_process": True}}}
 
 enrichment_job = dg.define_asset_job(
     "enrichment",
     selection=dg.AssetSelection.all(),
-    partitions_def=daily_partitions,
     description="The whole graph for a day: observables, lookups, scores and write-back.",
 )
 
+# Re-scoring ends with the write-back: a score that changed reaches OpenCTI in the same run
+# (see RESCORE_ASSETS).
+RESCORE_ASSETS = ("merged_enrichment", "observable_scores", "opencti_writeback")
+
 rescore_job = dg.define_asset_job(
     "rescore",
-    selection=dg.AssetSelection.assets("merged_enrichment", "observable_scores"),
-    partitions_def=daily_partitions,
-    description="Re-score days from the stored lookups, with zero provider calls "
-    "(after a change of weights, say).",
+    selection=dg.AssetSelection.assets(*RESCORE_ASSETS),
+    description="Re-score days from the stored lookups, with zero provider calls (after a "
+    "change of weights or of the scoring model, say), and write the new scores back.",
 )
 
 daily_schedule = dg.build_schedule_from_partitioned_job(
@@ -120,10 +130,12 @@ def plan_sensor_tick(
         affected[key] = affected.get(key, 0) + 1
     for created_at, stix_id in late:
         late_by_day.setdefault(partition_key_for(created_at), []).append(stix_id)
+    small = settings.sensor_in_process_max()
     requests = [
         dg.RunRequest(
             run_key=_run_key(key, watermark, late_by_day.get(key, [])),
             partition_key=key,
+            run_config=IN_PROCESS_RUN if count <= small else {},
             tags={
                 "dagster/priority": SENSOR_PRIORITY,
                 "cti/trigger": "sensor",

@@ -7,17 +7,19 @@ shows up in every downstream table and in the counts.
 import dagster as dg
 import pandas as pd
 
-from cti_assets.defs.partitions import BACKFILL_POLICY, daily_partitions, partition_window
+from cti_assets.defs.metadata import numeric, owners, row_count, schema_metadata, tags
+from cti_assets.defs.partitions import daily_partitions, partition_window
 from cti_assets.defs.resources import SourceResource
 from cti_assets.sources.base import SourceError
 
 
 @dg.asset(
     partitions_def=daily_partitions,
-    backfill_policy=BACKFILL_POLICY,
     group_name="ingest",
     kinds={"python", "stix"},
     code_version="1",
+    owners=owners("ingest"), tags=tags("ingest"),
+    metadata=schema_metadata("observables"),
 )
 def observables(context: dg.AssetExecutionContext, source: SourceResource) -> pd.DataFrame:
     """Observables the source created in [day 00:00, next day 00:00) UTC, one row each, with
@@ -35,10 +37,11 @@ def observables(context: dg.AssetExecutionContext, source: SourceResource) -> pd
     counts = counts_by_type_and_status(frame)
     context.add_output_metadata(
         {
-            "rows": len(frame),
+            **row_count(len(frame)),
             "window": f"[{start.isoformat()}, {end.isoformat()})",
             "source": cti_source.name,
             "counts": dg.MetadataValue.json(counts),
+            **numeric("status_", frame["status"].value_counts().to_dict()),
             "rejected": int((frame["status"] == "rejected").sum()),
         }
     )

@@ -7,11 +7,15 @@ Where the cache, limits and deferred ledger live (SQLite on this host, or shared
 resources' business (defs/resources.py); each lookup's metadata names the backends it used.
 """
 
+from collections.abc import Iterator
+
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from cti_assets.defs.partitions import BACKFILL_POLICY, daily_partitions
+from cti_assets import settings
+from cti_assets.defs.metadata import numeric, owners, row_count, schema_metadata, tags
+from cti_assets.defs.partitions import daily_partitions
 from cti_assets.defs.resources import ProviderResource
 from cti_assets.defs.state import RateLimitResource, ResponseCacheResource
 from cti_assets.providers import base
@@ -26,6 +30,11 @@ class LookupConfig(dg.Config):
     refresh_values: list[str] = Field(
         default_factory=list,
         description="Observable values or STIX ids looked up anew (on-demand enrichment)",
+    )
+    error_rate_warn: float | None = Field(
+        default=None, ge=0.0, le=1.0,
+        description="Share of failed lookups above which the error_rate check warns "
+        "(default CTI_LOOKUP_ERROR_RATE_WARN, 0.2)",
     )
 
 
@@ -47,12 +56,12 @@ def run_provider(
     from cti_assets.providers.runner import lookup_frame
 
     exit_with_parent()  # a step whose run process was killed sends nothing more
-    settings = resource.provider_settings()
+    chosen = resource.provider_settings()
     refresh: bool | frozenset[str] = config.force_refresh or frozenset(config.refresh_values)
     cache = (cache_resource or ResponseCacheResource()).open()
-    limiter = (limits_resource or RateLimitResource()).limiter(settings)
+    limiter = (limits_resource or RateLimitResource()).limiter(chosen)
     try:
-        frame, stats = lookup_frame(provider, observables, settings, cache=cache,
+        frame, stats = lookup_frame(provider, observables, chosen, cache=cache,
                                     limiter=limiter, force_refresh=refresh, deferred=deferred,
                                     retry_first=retry_first)
         backends = {"response_cache": cache.describe(), "rate_limits": limiter.backend}
@@ -69,10 +78,35 @@ def _status_counts(frame: pd.DataFrame) -> dg.MetadataValue:
 
 
 def _metadata(stats, frame: pd.DataFrame) -> dict:
-    metadata = dict(stats.as_metadata())
-    metadata["rows"] = len(frame)
+    """Calls, cache hits, errors per class, latency and status counts as numbers (plotted
+    across partitions), plus the row count."""
+    metadata: dict[str, object] = {k: v for k, v in stats.as_metadata().items() if k != "rows"}
+    metadata.update(row_count(len(frame)))
     metadata["status_counts"] = _status_counts(frame)
     return metadata
+
+
+ERROR_RATE_CHECK = "error_rate"
+
+
+def error_rate_check(
+    provider: str, frame: pd.DataFrame, threshold: float | None
+) -> dg.AssetCheckResult:
+    """The non-blocking error-rate check of one lookup: WARN when too many calls failed."""
+    from cti_assets.scoring.evidence import error_rate
+
+    limit = settings.lookup_error_rate_warn() if threshold is None else threshold
+    rate = error_rate(frame)
+    return dg.AssetCheckResult(
+        check_name=ERROR_RATE_CHECK,
+        asset_key=dg.AssetKey(f"{provider}_lookups"),
+        passed=rate.passes(limit),
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"error_rate": rate.share, "failed": rate.failed, "attempted": rate.attempted,
+                  "threshold": limit},
+        description=f"{rate.failed} of {rate.attempted} attempted lookups failed "
+        f"({rate.share:.0%}; warns above {limit:.0%})",
+    )
 
 
 def build_lookup_asset(provider: str, *, expensive: bool) -> dg.AssetsDefinition:
@@ -80,23 +114,35 @@ def build_lookup_asset(provider: str, *, expensive: bool) -> dg.AssetsDefinition
     ins = {"observables": dg.AssetIn("observables")}
     if expensive:
         ins["lookup_triage"] = dg.AssetIn("lookup_triage")
+    check = dg.AssetCheckSpec(
+        ERROR_RATE_CHECK,
+        asset=f"{provider}_lookups",
+        blocking=False,
+        description=f"Warns (never blocks) when the share of {provider} lookups that failed "
+        "(errors, or deferred because the provider was unavailable) among those attempted "
+        "passes the threshold (CTI_LOOKUP_ERROR_RATE_WARN or the run's error_rate_warn).",
+    )
 
     @dg.asset(
         name=f"{provider}_lookups",
         ins=ins,
         partitions_def=daily_partitions,
-        backfill_policy=BACKFILL_POLICY,
         group_name="expensive_lookups" if expensive else "cheap_lookups",
+        owners=owners("lookups"), tags=tags("lookups"),
+        metadata=schema_metadata(f"{provider}_lookups"),
         pool=provider,
         retry_policy=LOOKUP_RETRY,
         required_resource_keys={provider, "response_cache", "rate_limits", "deferred_ledger"},
+        check_specs=[check],
         kinds={"python", "api"},
         description=f"{provider} answers for each observable of the partition: one row per "
         "observable with its status (ok, not_found, skipped with a reason, deferred, or error "
         "with a class); raw bodies in the response cache under raw_digest; the answer's fields "
         "as JSON and parsed into typed `<provider>__<field>` columns.",
     )
-    def _lookup(context: dg.AssetExecutionContext, config: LookupConfig, **inputs) -> pd.DataFrame:
+    def _lookup(
+        context: dg.AssetExecutionContext, config: LookupConfig, **inputs
+    ) -> Iterator[dg.Output[pd.DataFrame] | dg.AssetCheckResult]:
         from cti_assets.providers.typed_fields import with_typed_fields
 
         observables: pd.DataFrame = inputs["observables"]
@@ -105,7 +151,6 @@ def build_lookup_asset(provider: str, *, expensive: bool) -> dg.AssetsDefinition
             from cti_assets.scoring.triage import deferred_map
 
             deferred = deferred_map(inputs["lookup_triage"], provider)
-        from cti_assets import settings
         from cti_assets.pool_guard import hold_pool
 
         resource: ProviderResource = getattr(context.resources, provider)
@@ -123,18 +168,21 @@ def build_lookup_asset(provider: str, *, expensive: bool) -> dg.AssetsDefinition
             backends["deferred_ledger"] = ledger.describe()
         finally:
             ledger.close()
-        context.add_output_metadata(
-            {**_metadata(stats, frame), "state_backends": dg.MetadataValue.json(backends)})
-        return with_typed_fields(provider, frame)  # parsed once here, not at each re-score
+        metadata = {**_metadata(stats, frame),
+                    "state_backends": dg.MetadataValue.json(backends)}
+        # fields parsed once here, not at each re-score
+        yield dg.Output(with_typed_fields(provider, frame), metadata=metadata)
+        yield error_rate_check(provider, frame, config.error_rate_warn)
 
     return _lookup
 
 
 @dg.asset(
     partitions_def=daily_partitions,
-    backfill_policy=BACKFILL_POLICY,
     group_name="cheap_lookups",
     kinds={"python"},
+    owners=owners("lookups"), tags=tags("lookups"),
+    metadata=schema_metadata("network_context_lookups"),
     description="Offline network context (special-use ranges, public suffix, IDN and "
     "confusables, entropy, URL features, hash type). No network at all.",
 )
@@ -148,7 +196,9 @@ def network_context_lookups(
     frame = with_typed_fields(base.NETWORK_CONTEXT, network_context_frame(observables))
     special = frame[column(base.NETWORK_CONTEXT, "is_special_use")].fillna(False).sum()
     context.add_output_metadata(
-        {"rows": len(frame), "special_use": int(special), "status_counts": _status_counts(frame)}
+        {**row_count(len(frame)), "special_use": int(special),
+         **numeric("status_", frame["status"].value_counts().to_dict()),
+         "status_counts": _status_counts(frame)}
     )
     return frame
 
@@ -167,9 +217,10 @@ class TriageConfig(dg.Config):
 
 @dg.asset(
     partitions_def=daily_partitions,
-    backfill_policy=BACKFILL_POLICY,
     group_name="triage",
     kinds={"python"},
+    owners=owners("lookups"), tags=tags("lookups"),
+    metadata=schema_metadata("lookup_triage"),
     ins={
         "observables": dg.AssetIn("observables"),
         "network_context_lookups": dg.AssetIn("network_context_lookups"),
@@ -199,8 +250,8 @@ def lookup_triage(
         if provider in config.budgets:
             budgets[provider] = config.budgets[provider]
             continue
-        settings = getattr(context.resources, provider).provider_settings()
-        with context.resources.rate_limits.limiter(settings) as limiter:
+        chosen = getattr(context.resources, provider).provider_settings()
+        with context.resources.rate_limits.limiter(chosen) as limiter:
             budgets[provider] = limiter.remaining("day")
     ledger = context.resources.deferred_ledger.open()
     try:
@@ -212,6 +263,9 @@ def lookup_triage(
     deferred = decisions[~decisions["selected"]].groupby("provider").size().to_dict()
     context.add_output_metadata(
         {
+            **row_count(len(decisions)),
+            **numeric("selected_", {k: int(v) for k, v in selected.items()}),
+            **numeric("deferred_", {k: int(v) for k, v in deferred.items()}),
             "budgets": dg.MetadataValue.json({k: v for k, v in budgets.items()}),
             "selected": dg.MetadataValue.json({k: int(v) for k, v in selected.items()}),
             "deferred": dg.MetadataValue.json({k: int(v) for k, v in deferred.items()}),

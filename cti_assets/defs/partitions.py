@@ -2,6 +2,11 @@
 
 The current day is included (end_offset=1) so that the sensor can enrich observables as they
 arrive; CTI_PARTITIONS_START (settings.partitions_start) moves the first day.
+
+Assets carry no backfill policy: without one, an asset backfill launches one run per day, which
+is what the Parquet IO manager (one file per partition) needs and what keeps a provider outage
+to one day's worth of retries. `BackfillPolicy.multi_run(max_partitions_per_run=1)` said the
+same thing explicitly, at the cost of a BetaWarning per asset.
 """
 
 from __future__ import annotations
@@ -27,7 +32,3 @@ def partition_key_for(moment: datetime) -> str:
     """The daily partition an instant belongs to (UTC date)."""
     return moment.astimezone(UTC).strftime("%Y-%m-%d")
 
-
-# One partition per run: the Parquet IO manager stores one file per partition, and a run per
-# day keeps a provider outage to one day's worth of retries.
-BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)

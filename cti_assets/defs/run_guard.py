@@ -16,9 +16,9 @@ run per unique value:
         tag_concurrency_limits:
           - {key: cti/partition, value: {applyLimitPerUniqueValue: true}, limit: 1}
 
-The assets run one day per run (BackfillPolicy.multi_run(max_partitions_per_run=1)), so a range
-run's start and end are the same day. A run over several days gets its range as the tag value
-("start...end"): it waits for another run of the same range only.
+The assets run one day per run (no backfill policy: one run per partition), so where a run
+carries the range form its start and end are the same day. A run over several days gets its
+range as the tag value ("start...end"): it waits for another run of the same range only.
 
 Runs executed in the calling process (`dagster asset materialize`, `execute_in_process`) never
 enter the queue, so no run-queue rule applies to them.

@@ -6,6 +6,7 @@ lineage (which provider fields a score comes from) and refuse to pass on bad sco
 
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 
 import dagster as dg
 import pandas as pd
@@ -14,29 +15,50 @@ from pydantic import Field
 
 from cti_assets import settings
 from cti_assets.defs.lookups import CHEAP_API_PROVIDERS
-from cti_assets.defs.partitions import BACKFILL_POLICY, daily_partitions
+from cti_assets.defs.metadata import (
+    COLUMN_LINEAGE,
+    merged_column_lineage,
+    numeric,
+    owners,
+    row_count,
+    schema_metadata,
+    score_column_lineage,
+    tags,
+)
+from cti_assets.defs.partitions import daily_partitions
 from cti_assets.defs.resources import SourceResource
 from cti_assets.providers import base
 from cti_assets.scoring.batched import ScoreSummary, merge_lookup_columns
+from cti_assets.scoring.model import MODEL_VERSION
 from cti_assets.sources.base import SourceError
 from cti_assets.storage.parquet import FrameBatches, StoredTable
 
 LOOKUP_ASSETS = ["network_context_lookups"] + [
     f"{p}_lookups" for p in CHEAP_API_PROVIDERS + base.EXPENSIVE_PROVIDERS
 ]
-SCORE_CHECKS = (
-    "score_in_range",
-    "one_row_per_observable",
-    "no_duplicate_ids",
-    "every_score_explained",
-)
+# Scores are expected at least daily (the daily schedule at 00:30 UTC, the sensor as observables
+# arrive): warn after 25 hours without a new materialization, fail after 26. The daemon's
+# freshness evaluation shows it on the asset.
+SCORES_FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(hours=26), warn_window=timedelta(hours=25))
+
+# The four blocking checks (ScoreSummary.checks computes them) and what each guarantees.
+SCORE_CHECKS: dict[str, str] = {
+    "score_in_range": "Blocks write-back unless every score and confidence is within 0-100 "
+    "(or null for a rejected observable).",
+    "one_row_per_observable": "Blocks write-back unless the scores hold exactly one row for "
+    "each observable of merged_enrichment: none missing, none extra.",
+    "no_duplicate_ids": "Blocks write-back if a STIX id appears twice in the scores.",
+    "every_score_explained": "Blocks write-back if any row has an empty explanation.",
+}
 
 
 @dg.asset(
     partitions_def=daily_partitions,
-    backfill_policy=BACKFILL_POLICY,
     group_name="scoring",
     kinds={"pandas"},
+    owners=owners("scoring"), tags=tags("scoring"),
+    metadata=schema_metadata("merged_enrichment"),
     ins={
         "observables": dg.AssetIn("observables", metadata={"batched": True}),
         **{
@@ -57,7 +79,10 @@ def merged_enrichment(**inputs: StoredTable) -> FrameBatches:
         for name, table in inputs.items()
         if name.endswith("_lookups")
     }
+    from cti_assets.scoring.evidence import EvidenceSummary, evidence_states
+
     statuses: dict[str, Counter] = {provider: Counter() for provider in lookups}
+    evidence = EvidenceSummary()
     rows = 0
 
     def counted() -> Iterator[pd.DataFrame]:
@@ -66,20 +91,24 @@ def merged_enrichment(**inputs: StoredTable) -> FrameBatches:
             rows += len(merged)
             for provider, counts in statuses.items():
                 counts.update(merged[f"{provider}__status"].dropna().astype(str).tolist())
+            evidence.add(evidence_states(merged))
             yield merged
 
     return FrameBatches(counted(), metadata=lambda: {
-        "rows": rows,
+        **row_count(rows),
+        COLUMN_LINEAGE: merged_column_lineage(),
         "provider_statuses": dg.MetadataValue.json(
             {provider: dict(counts) for provider, counts in statuses.items()}),
+        **evidence.as_metadata(),
     })
 
 
 @dg.asset(
     partitions_def=daily_partitions,
-    backfill_policy=BACKFILL_POLICY,
     group_name="scoring",
     kinds={"pandas", "stix"},
+    owners=owners("scoring"), tags=tags("scoring"),
+    metadata=schema_metadata("threat_context"),
 )
 def threat_context(
     context: dg.AssetExecutionContext,
@@ -102,7 +131,7 @@ def threat_context(
     frame = build_threat_context(observables, links, entities, merged_enrichment)
     context.add_output_metadata(
         {
-            "rows": len(frame),
+            **row_count(len(frame)),
             "linked": int(frame["linked"].sum()) if len(frame) else 0,
             "known_entities": len(entities),
         }
@@ -116,20 +145,6 @@ class ScoringConfig(dg.Config):
     weights: dict[str, float] = Field(default_factory=dict)
     score_policy: str = Field(
         default="keep_higher", description="keep_higher, replace or replace_if_higher_confidence"
-    )
-
-
-def _column_lineage() -> dg.TableColumnLineage:
-    from cti_assets.scoring.explain import column_lineage
-
-    return dg.TableColumnLineage(
-        deps_by_column={
-            column: [
-                dg.TableColumnDep(asset_key=dg.AssetKey(dep["asset"]), column_name=dep["column"])
-                for dep in deps
-            ]
-            for column, deps in column_lineage().items()
-        }
     )
 
 
@@ -152,12 +167,16 @@ def score_check_results(
 
 @dg.asset(
     partitions_def=daily_partitions,
-    backfill_policy=BACKFILL_POLICY,
     group_name="scoring",
     kinds={"pandas"},
+    owners=owners("scoring"), tags=tags("scoring"),
+    metadata=schema_metadata("observable_scores"),
+    code_version=f"model-{MODEL_VERSION}",
+    freshness_policy=SCORES_FRESHNESS,
     ins={"merged_enrichment": dg.AssetIn(metadata={"batched": True})},
     check_specs=[
-        dg.AssetCheckSpec(name, asset="observable_scores", blocking=True) for name in SCORE_CHECKS
+        dg.AssetCheckSpec(name, asset="observable_scores", blocking=True, description=text)
+        for name, text in SCORE_CHECKS.items()
     ],
 )
 def observable_scores(
@@ -179,9 +198,9 @@ def observable_scores(
     def metadata() -> dict[str, object]:
         gathered = summary.metadata()
         return {
-            "rows": gathered["rows"],
-            "verdicts": dg.MetadataValue.json(gathered["verdicts"]),
-            "histogram": dg.MetadataValue.json(gathered["histogram"]),
+            **row_count(gathered["rows"]),
+            **numeric("verdict_", gathered["verdicts"]),
+            **numeric("score_", gathered["histogram"]),
             "top_scores": dg.MetadataValue.md(gathered["top_scores"]),
         }
 
@@ -189,7 +208,7 @@ def observable_scores(
     yield dg.Output(
         FrameBatches(batches, metadata=metadata),
         metadata={
-            "dagster/column_lineage": _column_lineage(),
+            COLUMN_LINEAGE: score_column_lineage(),
             "score_policy": config.score_policy,
         },
     )

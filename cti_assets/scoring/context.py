@@ -30,19 +30,7 @@ from cti_assets.providers.base import (
 )
 from cti_assets.providers.fields import column
 from cti_assets.sources.base import ThreatEntity, ThreatLink
-
-CONTEXT_COLUMNS = (
-    "stix_id",
-    "normalized_value",
-    "links",
-    "n_threat_actors",
-    "n_intrusion_sets",
-    "n_campaigns",
-    "n_malware",
-    "linked",
-    "n_known_links",  # distinct entities linked directly or through an indicator
-    "link_summary",  # "intrusion set Crimson Lynx; malware Emotet", for explanations
-)
+from cti_assets.tables import CONTEXT_COLUMNS
 
 # Provider columns whose values may name a threat entity.
 NAME_SOURCES: tuple[tuple[str, str], ...] = (

@@ -18,7 +18,6 @@ import pandas as pd
 from cti_assets.providers.fields import PROVIDER_FIELDS
 from cti_assets.scoring.components import parse_components
 from cti_assets.scoring.model import THREAT_LINK_RULE, VERDICTS
-from cti_assets.scoring.rules import RULES
 from cti_assets.scoring.view import PROVIDER_LABELS
 
 EXCERPT_CHARS = 400
@@ -108,39 +107,6 @@ def verdict_counts(scores: pd.DataFrame) -> dict[str, int]:
     """Rows per verdict, every verdict present (0 when none)."""
     counts = scores["verdict"].value_counts()
     return {verdict: int(counts.get(verdict, 0)) for verdict in VERDICTS}
-
-
-def column_lineage() -> dict[str, list[dict[str, str]]]:
-    """Which upstream columns feed score, confidence and verdict (asset + column)."""
-    score_deps: list[dict[str, str]] = []
-    for spec in RULES:
-        for provider in spec.providers:
-            for field_name in spec.fields:
-                if field_name in PROVIDER_FIELDS[provider]:
-                    _add(score_deps, f"{provider}_lookups", f"fields.{field_name}")
-            _add(score_deps, f"{provider}_lookups", "status")
-    _add(score_deps, "securitytrails_lookups", "fetched_at")
-    for name in ("n_threat_actors", "n_intrusion_sets", "n_campaigns", "n_malware",
-                 "n_known_links"):
-        _add(score_deps, "threat_context", name)
-    confidence_deps: list[dict[str, str]] = [{"asset": "observables", "column": "entity_type"}]
-    for provider in PROVIDER_FIELDS:
-        _add(confidence_deps, f"{provider}_lookups", "status")
-        _add(confidence_deps, f"{provider}_lookups", "reason")
-    _add(confidence_deps, "virustotal_lookups", "fields.last_analysis_date")
-    _add(confidence_deps, "virustotal_lookups", "fetched_at")
-    verdict_deps = list(score_deps)
-    for dep in confidence_deps:
-        _add(verdict_deps, dep["asset"], dep["column"])
-    for deps in (score_deps, verdict_deps):
-        _add(deps, "observables", "status")
-    return {"score": score_deps, "confidence": confidence_deps, "verdict": verdict_deps}
-
-
-def _add(deps: list[dict[str, str]], asset: str, column_name: str) -> None:
-    dep = {"asset": asset, "column": column_name}
-    if dep not in deps:
-        deps.append(dep)
 
 
 def _headline(row: dict) -> str:

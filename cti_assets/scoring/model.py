@@ -49,6 +49,10 @@ from cti_assets.tables import SCORE_COLUMNS
 MALICIOUS, SUSPICIOUS, BENIGN, UNKNOWN = "malicious", "suspicious", "benign", "unknown"
 VERDICTS = (MALICIOUS, SUSPICIOUS, BENIGN, UNKNOWN)
 THREAT_LINK_RULE = "threat_link"
+# Version of the scoring model: rules, default weights, formula and texts. Bump it with any
+# change that can alter a score, confidence, verdict or explanation; it is observable_scores'
+# code_version, so the Dagster UI marks every day scored by an older model as stale.
+MODEL_VERSION = "2026.11.1"
 # Highest probability one item may claim, so that -ln(1 - p) stays finite.
 _P_MAX = 0.999
 

@@ -157,3 +157,19 @@ def test_without_a_look_back_the_late_arrival_is_missed(sensor_world, monkeypatc
     store.write_objects([_ipv4("198.51.100.41")], first_seen_at=now - timedelta(minutes=5))
     requests, _ = _tick(instance, store.path, cursor)
     assert requests == []
+
+
+def test_small_days_run_in_one_process_and_big_ones_per_step(monkeypatch):
+    """A sensor run over a few observables asks the executor for one process (no step
+    start-up); a big day keeps a process per step; the limit is CTI_SENSOR_IN_PROCESS_MAX."""
+    from datetime import UTC, datetime
+
+    from cti_assets.defs.automation import IN_PROCESS_RUN, plan_sensor_tick
+
+    monkeypatch.setenv("CTI_SENSOR_IN_PROCESS_MAX", "3")
+    small = [(datetime(2026, 11, 20, 9, n, tzinfo=UTC), f"ipv4-addr--{n}") for n in range(3)]
+    big = [(datetime(2026, 11, 21, 9, n, tzinfo=UTC), f"ipv4-addr--b{n}") for n in range(4)]
+    requests, _, _ = plan_sensor_tick(None, small + big, datetime(2026, 11, 22, tzinfo=UTC))
+    by_day = {r.partition_key: r for r in requests}
+    assert by_day["2026-11-20"].run_config == IN_PROCESS_RUN
+    assert by_day["2026-11-21"].run_config == {}

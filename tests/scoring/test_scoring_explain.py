@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 
-from cti_assets.providers.fields import PROVIDER_FIELDS
 from cti_assets.scoring.context import build_threat_context
 from cti_assets.scoring.explain import (
-    column_lineage,
     explain_text,
     histogram,
     top_table_markdown,
@@ -15,7 +13,6 @@ from cti_assets.scoring.explain import (
 )
 from cti_assets.scoring.model import score_frame
 from cti_assets.scoring.policy import apply_score_policy
-from cti_assets.scoring.rules import RULES
 from tests.scoring.scoring_factories import Lookup, digest_of, merged_rows, observable
 
 LYNX_ID = "intrusion-set--7"
@@ -80,22 +77,3 @@ def test_tables_histogram_and_counts():
     assert counts["0-9"] == 1 and list(counts)[-2] == "90-100"
     assert verdict_counts(scores) == {"malicious": 1, "suspicious": 0, "benign": 0,
                                       "unknown": 2}
-
-
-def test_column_lineage_names_real_provider_fields():
-    lineage = column_lineage()
-    assert set(lineage) == {"score", "confidence", "verdict"}
-    assert {"asset": "virustotal_lookups", "column": "fields.malicious"} in lineage["score"]
-    assert {"asset": "abuseipdb_lookups", "column": "fields.abuse_confidence_score"} in (
-        lineage["score"]
-    )
-    for dep in lineage["score"]:
-        if dep["asset"].endswith("_lookups") and dep["column"].startswith("fields."):
-            provider = dep["asset"].removesuffix("_lookups")
-            assert dep["column"].removeprefix("fields.") in PROVIDER_FIELDS[provider]
-    rule_fields = {(p, f) for spec in RULES for p in spec.providers for f in spec.fields
-                   if f in PROVIDER_FIELDS[p]}
-    lineage_fields = {(d["asset"].removesuffix("_lookups"), d["column"].removeprefix("fields."))
-                      for d in lineage["score"] if d["column"].startswith("fields.")}
-    assert rule_fields == lineage_fields
-    assert all(dep in lineage["verdict"] for dep in lineage["confidence"])

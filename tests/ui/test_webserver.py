@@ -33,6 +33,33 @@ mutation Launch($params: ExecutionParams!) {
 }
 """
 STATUS = "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
+ENTRIES = """
+  label
+  __typename
+  ... on IntMetadataEntry { intValue }
+  ... on TableSchemaMetadataEntry { schema { columns { name type } } }
+  ... on TableColumnLineageMetadataEntry {
+    lineage { columnName columnDeps { assetKey { path } columnName } }
+  }
+"""
+ASSET_METADATA = (
+    "query($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { ... on AssetNode { "
+    "metadataEntries { " + ENTRIES + " } "
+    "assetMaterializations(limit: 1) { partition metadataEntries { " + ENTRIES + " } } } } }"
+)
+
+
+def asset_metadata(url: str, asset: str) -> tuple[dict, dict]:
+    """(definition metadata, latest materialization metadata) of an asset, by label."""
+    node = graphql(url, ASSET_METADATA, {"key": {"path": [asset]}})["assetNodeOrError"]
+    (materialization,) = node["assetMaterializations"]
+    return ({e["label"]: e for e in node["metadataEntries"]},
+            {e["label"]: e for e in materialization["metadataEntries"]})
+
+
+def lineage_of(entry: dict) -> dict[str, set[tuple[str, str]]]:
+    return {item["columnName"]: {("/".join(d["assetKey"]["path"]), d["columnName"])
+                                 for d in item["columnDeps"]} for item in entry["lineage"]}
 
 
 def free_port() -> int:
@@ -99,14 +126,14 @@ def webserver(tmp_path):
                     pass
                 assert process.poll() is None, log_path.read_text()[-2000:]
                 time.sleep(0.5)  # waiting for a child process to listen, not for timing
-            yield url, env
+            yield url, env, log_path
         finally:
             process.terminate()
             process.wait(timeout=30)
 
 
 def test_asset_graph_and_a_partitioned_run(webserver):
-    url, env = webserver
+    url, env, log_path = webserver
     nodes = graphql(url, ASSET_GRAPH)["assetNodes"]
     graph = {
         "/".join(n["assetKey"]["path"]): {"/".join(d["path"]) for d in n["dependencyKeys"]}
@@ -164,6 +191,30 @@ def test_asset_graph_and_a_partitioned_run(webserver):
     assert status == "SUCCESS"
     scores = Path(env["CTI_DATA_DIR"]) / "outputs" / "observable_scores" / "2026-11-20.parquet"
     assert scores.exists()
+
+    # what the UI shows of the scores: row count, column schema, column lineage down to a
+    # typed lookup column, and verdict counts as numbers (plotted across partitions)
+    definition, materialized = asset_metadata(url, "observable_scores")
+    schema = definition["dagster/column_schema"]["schema"]["columns"]
+    assert {"score", "confidence", "verdict", "final_score"} <= {c["name"] for c in schema}
+    assert materialized["dagster/row_count"] == {
+        "label": "dagster/row_count", "__typename": "IntMetadataEntry", "intValue": 1}
+    verdicts = {k: e for k, e in materialized.items() if k.startswith("verdict_")}
+    assert {e["__typename"] for e in verdicts.values()} == {"IntMetadataEntry"}
+    assert sum(e["intValue"] for e in verdicts.values()) == 1
+    score_lineage = lineage_of(materialized["dagster/column_lineage"])
+    assert ("merged_enrichment", "virustotal__malicious") in score_lineage["score"]
+    _, merged = asset_metadata(url, "merged_enrichment")
+    assert lineage_of(merged["dagster/column_lineage"])["virustotal__malicious"] == {
+        ("virustotal_lookups", "virustotal__malicious")}
+    # the code server, the run and its steps logged no Dagster lifecycle warning
+    log = log_path.read_text()
+    for warning in ("BetaWarning", "PreviewWarning", "SupersessionWarning",
+                    "is deprecated and will be removed in"):
+        assert warning not in log, warning
+    lookups_definition, _ = asset_metadata(url, "virustotal_lookups")
+    assert "virustotal__malicious" in {
+        c["name"] for c in lookups_definition["dagster/column_schema"]["schema"]["columns"]}
 
     # a real asset backfill through launchPartitionBackfill, at a lower priority than sensor runs
     from cti_assets.cli.backfill import launch_backfill

@@ -1,0 +1,77 @@
+"""What the write-back holds back, and the write-back status of every observable of the day.
+
+An observable every asked provider failed on has no evidence: its "unknown" verdict and score
+would read in OpenCTI as if the providers had looked and found nothing. Such rows are held back
+(status `held_back`, reason `no_provider_evidence`) and written by a later run once a provider
+answers; when no provider answered anything all day, the whole day is held back. Every row of
+the day's scores gets a status here (`written`, `dry_run`, `held_back` or `not_written` with
+the observable's own status as reason), so nothing leaves the write-back unaccounted for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from cti_assets.scoring.evidence import FAILED, EvidenceSummary, evidence_states
+from cti_assets.tables import (
+    WRITEBACK_DRY_RUN,
+    WRITEBACK_HELD_BACK,
+    WRITEBACK_NO_EVIDENCE,
+    WRITEBACK_NOT_WRITTEN,
+    WRITEBACK_WRITTEN,
+)
+
+
+@dataclass
+class HoldPlan:
+    """The scores to write, the ids held back and the day's evidence counts."""
+
+    to_write: pd.DataFrame
+    held_ids: frozenset[str]
+    evidence: EvidenceSummary
+
+    @property
+    def day_held_back(self) -> bool:
+        return self.evidence.hold_back
+
+
+def plan_hold(scores: pd.DataFrame, merged: pd.DataFrame | None) -> HoldPlan:
+    """Split the day's scores into those to write and those held back for lack of evidence.
+
+    `merged` needs stix_id and the evidence providers' status/reason columns
+    (scoring.evidence.status_columns); without it nothing is held back."""
+    summary = EvidenceSummary()
+    if merged is None or "stix_id" not in merged.columns:
+        return HoldPlan(scores, frozenset(), summary)
+    states = evidence_states(merged)
+    summary.add(states)
+    held = frozenset(merged.loc[(states == FAILED).to_numpy(), "stix_id"].astype(str))
+    if summary.hold_back:
+        held = frozenset(scores["stix_id"].astype(str))
+    to_write = scores[~scores["stix_id"].astype(str).isin(held)] if held else scores
+    return HoldPlan(to_write, held, summary)
+
+
+def writeback_statuses(
+    scores: pd.DataFrame, written_ids: set[str], held_ids: frozenset[str], dry_run: bool
+) -> pd.DataFrame:
+    """One row per score row: stix_id, writeback_status and reason (tables.WRITEBACK_COLUMNS)."""
+    ids = scores["stix_id"].astype(str)
+    observable_status = (scores["observable_status"].astype("string")
+                         if "observable_status" in scores.columns
+                         else pd.Series(pd.NA, index=scores.index, dtype="string"))
+    done = WRITEBACK_DRY_RUN if dry_run else WRITEBACK_WRITTEN
+    status = ids.map(lambda i: WRITEBACK_HELD_BACK if i in held_ids
+                     else done if i in written_ids else WRITEBACK_NOT_WRITTEN)
+    reason = pd.Series(pd.NA, index=scores.index, dtype="string")
+    reason[status == WRITEBACK_HELD_BACK] = WRITEBACK_NO_EVIDENCE
+    not_written = status == WRITEBACK_NOT_WRITTEN
+    own = observable_status.where(observable_status != "ok").fillna("nothing_to_write")
+    reason[not_written] = own[not_written]
+    return pd.DataFrame({
+        "stix_id": ids.astype("string").to_numpy(),
+        "writeback_status": status.astype("string").to_numpy(),
+        "reason": reason.to_numpy(),
+    })
