@@ -169,7 +169,7 @@ def write_history(outputs: Path, n: int) -> dict:
 
 
 _TIMED = r"""
-import json, resource, sys, time
+import json, os, resource, sys, time
 t0 = time.perf_counter()
 from pathlib import Path
 from cti_assets.storage.parquet import FrameBatches, StoredTable
@@ -177,6 +177,7 @@ from cti_assets.scoring.batched import (ScoreSummary, merge_batches, merge_looku
                                         score_batches)
 base, day, providers, rows = sys.argv[1], sys.argv[2], sys.argv[3].split(","), int(sys.argv[4])
 phases = {"imports": time.perf_counter() - t0}
+cpu0 = os.times()
 
 def peak_kb():
     # VmHWM is this process image's own peak; ru_maxrss would also count the parent's
@@ -212,6 +213,8 @@ assert all(passed for passed, _ in checks.values()), checks
 print(json.dumps({"phases": phases, "rows": summary.rows,
                   "wall_s": time.perf_counter() - t0 - phases["imports"],
                   "maxrss_kb": peak_kb(),
+                  "cpu_user_s": os.times().user - cpu0.user,
+                  "cpu_sys_s": os.times().system - cpu0.system,
                   "verdicts": summary.metadata()["verdicts"]}))
 """
 

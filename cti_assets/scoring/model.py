@@ -99,9 +99,7 @@ def score_frame(
         components, explanation = components.result(), explanation.result()
     score_values = pd.array(score, dtype="Int64")
     score_values[~view.scored] = pd.NA
-    out = _output(columns, score_values, confidence, verdict, components, explanation)
-    pa.default_memory_pool().release_unused()  # hand the text intermediates back to the OS
-    return out
+    return _output(columns, score_values, confidence, verdict, components, explanation)
 
 
 def _links(view: View, context: pd.DataFrame | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

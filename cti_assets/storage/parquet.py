@@ -175,7 +175,10 @@ class StoredTable:
         metadata = self._file.schema_arrow.metadata
         projected = pa.schema([schema.field(c) for c in self.columns], metadata=metadata)
         yielded = False
-        for batch in self._file.iter_batches(batch_size=rows, columns=self.columns):
+        # One decoding thread: `frames` already decodes beside the caller, and Arrow's own
+        # thread pool only adds contention on a small worker.
+        for batch in self._file.iter_batches(batch_size=rows, columns=self.columns,
+                                             use_threads=False):
             pending.append(batch)
             held += batch.num_rows
             while held >= rows:
