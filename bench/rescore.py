@@ -12,6 +12,8 @@ resident memory (VmHWM) is the job's alone.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -263,13 +265,31 @@ def rescore(outputs: Path, rows: int = settings.DEFAULT_BATCH_ROWS,
 
 
 def measure(args, scratch: Path) -> dict:
-    """The history written once, then re-scored `--rescore-repeat` times: the figures are the
-    median run's (wall times on a shared 2-core machine vary by a fifth from run to run) and
-    the highest peak of all runs."""
-    n = args.rescore_n
-    outputs = scratch / "outputs"
+    """The history written once per size, then re-scored `--rescore-repeat` times: the figures
+    are the median run's (wall times on a shared 2-core machine vary by a fifth from run to
+    run) and the highest peak of all runs. `--rescore-n` (1M) gives the headline figures;
+    `--rescore-scale` sizes (3M, 10M) say how time and memory grow with the day."""
+    base = _measure_size(args, scratch / "outputs", args.rescore_n)
+    scaling = [base]
+    for n in getattr(args, "rescore_scale", None) or []:
+        scaling.append(_measure_size(args, scratch / f"outputs-{n}", n))
+    base["scaling"] = [{k: size[k] for k in SCALING_KEYS} for size in scaling]
+    largest = scaling[-1]
+    base["largest_over_base"] = round(largest["wall_s"] / base["wall_s"], 2)
+    base["peak_gb_every_size"] = max(size["peak_gb"] for size in scaling)
+    return base
+
+
+SCALING_KEYS = ("n", "stored_mb", "wall_s", "runs_wall_s", "peak_gb", "cpu_s", "load", "rows")
+
+
+def _measure_size(args, outputs: Path, n: int) -> dict:
     sizes = write_history(outputs, n)
-    runs = [rescore(outputs, args.rescore_batch_rows) for _ in range(max(1, args.rescore_repeat))]
+    runs = []
+    for _ in range(max(1, args.rescore_repeat)):
+        load = os.getloadavg()[0]  # the machine is shared: the load beside every figure
+        runs.append({**rescore(outputs, args.rescore_batch_rows), "load": round(load, 2)})
+    shutil.rmtree(outputs, ignore_errors=True)  # 10M rows hold about 7 GB of Parquet
     median = sorted(runs, key=lambda run: run["wall_s"])[len(runs) // 2]
     return {
         "n": n,
@@ -279,6 +299,8 @@ def measure(args, scratch: Path) -> dict:
         "runs_wall_s": [round(run["wall_s"], 2) for run in runs],
         "phases_s": {k: round(v, 3) for k, v in median["phases"].items()},
         "peak_gb": round(max(run["maxrss_kb"] for run in runs) / 2**20, 3),
+        "cpu_s": round(median.get("cpu_user_s", 0) + median.get("cpu_sys_s", 0), 1),
+        "load": [run["load"] for run in runs],
         "rows": median["rows"],
         "verdicts": median["verdicts"],
     }
@@ -288,7 +310,8 @@ def section(result: dict) -> str:
     phases = ", ".join(f"{k} {v:.2f} s" for k, v in result["phases_s"].items()
                        if k != "imports")  # fmt: skip
     runs = result.get("runs_wall_s", [result["wall_s"]])
-    return (
+    loads = result.get("load")
+    text = (
         "## 3. Re-scoring\n\n"
         f"{result['n']:,} observables of one day read back from stored Parquet "
         f"({result['stored_mb']} MB: observables and seven lookup tables, written as the IO "
@@ -300,6 +323,43 @@ def section(result: dict) -> str:
         f"provider calls. Wall **{result['wall_s']:.2f} s** (target <= 10 s; the median of "
         f"{len(runs)} runs: {', '.join(f'{w:.2f}' for w in runs)} s; {phases}; interpreter "
         f"imports excluded), peak resident memory **{result['peak_gb']:.2f} GB** (target <= 2 "
-        "GB; the highest peak resident set (VmHWM) of the runs' processes, imports included). "
-        f"Verdicts: {result['verdicts']}.\n"
+        "GB; the highest peak resident set (VmHWM) of the runs' processes, imports included)"
+        + (f"; load average before each run {loads}" if loads else "")
+        + f". Verdicts: {result['verdicts']}.\n"
     )
+    scaling = result.get("scaling") or []
+    if len(scaling) > 1:
+        base = scaling[0]
+        rows = [
+            f"| {size['n']:,} | {size['stored_mb']:,} | {size['wall_s']:.2f} "
+            f"({', '.join(f'{w:.1f}' for w in size['runs_wall_s'])}) | "
+            f"{size['wall_s'] / base['wall_s']:.2f} | {size['n'] / base['n']:.0f} | "
+            f"{size['cpu_s']} | {size['peak_gb']:.2f} | {size['load']} |"
+            for size in scaling
+        ]
+        text += (
+            "\nGrowth with the day (same slices of CTI_BATCH_ROWS, history past 1M written as "
+            "renumbered copies of the first million):\n\n"
+            "| Observables | Stored MB | Wall s, median (runs) | x 1M wall | x 1M rows | "
+            "CPU s (user+sys) | Peak GB | Load before each run |\n"
+            "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
+            f"Largest size over 1M: **{result['largest_over_base']:.2f}x** the wall time "
+            f"(target <= 10.5x for 10x the rows); peak at every size "
+            f"**{result['peak_gb_every_size']:.2f} GB** (target <= 2 GB).\n"
+        )
+    compared = result.get("compared") or []
+    if compared:
+        rows = [
+            f"| {side['code']} | {side['wall_s']:.2f} "
+            f"({', '.join(f'{w:.1f}' for w in side['runs_wall_s'])}) "
+            f"| {side['cpu_s']:.1f} | {side['peak_gb']:.2f} | {side['load']} |"
+            for side in compared
+        ]
+        text += (
+            "\nThe same 1M re-score by earlier checkouts of the code, runs alternated with this "
+            "one's (A, B, C, A, B, C, ...) so each saw the same machine load; each ran its own "
+            "benchmark script on a history its own bench code wrote:\n\n"
+            "| Code | Wall s, median (runs) | CPU s (user+sys, median run) | Peak GB | "
+            "Load before each run |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+        )
+    return text

@@ -50,14 +50,16 @@ def merge_batches(
     read slice by slice beside them; one in any other order is read whole and joined on stix_id.
     The orders are compared a slice of ids at a time, so no step holds a whole day's ids.
     """
-    slices: dict[str, Iterator[pd.DataFrame] | pd.DataFrame] = {}
-    for provider, table in lookups.items():
-        if has_typed_fields(provider, table.columns):
-            table = table.project([c for c in table.columns if c != "fields"])  # not parsed
-        if _same_order(observables, table, rows):
-            slices[provider] = table.frames(rows)
-        else:
-            slices[provider] = table.read()
+    projected = {
+        provider: table.project([c for c in table.columns if c != "fields"])  # not parsed
+        if has_typed_fields(provider, table.columns) else table
+        for provider, table in lookups.items()
+    }
+    in_order = _in_observables_order(observables, projected, rows)
+    slices: dict[str, Iterator[pd.DataFrame] | pd.DataFrame] = {
+        provider: table.frames(rows) if provider in in_order else table.read()
+        for provider, table in projected.items()
+    }
     for frame in observables.frames(rows):
         batch = {
             provider: source if isinstance(source, pd.DataFrame) else next(source)
@@ -66,15 +68,22 @@ def merge_batches(
         yield merge_lookups(frame, batch)
 
 
-def _same_order(observables: StoredTable, table: StoredTable, rows: int) -> bool:
-    """Whether `table` holds the observables' stix_ids in their order, read a slice at a time."""
-    if "stix_id" not in table.columns or observables.num_rows != table.num_rows:
-        return False
-    ids = observables.project(["stix_id"]).tables(rows)
-    other = table.project(["stix_id"]).tables(rows)
-    return all(_same_rows(_single_array(mine.column("stix_id")),
-                          _single_array(theirs.column("stix_id")))
-               for mine, theirs in zip(ids, other, strict=True))
+def _in_observables_order(observables: StoredTable, tables: dict[str, StoredTable],
+                          rows: int) -> set[str]:
+    """The tables holding the observables' stix_ids in their order: the ids of all of them
+    read side by side a slice at a time, the observables' once."""
+    same = {name for name, table in tables.items()
+            if "stix_id" in table.columns and table.num_rows == observables.num_rows}
+    streams = {name: tables[name].project(["stix_id"]).tables(rows) for name in same}
+    for mine in observables.project(["stix_id"]).tables(rows):
+        if not same:
+            break
+        ids = _single_array(mine.column("stix_id"))
+        for name in sorted(same):
+            theirs = _single_array(next(streams[name]).column("stix_id"))
+            if not _same_rows(ids, theirs):
+                same.discard(name)
+    return same
 
 
 def _same_rows(ids: pa.Array, other: pa.Array) -> bool:

@@ -93,3 +93,18 @@ def test_peak_memory_follows_the_slice_not_the_number_of_slices(histories, monke
     assert four < 1.2 * two, (two, four)
     # The measure can see growth: the same four slices' rows in one piece peak far higher.
     assert whole > 2 * four, (four, whole)
+
+
+def test_benchmark_reports_each_size_with_its_load(tmp_path):
+    import argparse
+
+    args = argparse.Namespace(rescore_n=300, rescore_scale=[900], rescore_batch_rows=100,
+                              rescore_repeat=1)
+    result = rescore.measure(args, tmp_path)
+    assert [size["n"] for size in result["scaling"]] == [300, 900]
+    assert all(size["rows"] == size["n"] and size["peak_gb"] > 0 and len(size["load"]) == 1
+               for size in result["scaling"])
+    assert result["largest_over_base"] == round(
+        result["scaling"][1]["wall_s"] / result["wall_s"], 2)
+    text = rescore.section(result)
+    assert "Growth with the day" in text and "| 900 |" in text
