@@ -325,7 +325,8 @@ def section(result: dict) -> str:
         f"imports excluded), peak resident memory **{result['peak_gb']:.2f} GB** (target <= 2 "
         "GB; the highest peak resident set (VmHWM) of the runs' processes, imports included)"
         + (f"; load average before each run {loads}" if loads else "")
-        + f". Verdicts: {result['verdicts']}.\n"
+        + f". Verdicts: {result['verdicts']}."
+        + (f" Measured {result['measured']}." if result.get("measured") else "") + "\n"
     )
     scaling = result.get("scaling") or []
     if len(scaling) > 1:

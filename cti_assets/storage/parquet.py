@@ -145,9 +145,9 @@ def bulk_memory_pool() -> Iterator[None]:
 
     Slice after slice allocates and frees the same few hundred megabytes. Arrow's default
     mimalloc hands freed pages back to the OS within milliseconds, so every slice faults them
-    in again: measured on a million rows, about 2 s of the re-score's 7 s of system time and
-    0.2 GB of peak memory more than jemalloc, which keeps freed pages for a second (Arrow's
-    decay default) and reuses them. Buffers remember their pool, so switching back is safe.
+    in again: re-scoring a million rows spent 1.5 to 2 s more system time (of 6 to 7 s) than
+    with jemalloc, which keeps freed pages about a second and reuses them, and peaked higher.
+    Buffers remember their pool, so switching back is safe.
     """
     try:
         pool = pa.jemalloc_memory_pool()
