@@ -12,12 +12,17 @@ resident memory (VmHWM) is the job's alone.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from bench import workload
 from cti_assets import settings, tables
@@ -153,23 +158,48 @@ def lookups_table(provider: str, observables: pd.DataFrame, seed: int) -> pd.Dat
     return with_typed_fields(provider, frame.astype(tables.LOOKUP_COLUMNS))
 
 
-def write_history(outputs: Path, n: int) -> dict:
-    """The stored observables and lookups of one day with n observables; sizes on disk."""
-    observables = observables_table(n)
-    sizes = {}
+def write_history(outputs: Path, n: int, chunk: int = 1_000_000) -> dict:
+    """The stored observables and lookups of one day with n observables; sizes on disk.
+
+    Past `chunk` observables the first chunk's rows are written again with other ids (the
+    stix_id's first UUID group and the internal_id's first 8 hex digits hold the chunk's
+    number), so 10 million rows cost one million rows' generation and every id stays distinct.
+    """
+    observables = observables_table(min(n, chunk))
     tables = {"observables": observables}
     for seed, provider in enumerate(LOOKUP_PROVIDERS, start=1):
         tables[f"{provider}_lookups"] = lookups_table(provider, observables, seed)
+    sizes = {}
     for asset, frame in tables.items():
         path = outputs / asset / f"{DAY}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_parquet(path, index=False, engine="pyarrow")
+        if n <= chunk:
+            frame.to_parquet(path, index=False, engine="pyarrow")
+        else:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            with pq.ParquetWriter(path, table.schema) as writer:
+                for number, start in enumerate(range(0, n, chunk)):
+                    writer.write_table(_renumbered(table.slice(0, min(chunk, n - start)), number))
         sizes[asset] = path.stat().st_size
     return sizes
 
 
+def _renumbered(table: pa.Table, number: int) -> pa.Table:
+    """The table's ids with the chunk's number in them (chunk 0 unchanged)."""
+    if not number:
+        return table
+    if "stix_id" in table.column_names:
+        ids = pc.replace_substring(table["stix_id"], "--00000000-", f"--{number:08x}-",
+                                   max_replacements=1)
+        table = table.set_column(table.schema.get_field_index("stix_id"), "stix_id", ids)
+    if "internal_id" in table.column_names:
+        ids = pc.utf8_replace_slice(table["internal_id"], 0, 8, f"{number:08x}")
+        table = table.set_column(table.schema.get_field_index("internal_id"), "internal_id", ids)
+    return table
+
+
 _TIMED = r"""
-import json, resource, sys, time
+import json, os, resource, sys, time
 t0 = time.perf_counter()
 from pathlib import Path
 from cti_assets.storage.parquet import FrameBatches, StoredTable
@@ -177,6 +207,7 @@ from cti_assets.scoring.batched import (ScoreSummary, merge_batches, merge_looku
                                         score_batches)
 base, day, providers, rows = sys.argv[1], sys.argv[2], sys.argv[3].split(","), int(sys.argv[4])
 phases = {"imports": time.perf_counter() - t0}
+cpu0 = os.times()
 
 def peak_kb():
     # VmHWM is this process image's own peak; ru_maxrss would also count the parent's
@@ -206,12 +237,15 @@ summary = ScoreSummary()
 merged = StoredTable(merged_path)
 scores = score_batches(merged, None, summary, None, "keep_higher", rows)
 FrameBatches(scores).write(Path(f"{base}/observable_scores-{day}.parquet"))
-checks = summary.checks(merged.column("stix_id"))
+# The stored table itself (older trees, as bench/same_output.py runs them: its ids).
+checks = summary.checks(merged if hasattr(summary, "aligned") else merged.column("stix_id"))
 phases["observable_scores"] = time.perf_counter() - t
 assert all(passed for passed, _ in checks.values()), checks
 print(json.dumps({"phases": phases, "rows": summary.rows,
                   "wall_s": time.perf_counter() - t0 - phases["imports"],
                   "maxrss_kb": peak_kb(),
+                  "cpu_user_s": os.times().user - cpu0.user,
+                  "cpu_sys_s": os.times().system - cpu0.system,
                   "verdicts": summary.metadata()["verdicts"]}))
 """
 
@@ -231,13 +265,31 @@ def rescore(outputs: Path, rows: int = settings.DEFAULT_BATCH_ROWS,
 
 
 def measure(args, scratch: Path) -> dict:
-    """The history written once, then re-scored `--rescore-repeat` times: the figures are the
-    median run's (wall times on a shared 2-core machine vary by a fifth from run to run) and
-    the highest peak of all runs."""
-    n = args.rescore_n
-    outputs = scratch / "outputs"
+    """The history written once per size, then re-scored `--rescore-repeat` times: the figures
+    are the median run's (wall times on a shared 2-core machine vary by a fifth from run to
+    run) and the highest peak of all runs. `--rescore-n` (1M) gives the headline figures;
+    `--rescore-scale` sizes (3M, 10M) say how time and memory grow with the day."""
+    base = _measure_size(args, scratch / "outputs", args.rescore_n)
+    scaling = [base]
+    for n in getattr(args, "rescore_scale", None) or []:
+        scaling.append(_measure_size(args, scratch / f"outputs-{n}", n))
+    base["scaling"] = [{k: size[k] for k in SCALING_KEYS} for size in scaling]
+    largest = scaling[-1]
+    base["largest_over_base"] = round(largest["wall_s"] / base["wall_s"], 2)
+    base["peak_gb_every_size"] = max(size["peak_gb"] for size in scaling)
+    return base
+
+
+SCALING_KEYS = ("n", "stored_mb", "wall_s", "runs_wall_s", "peak_gb", "cpu_s", "load", "rows")
+
+
+def _measure_size(args, outputs: Path, n: int) -> dict:
     sizes = write_history(outputs, n)
-    runs = [rescore(outputs, args.rescore_batch_rows) for _ in range(max(1, args.rescore_repeat))]
+    runs = []
+    for _ in range(max(1, args.rescore_repeat)):
+        load = os.getloadavg()[0]  # the machine is shared: the load beside every figure
+        runs.append({**rescore(outputs, args.rescore_batch_rows), "load": round(load, 2)})
+    shutil.rmtree(outputs, ignore_errors=True)  # 10M rows hold about 7 GB of Parquet
     median = sorted(runs, key=lambda run: run["wall_s"])[len(runs) // 2]
     return {
         "n": n,
@@ -247,6 +299,8 @@ def measure(args, scratch: Path) -> dict:
         "runs_wall_s": [round(run["wall_s"], 2) for run in runs],
         "phases_s": {k: round(v, 3) for k, v in median["phases"].items()},
         "peak_gb": round(max(run["maxrss_kb"] for run in runs) / 2**20, 3),
+        "cpu_s": round(median.get("cpu_user_s", 0) + median.get("cpu_sys_s", 0), 1),
+        "load": [run["load"] for run in runs],
         "rows": median["rows"],
         "verdicts": median["verdicts"],
     }
@@ -256,7 +310,8 @@ def section(result: dict) -> str:
     phases = ", ".join(f"{k} {v:.2f} s" for k, v in result["phases_s"].items()
                        if k != "imports")  # fmt: skip
     runs = result.get("runs_wall_s", [result["wall_s"]])
-    return (
+    loads = result.get("load")
+    text = (
         "## 3. Re-scoring\n\n"
         f"{result['n']:,} observables of one day read back from stored Parquet "
         f"({result['stored_mb']} MB: observables and seven lookup tables, written as the IO "
@@ -268,6 +323,44 @@ def section(result: dict) -> str:
         f"provider calls. Wall **{result['wall_s']:.2f} s** (target <= 10 s; the median of "
         f"{len(runs)} runs: {', '.join(f'{w:.2f}' for w in runs)} s; {phases}; interpreter "
         f"imports excluded), peak resident memory **{result['peak_gb']:.2f} GB** (target <= 2 "
-        "GB; the highest peak resident set (VmHWM) of the runs' processes, imports included). "
-        f"Verdicts: {result['verdicts']}.\n"
+        "GB; the highest peak resident set (VmHWM) of the runs' processes, imports included)"
+        + (f"; load average before each run {loads}" if loads else "")
+        + f". Verdicts: {result['verdicts']}."
+        + (f" Measured {result['measured']}." if result.get("measured") else "") + "\n"
     )
+    scaling = result.get("scaling") or []
+    if len(scaling) > 1:
+        base = scaling[0]
+        rows = [
+            f"| {size['n']:,} | {size['stored_mb']:,} | {size['wall_s']:.2f} "
+            f"({', '.join(f'{w:.1f}' for w in size['runs_wall_s'])}) | "
+            f"{size['wall_s'] / base['wall_s']:.2f} | {size['n'] / base['n']:.0f} | "
+            f"{size['cpu_s']} | {size['peak_gb']:.2f} | {size['load']} |"
+            for size in scaling
+        ]
+        text += (
+            "\nGrowth with the day (same slices of CTI_BATCH_ROWS, history past 1M written as "
+            "renumbered copies of the first million):\n\n"
+            "| Observables | Stored MB | Wall s, median (runs) | x 1M wall | x 1M rows | "
+            "CPU s (user+sys) | Peak GB | Load before each run |\n"
+            "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
+            f"Largest size over 1M: **{result['largest_over_base']:.2f}x** the wall time "
+            f"(target <= 10.5x for 10x the rows); peak at every size "
+            f"**{result['peak_gb_every_size']:.2f} GB** (target <= 2 GB).\n"
+        )
+    compared = result.get("compared") or []
+    if compared:
+        rows = [
+            f"| {side['code']} | {side['wall_s']:.2f} "
+            f"({', '.join(f'{w:.1f}' for w in side['runs_wall_s'])}) "
+            f"| {side['cpu_s']:.1f} | {side['peak_gb']:.2f} | {side['load']} |"
+            for side in compared
+        ]
+        text += (
+            "\nThe same 1M re-score by earlier checkouts of the code, runs alternated with this "
+            "one's (A, B, C, A, B, C, ...) so each saw the same machine load; each ran its own "
+            "benchmark script on a history its own bench code wrote:\n\n"
+            "| Code | Wall s, median (runs) | CPU s (user+sys, median run) | Peak GB | "
+            "Load before each run |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+        )
+    return text

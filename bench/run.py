@@ -2,7 +2,7 @@
 
 1. throughput against the quota bound, and the connector-model baseline side by side;
 2. calls spent re-materialising partitions and in a 30-day backfill;
-3. re-scoring a million observables from stored lookups;
+3. re-scoring a million observables from stored lookups (and 3M, 10M: growth);
 4. latency from a new observable to its write-back with the sensor running.
 """
 
@@ -40,6 +40,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--mode", choices=("process", "thread"), default="process",
                         help="one process (default, like the job) or thread per provider")
     parser.add_argument("--rescore-n", type=int, default=1_000_000)
+    parser.add_argument("--rescore-scale", type=int, nargs="*",
+                        default=[3_000_000, 10_000_000],
+                        help="further re-scoring sizes, to see how time and memory grow "
+                        "(none: --rescore-scale with no value)")
     parser.add_argument("--rescore-batch-rows", type=int, default=settings.DEFAULT_BATCH_ROWS,
                         help="observables merged and scored at a time (CTI_BATCH_ROWS)")
     parser.add_argument("--rescore-repeat", type=int, default=3,
@@ -67,6 +71,7 @@ def main(argv=None) -> int:
         "command": " ".join(["bench/run.py", *(argv if argv is not None else sys.argv[1:])]),
         "config": {"n": args.n, "latency_ms": args.latency_ms, "rate_limits": args.rate_limits,
                    "mode": args.mode, "rescore_n": args.rescore_n,
+                   "rescore_scale": args.rescore_scale,
                    "rescore_batch_rows": args.rescore_batch_rows,
                    "rescore_repeat": args.rescore_repeat},
     }

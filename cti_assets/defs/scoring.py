@@ -156,12 +156,12 @@ def _batch_rows() -> int:
 
 
 def score_check_results(
-    summary: ScoreSummary, merged_ids: pa.Array
+    summary: ScoreSummary, merged: pa.Array | StoredTable
 ) -> list[dg.AssetCheckResult]:
     """The four blocking checks on the scores written, each with the evidence of its failure."""
     return [
         dg.AssetCheckResult(check_name=name, passed=passed, metadata=evidence)
-        for name, (passed, evidence) in summary.checks(merged_ids).items()
+        for name, (passed, evidence) in summary.checks(merged).items()
     ]
 
 
@@ -212,4 +212,4 @@ def observable_scores(
             "score_policy": config.score_policy,
         },
     )
-    yield from score_check_results(summary, merged_enrichment.column("stix_id"))
+    yield from score_check_results(summary, merged_enrichment)

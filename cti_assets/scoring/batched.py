@@ -4,7 +4,7 @@ small worker.
 Merging and scoring are row-wise: an observable's row needs only its own lookup rows (and its
 threat-context row). The stored observables and lookups are read in slices of the same rows,
 merged, scored and handed on slice by slice; what the metadata and the blocking checks need
-(counts, the top scores, ids) is gathered on the way in `ScoreSummary`.
+(counts, the top scores, id fingerprints) is gathered on the way in `ScoreSummary`.
 """
 
 from __future__ import annotations
@@ -48,22 +48,42 @@ def merge_batches(
 
     A lookup table stored in the observables' row order (as the lookup assets write them) is
     read slice by slice beside them; one in any other order is read whole and joined on stix_id.
+    The orders are compared a slice of ids at a time, so no step holds a whole day's ids.
     """
-    observable_ids = observables.column("stix_id")
-    slices: dict[str, Iterator[pd.DataFrame] | pd.DataFrame] = {}
-    for provider, table in lookups.items():
-        if has_typed_fields(provider, table.columns):
-            table = table.project([c for c in table.columns if c != "fields"])  # not parsed
-        if _same_rows(observable_ids, table.column("stix_id")):
-            slices[provider] = table.frames(rows)
-        else:
-            slices[provider] = table.read()
+    projected = {
+        provider: table.project([c for c in table.columns if c != "fields"])  # not parsed
+        if has_typed_fields(provider, table.columns) else table
+        for provider, table in lookups.items()
+    }
+    in_order = _in_observables_order(observables, projected, rows)
+    slices: dict[str, Iterator[pd.DataFrame] | pd.DataFrame] = {
+        provider: table.frames(rows) if provider in in_order else table.read()
+        for provider, table in projected.items()
+    }
     for frame in observables.frames(rows):
         batch = {
             provider: source if isinstance(source, pd.DataFrame) else next(source)
             for provider, source in slices.items()
         }
         yield merge_lookups(frame, batch)
+
+
+def _in_observables_order(observables: StoredTable, tables: dict[str, StoredTable],
+                          rows: int) -> set[str]:
+    """The tables holding the observables' stix_ids in their order: the ids of all of them
+    read side by side a slice at a time, the observables' once."""
+    same = {name for name, table in tables.items()
+            if "stix_id" in table.columns and table.num_rows == observables.num_rows}
+    streams = {name: tables[name].project(["stix_id"]).tables(rows) for name in same}
+    for mine in observables.project(["stix_id"]).tables(rows):
+        if not same:
+            break
+        ids = _single_array(mine.column("stix_id"))
+        for name in sorted(same):
+            theirs = _single_array(next(streams[name]).column("stix_id"))
+            if not _same_rows(ids, theirs):
+                same.discard(name)
+    return same
 
 
 def _same_rows(ids: pa.Array, other: pa.Array) -> bool:
@@ -82,17 +102,26 @@ class SummaryMetadata(TypedDict):
 
 @dataclass
 class ScoreSummary:
-    """What the scores' metadata and blocking checks need, gathered slice by slice."""
+    """What the scores' metadata and blocking checks need, gathered slice by slice.
+
+    Ids are kept as 128-bit fingerprints (16 bytes a row instead of the id's 50 or so), so the
+    summary of ten million rows stays small; two distinct ids share a fingerprint with a
+    probability of about 1e-25 at that size.
+    """
 
     rows: int = 0
     verdicts: Counter = field(default_factory=Counter)
     histogram: Counter = field(default_factory=Counter)
     out_of_range: int = 0
     unexplained: int = 0
-    ids: list[pa.Array] = field(default_factory=list)
+    fingerprints: list[np.ndarray] = field(default_factory=list)
+    # Rows added with the merged ids of the same slice, and whether every one matched them.
+    aligned_rows: int = 0
+    aligned: bool = True
     top: list[pd.DataFrame] = field(default_factory=list)
 
-    def add(self, scores: pd.DataFrame) -> None:
+    def add(self, scores: pd.DataFrame, merged_ids: pa.Array | None = None) -> None:
+        """Count a slice of scores; `merged_ids`: the ids of the merged slice they scored."""
         self.rows += len(scores)
         self.verdicts.update(verdict_counts(scores))
         self.histogram.update(histogram(scores))
@@ -102,7 +131,11 @@ class ScoreSummary:
         explanation = _single_array(pa.array(scores["explanation"], from_pandas=True))
         blank = pc.equal(pc.utf8_trim_whitespace(explanation), "")
         self.unexplained += explanation.null_count + _count(blank)
-        self.ids.append(_single_array(pa.array(scores["stix_id"], from_pandas=True)))
+        ids = _single_array(pa.array(scores["stix_id"], from_pandas=True))
+        self.fingerprints.append(_fingerprints(ids))
+        if merged_ids is not None:
+            self.aligned_rows += len(scores)
+            self.aligned &= _same_rows(_single_array(merged_ids), ids)
         self.top.append(_top_candidates(scores))
 
     def metadata(self) -> SummaryMetadata:
@@ -114,25 +147,63 @@ class ScoreSummary:
             "top_scores": top_table_markdown(top, n=TOP_ROWS),
         }
 
-    def checks(self, merged_ids: pa.Array) -> dict[str, tuple[bool, dict[str, int]]]:
-        """check name -> (passed, evidence) for the four blocking checks."""
-        ids = pa.concat_arrays(self.ids) if self.ids else pa.array([], pa.large_string())
-        merged_ids = _single_array(merged_ids)
-        if _same_rows(merged_ids, ids):
+    def checks(self, merged: pa.Array | StoredTable,
+               ) -> dict[str, tuple[bool, dict[str, int]]]:
+        """check name -> (passed, evidence) for the four blocking checks, against the merged
+        table's ids (the stored table, read a slice at a time only when the scores were not
+        all seen beside their merged slices, or the ids themselves)."""
+        mine = _fingerprint_rows(self.fingerprints)
+        merged_rows = merged.num_rows if isinstance(merged, StoredTable) else len(merged)
+        if self.aligned and self.aligned_rows == self.rows == merged_rows:
             missing = extra = 0
         else:
-            missing = len(merged_ids) - _count(pc.is_in(merged_ids, value_set=ids))
-            extra = len(ids) - _count(pc.is_in(ids, value_set=merged_ids))
-        duplicates = len(ids) - pc.count_distinct(ids).as_py()
+            theirs = _fingerprint_rows(
+                [_fingerprints(_single_array(t.column("stix_id")))
+                 for t in merged.project(["stix_id"]).tables(settings.DEFAULT_BATCH_ROWS)]
+                if isinstance(merged, StoredTable) else [_fingerprints(_single_array(merged))])
+            missing = len(theirs) - int(np.isin(theirs, mine).sum())
+            extra = len(mine) - int(np.isin(mine, theirs).sum())
+        duplicates = _duplicates(self.fingerprints)
         return {
             "score_in_range": (self.out_of_range == 0, {"out_of_range": self.out_of_range}),
             "one_row_per_observable": (
-                not missing and not extra and self.rows == len(merged_ids),
+                not missing and not extra and self.rows == merged_rows,
                 {"missing": missing, "extra": extra, "rows": self.rows},
             ),
             "no_duplicate_ids": (duplicates == 0, {"duplicates": duplicates}),
             "every_score_explained": (self.unexplained == 0, {"unexplained": self.unexplained}),
         }
+
+
+# Two independent 64-bit keyed hashes (SipHash, pandas' hash_array) make an id's fingerprint.
+_FINGERPRINT_KEYS = ("cti-assets-ids-1", "cti-assets-ids-2")
+
+
+def _fingerprints(ids: pa.Array) -> np.ndarray:
+    """(rows, 2) uint64: each id's two keyed hashes."""
+    values = ids.to_numpy(zero_copy_only=False)
+    if not len(values):
+        return np.zeros((0, 2), dtype=np.uint64)
+    return np.column_stack([pd.util.hash_array(values, hash_key=key, categorize=False)
+                            for key in _FINGERPRINT_KEYS])
+
+
+def _fingerprint_rows(parts: list[np.ndarray]) -> np.ndarray:
+    """Fingerprints as one 16-byte value per row (comparable with np.isin and np.unique)."""
+    joined = np.ascontiguousarray(np.concatenate([*parts, np.zeros((0, 2), np.uint64)]))
+    return joined.view(np.dtype((np.void, 16))).ravel()
+
+
+def _duplicates(parts: list[np.ndarray]) -> int:
+    """Rows whose id an earlier row already has: the first hash finds the candidates with one
+    sort, the whole fingerprint decides among them."""
+    first = np.sort(np.concatenate([p[:, 0] for p in parts] + [np.zeros(0, np.uint64)]))
+    repeated = first[1:][first[1:] == first[:-1]]
+    if not repeated.size:
+        return 0
+    candidates = [p[np.isin(p[:, 0], repeated)] for p in parts]
+    rows = _fingerprint_rows(candidates)
+    return len(rows) - len(np.unique(rows))
 
 
 def _single_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -169,5 +240,9 @@ def score_batches(
     """observable_scores in slices of `rows`, each added to `summary` as it goes."""
     for frame in merged.frames(rows):
         scores = apply_score_policy(score_frame(frame, context, weights), policy)
-        summary.add(scores)
+        summary.add(scores, pa.array(frame["stix_id"], from_pandas=True))
         yield scores
+    # Hand the text intermediates back to the OS once, not after every slice: the allocator
+    # reuses them for the next slice, and returning and faulting them in again per slice cost
+    # about a second of system time per million rows.
+    pa.default_memory_pool().release_unused()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -68,8 +67,8 @@ def _provider_columns(
     if missing:
         raise ValueError(f"{provider} lookups lack column(s): {', '.join(sorted(missing))}")
     lookup_ids = arrow_strings(frame["stix_id"])
-    positions = _positions(stix_ids, lookup_ids)
-    if positions is None:
+    positions: pa.Array | None = None  # None: the lookup rows are the observables' rows
+    if not _same_order(stix_ids, lookup_ids):
         if pc.count_distinct(lookup_ids).as_py() != len(lookup_ids):
             # One row per observable is the contract; if a stix_id repeats, its last row wins.
             frame = frame.iloc[::-1].drop_duplicates("stix_id").iloc[::-1]
@@ -82,33 +81,39 @@ def _provider_columns(
         out[column(provider, meta)] = _meta_array(source, dtype, positions)
     if has_typed_fields(provider, frame.columns):  # parsed when stored
         for name, dtype in PROVIDER_FIELDS[provider].items():
-            values = stored_field(frame[column(provider, name)], dtype).take(positions)
+            values = _take(stored_field(frame[column(provider, name)], dtype), positions)
             out[column(provider, name)] = pandas_array(values, dtype)
         return out
     out.update(parsed_columns(provider, fields_texts(frame, positions)))
     return out
 
 
-def _positions(stix_ids: pa.Array, lookup_ids: pa.Array) -> pa.Array | None:
-    """Fast path: lookup assets usually keep the observables' row order, so no hash join."""
+def _same_order(stix_ids: pa.Array, lookup_ids: pa.Array) -> bool:
+    """Fast path: lookup assets usually keep the observables' row order, so no hash join and
+    no copy of the lookup columns."""
     if len(stix_ids) != len(lookup_ids) or lookup_ids.null_count:
-        return None
-    if not pc.all(pc.equal(stix_ids, lookup_ids)).as_py():
-        return None
-    return pa.array(np.arange(len(stix_ids), dtype=np.int64))
+        return False
+    return bool(pc.all(pc.equal(stix_ids, lookup_ids)).as_py())
+
+
+def _take(values: pa.Array | pa.ChunkedArray, positions: pa.Array | None,
+          ) -> pa.Array | pa.ChunkedArray:
+    """`values` at `positions` (None: every row in order, nothing copied)."""
+    return values if positions is None else values.take(positions)
 
 
 def _meta_array(
-    source: pd.Series, dtype: str, positions: pa.Array,
+    source: pd.Series, dtype: str, positions: pa.Array | None,
 ) -> pd.api.extensions.ExtensionArray:
     if dtype == "string":
-        return pd.arrays.ArrowStringArray(arrow_strings(source).take(positions).cast(pa.string()))
+        return pd.arrays.ArrowStringArray(
+            _take(arrow_strings(source), positions).cast(pa.string()))
     if dtype == "boolean":
         values = pa.array(source.astype("boolean"), type=pa.bool_(), from_pandas=True)
-        return pd.array(values.take(positions).to_pandas(), dtype="boolean")
+        return pd.array(_take(values, positions).to_pandas(), dtype="boolean")
     if source.dtype != UTC_STAMPS:
         source = pd.to_datetime(source, utc=True, errors="coerce").astype(UTC_STAMPS)
-    values = pa.array(source, from_pandas=True).take(positions)
+    values = _take(pa.array(source, from_pandas=True), positions)
     return values.to_pandas().array
 
 

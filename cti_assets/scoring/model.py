@@ -103,9 +103,7 @@ def score_frame(
         components, explanation = components.result(), explanation.result()
     score_values = pd.array(score, dtype="Int64")
     score_values[~view.scored] = pd.NA
-    out = _output(columns, score_values, confidence, verdict, components, explanation)
-    pa.default_memory_pool().release_unused()  # hand the text intermediates back to the OS
-    return out
+    return _output(columns, score_values, confidence, verdict, components, explanation)
 
 
 def _links(view: View, context: pd.DataFrame | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -277,8 +275,7 @@ def _components(view: View, hits: list[Hit], contributions: list[np.ndarray],
     offsets = slots.offsets - np.searchsorted(slots.bare, np.arange(view.size + 1))
     amounts = np.concatenate([*contributions, *(link_contribution[r] for r in links),
                               np.zeros(0)])
-    # Items are laid out row after row: one stable sort by (row, -contribution) orders each row.
-    order = np.lexsort((-np.round(amounts[source], 1), row))
+    order = _item_order(row, amounts[source])
     source, part, row = source[order], part[order], row[order]
     labels = [(hit.rule, hit.provider, hit.field) for hit in hits]
     labels += [(THREAT_LINK_RULE, "threat_context", "links")] * len(links)
@@ -293,6 +290,17 @@ def _components(view: View, hits: list[Hit], contributions: list[np.ndarray],
          pa.array(np.round(amounts[source], 1) + 0.0), _digests(view, hits, part, row)],
         fields=list(COMPONENT_TYPE.value_type))
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items, type=COMPONENT_TYPE)
+
+
+def _item_order(row: np.ndarray, amounts: np.ndarray) -> np.ndarray:
+    """Items laid out row after row, reordered by (row, -contribution rounded to 0.1), ties in
+    their order: one stable sort of a single integer key (row, then tenths of a point) costs a
+    fifth of the two-key lexsort it replaces."""
+    tenths = np.rint(amounts * 10)
+    if row.size and not (np.isfinite(tenths).all() and np.abs(tenths).max() < 2**15
+                         and row.max() < 2**47):
+        return np.lexsort((-np.round(amounts, 1), row))
+    return np.argsort(row.astype(np.int64) * 2**16 - tenths.astype(np.int64), kind="stable")
 
 
 def _digests(view: View, hits: list[Hit], part: np.ndarray, row: np.ndarray) -> pa.Array:
