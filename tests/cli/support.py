@@ -13,6 +13,10 @@ LEAKY_VARS = (
     "CTI_PARTITIONS_START",
     "CTI_BATCH_ROWS",
     "CTI_RATELIMIT_REDIS_URL",
+    "CTI_REDIS_URL",
+    "CTI_STATE_POSTGRES_URL",
+    "CTI_BODIES_URL",
+    "CTI_EXECUTOR",
     "CTI_UNMARKED_TLP",
 )
 KEYED_PROVIDERS = demo.KEYED_PROVIDERS  # every provider's key prefix, from its settings

@@ -15,7 +15,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "cti_assets"
 # Wiring and commands: they may import anything; nothing in the core may import them.
 WRAPPERS = ("cti_assets.defs", "cti_assets.cli", "cti_assets.definitions")
 CORE = ("intake", "sources", "providers", "scoring", "writeback", "storage", "sandbox",
-        "connector", "tables", "settings", "refresh")
+        "connector", "tables", "settings", "refresh", "state", "schemas", "lifeline",
+        "pool_guard")
 
 
 def module_name(path: Path) -> str:
