@@ -99,7 +99,9 @@ def test_a_threat_link_raises_the_score_by_a_bounded_amount(vt, abuse, n_links):
     plain = score_frame(merged).iloc[0]
     linked = score_frame(merged, context).iloc[0]
     assert plain["score"] <= linked["score"] <= plain["score"] + W.link_max_points
-    if plain["score"] < 100 - W.link_max_points and "capped" not in plain["explanation"]:
+    # a benign cap may bind only once the link's points are added: then the score stays capped
+    capped = "capped" in plain["explanation"] or "capped" in linked["explanation"]
+    if plain["score"] < 100 - W.link_max_points and not capped:
         assert linked["score"] > plain["score"]
         assert "linked to intrusion set Lynx 0" in linked["explanation"]
         items = parse_components(linked["components"])
