@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cti_assets.cli import demo
+from cti_assets.providers.base import ALL_PROVIDERS
 
 # Variables that would send the commands somewhere other than the test's data directory.
 LEAKY_VARS = (
@@ -30,7 +31,8 @@ GENEROUS_LIMITS = {
     "ABUSEIPDB_PER_SECOND": "100",
     "SHODAN_INTERNETDB_PER_SECOND": "100",
     "SECURITYTRAILS_PER_SECOND": "100",
-}
+    "CROWDSEC_PER_DAY": "100000",
+} | {f"{provider.upper()}_PER_SECOND": "100" for provider in ALL_PROVIDERS}
 
 
 def isolate(mp, data_dir) -> None:

@@ -26,15 +26,16 @@ from dagster._daemon.backfill import execute_backfill_iteration
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cti_assets.providers.base import ALL_PROVIDERS
+
 pytestmark = pytest.mark.slow
 
 FIRST_DAY = datetime(2026, 11, 10, tzinfo=UTC)
 LOCATION = Path(__file__).with_name("calendar_location.py")
 FAST_LIMITS = {
     f"{provider}_PER_SECOND": "100"
-    for provider in ("VIRUSTOTAL", "SHODAN", "GREYNOISE", "ABUSEIPDB", "SHODAN_INTERNETDB",
-                     "SECURITYTRAILS")
-} | {"VIRUSTOTAL_PER_MINUTE": "6000", "VIRUSTOTAL_PER_DAY": "100000",
+    for provider in (p.upper() for p in ALL_PROVIDERS)
+} | {"VIRUSTOTAL_PER_MINUTE": "6000", "VIRUSTOTAL_PER_DAY": "100000", "CROWDSEC_PER_DAY": "100000",
      "SECURITYTRAILS_PER_MONTH": "100000"}
 VALID = [("ipv4-addr", "8.8.4.4"), ("domain-name", "example.org"), ("url", "https://example.com/a")]
 OUT_OF_SCOPE = [("email-addr", "analyst@example.org")]

@@ -8,6 +8,8 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from cti_assets.providers.base import ALL_PROVIDERS
+
 DAY = "2026-11-20"
 pytestmark = pytest.mark.slow
 
@@ -26,7 +28,7 @@ def pipeline(tmp_path, monkeypatch):
             monkeypatch.setenv(name, value)
         for provider in demo.KEYED_PROVIDERS:
             monkeypatch.setenv(f"{provider}_API_KEY", "test-key")
-        for name, value in {
+        for name, value in ({
             "VIRUSTOTAL_PER_MINUTE": "6000",
             "VIRUSTOTAL_PER_DAY": "100000",
             "SECURITYTRAILS_PER_MONTH": "100000",
@@ -35,7 +37,8 @@ def pipeline(tmp_path, monkeypatch):
             "ABUSEIPDB_PER_SECOND": "100",
             "SHODAN_INTERNETDB_PER_SECOND": "100",
             "SECURITYTRAILS_PER_SECOND": "100",
-        }.items():
+            "CROWDSEC_PER_DAY": "100000",
+        } | {f"{provider.upper()}_PER_SECOND": "100" for provider in ALL_PROVIDERS}).items():
             monkeypatch.setenv(name, value)
         demo.import_sample((DAY,))
         defs = runs.load_defs()
