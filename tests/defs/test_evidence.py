@@ -128,13 +128,17 @@ def test_every_provider_failing_holds_the_day_back(pipeline, monkeypatch):  # no
 
 
 def test_observables_every_asked_provider_failed_on_are_held_back_alone(pipeline, monkeypatch):  # noqa: F811,E501
-    """VirusTotal failing leaves the domains it alone was asked about without evidence: those
-    are held back, the IPs the cheap providers answered are written."""
+    """Every provider that looks up domains failing leaves the domains without evidence: those
+    are held back, the IPs the IP-only providers answered are written."""
+    from cti_assets.providers.base import NETWORK_CONTEXT
+    from cti_assets.providers.fields import PROVIDER_SCOPE
     from cti_assets.scoring.evidence import FAILED, evidence_states
     from cti_assets.storage.outputs import read_partition
 
     defs, sandbox, instance = pipeline
-    for provider in ("virustotal", "securitytrails"):
+    domain_providers = [provider for provider, scope in PROVIDER_SCOPE.items()
+                        if "Domain-Name" in scope and provider != NETWORK_CONTEXT]
+    for provider in domain_providers:
         sandbox.inject(provider, "http_503", count=100_000)
         monkeypatch.setenv(f"{provider.upper()}_MAX_RETRIES", "0")
     result = run(defs, instance)
