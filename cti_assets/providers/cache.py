@@ -78,6 +78,19 @@ class BodyStore(Protocol):
     def get(self, digest: str) -> bytes | None: ...
 
 
+def storable(result: base.LookupResult, raw_body: bytes | None, ttl_s: int,
+             now: float) -> tuple[float, str | None, bytes | None] | None:
+    """What any backend stores of an answer: (fetched_at, digest, scrubbed body), or None when
+    the answer must not be cached (an error or skip, or no time to live)."""
+    if result.status not in CACHEABLE or ttl_s <= 0:
+        return None
+    fetched = result.fetched_at.timestamp() if result.fetched_at else now
+    if raw_body is None:
+        return fetched, result.raw_digest, None
+    scrubbed = scrub_body(raw_body)
+    return fetched, sha256_hex(scrubbed), scrubbed
+
+
 def holder_id(owner: object) -> str:
     """A lease holder's name: host, process and object, so a dead holder can be recognised."""
     return f"{_HOST}:{os.getpid()}:{id(owner)}"
@@ -146,17 +159,14 @@ class ResponseCache:
 
     def put(self, result: base.LookupResult, raw_body: bytes | None, ttl_s: int) -> bool:
         """Store an ok/not_found answer for `ttl_s` seconds; errors and skips are refused."""
-        if result.status not in CACHEABLE or ttl_s <= 0:
-            return False
         now = self._clock()
-        fetched = result.fetched_at.timestamp() if result.fetched_at else now
-        digest = result.raw_digest
-        if raw_body is not None:
-            raw_body = scrub_body(raw_body)
-            digest = sha256_hex(raw_body)
-            if self.bodies is not None:  # the body first: an index row never lacks its body
-                self.bodies.put(digest, raw_body)
-                raw_body = None
+        stored = storable(result, raw_body, ttl_s, now)
+        if stored is None:
+            return False
+        fetched, digest, raw_body = stored
+        if raw_body is not None and digest is not None and self.bodies is not None:
+            self.bodies.put(digest, raw_body)  # the body first: an index row never lacks it
+            raw_body = None
         with self._lock, self._conn:
             if raw_body is not None and digest is not None:
                 self._conn.execute(

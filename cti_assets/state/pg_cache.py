@@ -16,8 +16,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cti_assets.providers import base
-from cti_assets.providers.cache import CACHEABLE, ZLIB, BodyStore, holder_id, holder_is_dead
-from cti_assets.providers.http import scrub_body, sha256_hex
+from cti_assets.providers.cache import (
+    ZLIB,
+    BodyStore,
+    holder_id,
+    holder_is_dead,
+    storable,
+)
 from cti_assets.state.pg import PgConnection
 
 
@@ -87,14 +92,12 @@ class PostgresResponseCache:
     def put(self, result: base.LookupResult, raw_body: bytes | None, ttl_s: int) -> bool:
         """Store an ok/not_found answer for `ttl_s` seconds; errors and skips are refused.
         The body is stored first, so an answer's digest always leads to its bytes."""
-        if result.status not in CACHEABLE or ttl_s <= 0:
-            return False
         now = self._clock()
-        fetched = result.fetched_at.timestamp() if result.fetched_at else now
-        digest = result.raw_digest
-        if raw_body is not None:
-            raw_body = scrub_body(raw_body)
-            digest = sha256_hex(raw_body)
+        stored = storable(result, raw_body, ttl_s, now)
+        if stored is None:
+            return False
+        fetched, digest, raw_body = stored
+        if raw_body is not None and digest is not None:
             self.bodies.put(digest, raw_body)
         row = (result.provider, result.entity_type, result.value, result.status,
                json.dumps(result.fields, sort_keys=True, default=str), fetched, now + ttl_s,
