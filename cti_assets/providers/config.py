@@ -217,6 +217,6 @@ def config_table_markdown() -> str:
             shown = "unset" if default is None else f"`{default}`"
             rows.append(f"| `{prefix}_{suffix}` | {shown} | {provider}: {meaning} |")
     rows.append("| `GREYNOISE_PAID` | `false` | use the paid v3 IP endpoint instead of Community |")
-    rows.append("| `CTI_RATELIMIT_REDIS_URL` | unset | share rate limits through Redis instead "
-                "of the SQLite file in CTI_DATA_DIR |")
+    rows.append("| `CTI_RATELIMIT_REDIS_URL` | unset | older name of `CTI_REDIS_URL` (shared rate "
+                "limits and quota records, see the shared state below) |")
     return "\n".join(rows) + "\n"

@@ -2,9 +2,10 @@
 
 Parallel steps and concurrent backfill runs must spend one budget, so the buckets live in a
 file-locked SQLite file (pyrate-limiter's SQLiteBucket) in the data directory, or in Redis when
-CTI_RATELIMIT_REDIS_URL is set. Next to the buckets, a quota ledger records "exhausted until
-<end of the UTC day/month>" when a provider says its quota is spent, so every process stops
-calling it for the rest of the window, and keeps the last quota the provider reported.
+given a Redis URL (which one is configuration's business: cti_assets.state.config). Next to the
+buckets, a quota ledger records "exhausted until <end of the UTC day/month>" when a provider says
+its quota is spent, so every process stops calling it for the rest of the window, and keeps the
+last quota the provider reported.
 
 The ledger is a `QuotaLedger`: the SQLite one here (next to the buckets, the embedded default)
 or, for several hosts, one in Redis or PostgreSQL (cti_assets.state.quota), so a quota one host
@@ -13,7 +14,6 @@ saw exhausted stops the others too.
 
 from __future__ import annotations
 
-import os
 import re
 import sqlite3
 import threading
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
     from cti_assets.providers.config import ProviderSettings
 
-REDIS_URL_ENV = "CTI_RATELIMIT_REDIS_URL"
 DEFAULT_KEY_PREFIX = "cti_assets"
 LEAK_EVERY_S = 30.0
 WINDOW_MS: dict[str, int] = {
@@ -219,7 +218,7 @@ class SharedLimiter:
         self._quota_factory = quota
         self._file = SqliteQuotaLedger(self.path, provider)  # the embedded ledger, and counts
         self.quota: QuotaLedger = quota(provider) if quota is not None else self._file
-        self._redis_url = redis_url if redis_url is not None else os.environ.get(REDIS_URL_ENV)
+        self._redis_url = redis_url
         self._bucket: AbstractBucket | None = None
         self._redis: redis.Redis | None = None
         self._limiter: Limiter | None = None
