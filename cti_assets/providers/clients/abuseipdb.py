@@ -12,13 +12,10 @@ from collections import Counter
 from typing import Any
 
 from cti_assets.providers import base
+from cti_assets.providers.clients.values import json_int
 from cti_assets.providers.http import ProviderClient, Request
 
 MAX_AGE_DAYS = 90
-
-
-def _int(value: Any) -> int | None:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _bool(value: Any) -> bool | None:
@@ -55,9 +52,9 @@ class AbuseIPDBClient(ProviderClient):
         if not isinstance(data, dict) or "abuseConfidenceScore" not in data:
             raise KeyError("data.abuseConfidenceScore")
         return {
-            "abuse_confidence_score": _int(data.get("abuseConfidenceScore")),
-            "total_reports": _int(data.get("totalReports")),
-            "num_distinct_users": _int(data.get("numDistinctUsers")),
+            "abuse_confidence_score": json_int(data.get("abuseConfidenceScore")),
+            "total_reports": json_int(data.get("totalReports")),
+            "num_distinct_users": json_int(data.get("numDistinctUsers")),
             "is_whitelisted": _bool(data.get("isWhitelisted")),
             "is_tor": _bool(data.get("isTor")),
             "usage_type": data.get("usageType"),

@@ -13,6 +13,7 @@ import ipaddress
 from typing import Any
 
 from cti_assets.providers import base
+from cti_assets.providers.clients.values import json_int
 from cti_assets.providers.http import (
     HttpAnswer,
     Outcome,
@@ -21,10 +22,6 @@ from cti_assets.providers.http import (
     error_text,
     path_segment,
 )
-
-
-def _int(value: Any) -> int | None:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _names(entries: Any) -> list[str] | None:
@@ -72,9 +69,9 @@ class CrowdSecClient(ProviderClient):
             "behaviors": _names(payload.get("behaviors")),
             "classifications": _names(classifications.get("classifications")),
             "false_positives": _names(classifications.get("false_positives")),
-            "score_threat": _int(overall.get("threat")) if isinstance(overall, dict) else None,
-            "score_total": _int(overall.get("total")) if isinstance(overall, dict) else None,
-            "background_noise_score": _int(payload.get("background_noise_score")),
+            "score_threat": json_int(overall.get("threat")) if isinstance(overall, dict) else None,
+            "score_total": json_int(overall.get("total")) if isinstance(overall, dict) else None,
+            "background_noise_score": json_int(payload.get("background_noise_score")),
             "last_seen": history.get("last_seen"),
             "as_name": payload.get("as_name"),
         }

@@ -9,11 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from cti_assets.providers import base
+from cti_assets.providers.clients.values import json_int
 from cti_assets.providers.http import ProviderClient, Request, path_segment
-
-
-def _int(value: Any) -> int | None:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _values(dns: dict[str, Any], record: str, key: str) -> list[str]:
@@ -43,12 +40,12 @@ class SecurityTrailsClient(ProviderClient):
         seen = [s.get("first_seen") for s in dns.values() if isinstance(s, dict)]
         first_seen = min((str(s) for s in seen if s), default=None)
         has_records = any(isinstance(s, dict) and s.get("values") for s in dns.values())
-        subdomains = _int(payload.get("subdomain_count"))
+        subdomains = json_int(payload.get("subdomain_count"))
         if not has_records and not subdomains:
             return None
         return {
             "apex_domain": payload.get("apex_domain"),
-            "alexa_rank": _int(payload.get("alexa_rank")),
+            "alexa_rank": json_int(payload.get("alexa_rank")),
             "a_records": a_records,
             "ns_records": ns_records,
             "mx_records": mx_records,

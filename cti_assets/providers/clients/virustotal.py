@@ -10,6 +10,7 @@ import base64
 from typing import Any
 
 from cti_assets.providers import base
+from cti_assets.providers.clients.values import json_int
 from cti_assets.providers.http import (
     HttpAnswer,
     Outcome,
@@ -32,10 +33,6 @@ COLLECTIONS = {
 def url_id(url: str) -> str:
     """VT's identifier of a URL: unpadded URL-safe base64 of its UTF-8 bytes (RFC 4648 §5)."""
     return base64.urlsafe_b64encode(url.encode("utf-8")).decode("ascii").rstrip("=")
-
-
-def _int(value: Any) -> int | None:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _strings(values: Any) -> list[str] | None:
@@ -85,21 +82,21 @@ class VirusTotalClient(ProviderClient):
         votes = attributes.get("total_votes") or {}
         categories = attributes.get("categories")
         return {
-            "malicious": _int(stats.get("malicious")),
-            "suspicious": _int(stats.get("suspicious")),
-            "harmless": _int(stats.get("harmless")),
-            "undetected": _int(stats.get("undetected")),
-            "reputation": _int(attributes.get("reputation")),
-            "votes_malicious": _int(votes.get("malicious")),
-            "votes_harmless": _int(votes.get("harmless")),
+            "malicious": json_int(stats.get("malicious")),
+            "suspicious": json_int(stats.get("suspicious")),
+            "harmless": json_int(stats.get("harmless")),
+            "undetected": json_int(stats.get("undetected")),
+            "reputation": json_int(attributes.get("reputation")),
+            "votes_malicious": json_int(votes.get("malicious")),
+            "votes_harmless": json_int(votes.get("harmless")),
             "tags": _strings(attributes.get("tags")),
             "threat_names": _threat_names(attributes),
             "categories": sorted({str(c) for c in categories.values()})
             if isinstance(categories, dict) else None,
-            "last_analysis_date": _int(attributes.get("last_analysis_date")),
-            "creation_date": _int(attributes.get("creation_date")),
+            "last_analysis_date": json_int(attributes.get("last_analysis_date")),
+            "creation_date": json_int(attributes.get("creation_date")),
             "popularity_rank": _best_rank(attributes.get("popularity_ranks")),
-            "first_submission_date": _int(attributes.get("first_submission_date")),
+            "first_submission_date": json_int(attributes.get("first_submission_date")),
         }
 
 
@@ -107,7 +104,7 @@ def _best_rank(ranks: Any) -> int | None:
     """The best (lowest) rank over the rankers of `popularity_ranks` ({ranker: {rank, ...}})."""
     if not isinstance(ranks, dict):
         return None
-    values = [_int(entry.get("rank")) for entry in ranks.values() if isinstance(entry, dict)]
+    values = [json_int(entry.get("rank")) for entry in ranks.values() if isinstance(entry, dict)]
     return min((v for v in values if v is not None and v > 0), default=None)
 
 
