@@ -79,6 +79,8 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	$(BIN)/python bench/run.py
 
+# docs/screenshots/*.png for the README: the demo in a temporary data dir, dagster-webserver
+# over it, Debian's chromium (apt-get install chromium) driven by playwright.
 screenshot: $(STAMP)
 	$(BIN)/python scripts/screenshot.py
 
