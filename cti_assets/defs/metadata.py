@@ -43,10 +43,12 @@ def schema_metadata(asset: str) -> dict[str, dg.TableSchema]:
 
 @cache
 def column_schema(asset: str) -> dg.TableSchema:
-    """The asset's stored columns and types, as tables.py (and providers/fields.py) say."""
-    from cti_assets.schemas import asset_columns
+    """The asset's stored columns, types and descriptions, as tables.py (and providers/fields.py)
+    say."""
+    from cti_assets.schemas import asset_columns, asset_descriptions
 
-    return dg.TableSchema(columns=[dg.TableColumn(name, dtype)
+    described = asset_descriptions(asset)
+    return dg.TableSchema(columns=[dg.TableColumn(name, dtype, description=described.get(name))
                                    for name, dtype in asset_columns(asset).items()])
 
 

@@ -11,22 +11,22 @@ from __future__ import annotations
 # dtype names are pandas extension dtypes, or "list[int]" / "list[str]" for JSON lists.
 PROVIDER_FIELDS: dict[str, dict[str, str]] = {
     "network_context": {
-        "is_special_use": "boolean",  # private, reserved, bogon, special-use IP or name
-        "range_name": "string",  # e.g. "private-use", "loopback", "documentation", ".local"
+        "is_special_use": "boolean",
+        "range_name": "string",
         "registrable_domain": "string",
         "public_suffix": "string",
         "is_idn": "boolean",
         "punycode": "string",
         "has_confusables": "boolean",
-        "label_entropy": "Float64",  # Shannon entropy of the longest label
-        "label_length": "Int64",  # length of the longest label
-        "label_bigram_score": "Float64",  # mean log10 bigram probability (names.bigram_score)
-        "lookalike_of": "string",  # the popular name the label imitates (names.lookalike_of)
+        "label_entropy": "Float64",
+        "label_length": "Int64",
+        "label_bigram_score": "Float64",
+        "lookalike_of": "string",
         "url_host_is_ip": "boolean",
         "url_path_depth": "Int64",
         "url_has_credentials": "boolean",
         "url_nonstandard_port": "boolean",
-        "hash_type": "string",  # MD5, SHA-1, SHA-256
+        "hash_type": "string",
     },
     "shodan_internetdb": {
         "ports": "list[int]",
@@ -38,9 +38,9 @@ PROVIDER_FIELDS: dict[str, dict[str, str]] = {
     "greynoise": {
         "noise": "boolean",
         "riot": "boolean",
-        "classification": "string",  # malicious, suspicious, benign, unknown
-        "name": "string",  # the actor / organisation name GreyNoise reports
-        "trust_level": "string",  # RIOT trust level "1", "2", "3"
+        "classification": "string",
+        "name": "string",
+        "trust_level": "string",
         "tags": "list[str]",
         "last_seen": "string",
     },
@@ -53,7 +53,7 @@ PROVIDER_FIELDS: dict[str, dict[str, str]] = {
         "usage_type": "string",
         "country_code": "string",
         "isp": "string",
-        "categories": "list[int]",  # report category ids, most frequent first
+        "categories": "list[int]",
         "last_reported_at": "string",
     },
     "virustotal": {
@@ -65,12 +65,12 @@ PROVIDER_FIELDS: dict[str, dict[str, str]] = {
         "votes_malicious": "Int64",
         "votes_harmless": "Int64",
         "tags": "list[str]",
-        "threat_names": "list[str]",  # popular_threat_classification names, URL threat_names
-        "categories": "list[str]",  # vendor category strings (domains, URLs)
-        "last_analysis_date": "Int64",  # epoch seconds
-        "creation_date": "Int64",  # epoch seconds: domain registration (WHOIS/RDAP)
-        "popularity_rank": "Int64",  # best rank over popularity_ranks' rankers (domains)
-        "first_submission_date": "Int64",  # epoch seconds (URLs, files)
+        "threat_names": "list[str]",
+        "categories": "list[str]",
+        "last_analysis_date": "Int64",
+        "creation_date": "Int64",
+        "popularity_rank": "Int64",
+        "first_submission_date": "Int64",
     },
     "securitytrails": {
         "apex_domain": "string",
@@ -91,56 +91,132 @@ PROVIDER_FIELDS: dict[str, dict[str, str]] = {
         "hostnames": "list[str]",
     },
     "urlhaus": {
-        "url_status": "string",  # url lookups: online, offline, unknown
-        "threat": "string",  # e.g. malware_download
-        "tags": "list[str]",  # URLhaus tags (elf, mozi, Emotet, ...)
-        "signatures": "list[str]",  # malware families of the payloads (Mozi, Heodo, ...)
-        "url_count": "Int64",  # malware URLs on the host / serving the payload (1 for a URL)
-        "online_url_count": "Int64",  # of which online now
-        "file_type": "string",  # payload lookups: exe, elf, dll, ...
-        "first_seen": "string",  # ISO-8601: date_added (url), firstseen (host, payload)
-        "blacklisted": "boolean",  # listed in Spamhaus DBL or SURBL (per URLhaus)
-        "reference": "string",  # the URLhaus page of the entry
+        "url_status": "string",
+        "threat": "string",
+        "tags": "list[str]",
+        "signatures": "list[str]",
+        "url_count": "Int64",
+        "online_url_count": "Int64",
+        "file_type": "string",
+        "first_seen": "string",
+        "blacklisted": "boolean",
+        "reference": "string",
     },
     "threatfox": {
-        "ioc_count": "Int64",  # matching IOCs (an IP may appear with several ports)
-        "threat_types": "list[str]",  # botnet_cc, payload_delivery, payload
-        "malware": "list[str]",  # malware_printable names (Cobalt Strike, QakBot, ...)
+        "ioc_count": "Int64",
+        "threat_types": "list[str]",
+        "malware": "list[str]",
         "malware_aliases": "list[str]",
-        "max_confidence": "Int64",  # highest confidence_level (0-100)
+        "max_confidence": "Int64",
         "tags": "list[str]",
-        "first_seen": "string",  # ISO-8601, earliest first_seen
-        "last_seen": "string",  # ISO-8601, latest last_seen (first_seen when never seen again)
+        "first_seen": "string",
+        "last_seen": "string",
     },
     "malwarebazaar": {
-        "signature": "string",  # malware family (Heodo, QakBot, AgentTesla, ...)
+        "signature": "string",
         "file_type": "string",
         "tags": "list[str]",
-        "first_seen": "string",  # ISO-8601
+        "first_seen": "string",
         "last_seen": "string",
         "delivery_method": "string",
     },
     "otx": {
-        "pulse_count": "Int64",  # pulses containing the indicator
-        "malware_families": "list[str]",  # display names over the pulses
-        "adversaries": "list[str]",  # adversary names over the pulses
-        "attack_ids": "list[str]",  # MITRE ATT&CK ids
-        "tags": "list[str]",  # the most common pulse tags (at most 20)
-        "whitelisted": "boolean",  # OTX validation names it (whitelist, popular domain, ...)
-        "validation": "list[str]",  # the validation sources' names
-        "latest_pulse": "string",  # ISO-8601, latest pulse modification
+        "pulse_count": "Int64",
+        "malware_families": "list[str]",
+        "adversaries": "list[str]",
+        "attack_ids": "list[str]",
+        "tags": "list[str]",
+        "whitelisted": "boolean",
+        "validation": "list[str]",
+        "latest_pulse": "string",
     },
     "crowdsec": {
-        "reputation": "string",  # malicious, suspicious, known, safe, unknown
-        "confidence": "string",  # low, medium, high
-        "behaviors": "list[str]",  # ssh:bruteforce, http:exploit, ...
-        "classifications": "list[str]",  # proxy:tor, scanner:..., community-blocklist, ...
-        "false_positives": "list[str]",  # cdn:cloudflare, seo:crawler, ...
-        "score_threat": "Int64",  # scores.overall.threat (0-5)
-        "score_total": "Int64",  # scores.overall.total (0-5)
-        "background_noise_score": "Int64",  # 0-10
-        "last_seen": "string",  # ISO-8601, history.last_seen
+        "reputation": "string",
+        "confidence": "string",
+        "behaviors": "list[str]",
+        "classifications": "list[str]",
+        "false_positives": "list[str]",
+        "score_threat": "Int64",
+        "score_total": "Int64",
+        "background_noise_score": "Int64",
+        "last_seen": "string",
         "as_name": "string",
+    },
+}
+
+
+# What a field holds, where its name does not say it all; schemas.field_description words
+# every field column's description from these (or from the name alone).
+FIELD_NOTES: dict[str, dict[str, str]] = {
+    "network_context": {
+        "is_special_use": "private, reserved, bogon, special-use IP or name",
+        "range_name": "e.g. \"private-use\", \"loopback\", \"documentation\", \".local\"",
+        "label_entropy": "Shannon entropy of the longest label",
+        "label_length": "length of the longest label",
+        "label_bigram_score": "mean log10 bigram probability (names.bigram_score)",
+        "lookalike_of": "the popular name the label imitates (names.lookalike_of)",
+        "hash_type": "MD5, SHA-1, SHA-256",
+    },
+    "greynoise": {
+        "classification": "malicious, suspicious, benign, unknown",
+        "name": "the actor / organisation name GreyNoise reports",
+        "trust_level": "RIOT trust level \"1\", \"2\", \"3\"",
+    },
+    "abuseipdb": {
+        "categories": "report category ids, most frequent first",
+    },
+    "virustotal": {
+        "threat_names": "popular_threat_classification names, URL threat_names",
+        "categories": "vendor category strings (domains, URLs)",
+        "last_analysis_date": "epoch seconds",
+        "creation_date": "epoch seconds: domain registration (WHOIS/RDAP)",
+        "popularity_rank": "best rank over popularity_ranks' rankers (domains)",
+        "first_submission_date": "epoch seconds (URLs, files)",
+    },
+    "urlhaus": {
+        "url_status": "url lookups: online, offline, unknown",
+        "threat": "e.g. malware_download",
+        "tags": "URLhaus tags (elf, mozi, Emotet, ...)",
+        "signatures": "malware families of the payloads (Mozi, Heodo, ...)",
+        "url_count": "malware URLs on the host / serving the payload (1 for a URL)",
+        "online_url_count": "of which online now",
+        "file_type": "payload lookups: exe, elf, dll, ...",
+        "first_seen": "ISO-8601: date_added (url), firstseen (host, payload)",
+        "blacklisted": "listed in Spamhaus DBL or SURBL (per URLhaus)",
+        "reference": "the URLhaus page of the entry",
+    },
+    "threatfox": {
+        "ioc_count": "matching IOCs (an IP may appear with several ports)",
+        "threat_types": "botnet_cc, payload_delivery, payload",
+        "malware": "malware_printable names (Cobalt Strike, QakBot, ...)",
+        "max_confidence": "highest confidence_level (0-100)",
+        "first_seen": "ISO-8601, earliest first_seen",
+        "last_seen": "ISO-8601, latest last_seen (first_seen when never seen again)",
+    },
+    "malwarebazaar": {
+        "signature": "malware family (Heodo, QakBot, AgentTesla, ...)",
+        "first_seen": "ISO-8601",
+    },
+    "otx": {
+        "pulse_count": "pulses containing the indicator",
+        "malware_families": "display names over the pulses",
+        "adversaries": "adversary names over the pulses",
+        "attack_ids": "MITRE ATT&CK ids",
+        "tags": "the most common pulse tags (at most 20)",
+        "whitelisted": "OTX validation names it (whitelist, popular domain, ...)",
+        "validation": "the validation sources' names",
+        "latest_pulse": "ISO-8601, latest pulse modification",
+    },
+    "crowdsec": {
+        "reputation": "malicious, suspicious, known, safe, unknown",
+        "confidence": "low, medium, high",
+        "behaviors": "ssh:bruteforce, http:exploit, ...",
+        "classifications": "proxy:tor, scanner:..., community-blocklist, ...",
+        "false_positives": "cdn:cloudflare, seo:crawler, ...",
+        "score_threat": "scores.overall.threat (0-5)",
+        "score_total": "scores.overall.total (0-5)",
+        "background_noise_score": "0-10",
+        "last_seen": "ISO-8601, history.last_seen",
     },
 }
 

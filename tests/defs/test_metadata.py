@@ -31,6 +31,26 @@ def test_every_asset_has_owners_tags_and_a_column_schema():
         assert isinstance(schema, dg.TableSchema) and schema.columns, name
 
 
+def test_every_column_of_every_schema_is_described():
+    """The asset pages' column schema says what each column holds (tables.py's descriptions,
+    a provider's columns worded from providers/fields.py), and no description is left over
+    for a column that is gone."""
+    from cti_assets.schemas import asset_columns, asset_descriptions
+
+    graph = loaded_defs.resolve_asset_graph()
+    for name in ALL_ASSETS:
+        assert set(asset_descriptions(name)) == set(asset_columns(name)), name
+        columns = graph.get(dg.AssetKey(name)).metadata["dagster/column_schema"].columns
+        assert [c.name for c in columns] == list(asset_columns(name)), name
+        for column in columns:
+            assert column.description and column.description.strip(), (name, column.name)
+    described = {c.name: c.description for c in graph.get(dg.AssetKey("merged_enrichment"))
+                 .metadata["dagster/column_schema"].columns}
+    assert "VirusTotal" in described["virustotal__malicious"]
+    assert "GreyNoise" in described["greynoise__status"]
+    assert "benign" in described["greynoise__classification"]  # fields.py's note
+
+
 @pytest.fixture
 def materialized(pipeline):  # noqa: F811
     defs, sandbox, instance = pipeline
