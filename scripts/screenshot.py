@@ -5,8 +5,9 @@ graph, the plots of real materialisations, the checks that ran) and be retaken i
 after a change (`make screenshot`); tests/ui/test_screenshots.py runs it end to end and checks
 what each page held before its picture was taken.
 
-What it does: runs the demo (the shipped sample over two days, against the provider sandbox) in a
-throw-away data dir and Dagster home, starts dagster-webserver on 127.0.0.1 over them, and drives
+What it does: runs the demo (the shipped sample spread over --days consecutive days, ten by
+default so that the plots draw a line; against the provider sandbox) in a throw-away data dir
+and Dagster home, starts dagster-webserver on 127.0.0.1 over them, and drives
 Debian's chromium (apt-get install chromium; never a downloaded browser) with playwright. Every
 picture waits for the elements it shows, never for a fixed time.
 
@@ -46,6 +47,7 @@ SIZE = (1600, 1000)
 LOCATION = "cti_assets"  # workspace.yaml
 SCORES = "observable_scores"
 SENSOR = "new_observables_sensor"
+DAYS = 10  # the README's pictures: ten days of the sample at weekday volumes (cli/demo.py)
 WAIT_MS = 60_000  # the longest any awaited element may take to appear (a cold webserver)
 # The sandbox answers at once: no reason to pace the demo at the real providers' quotas.
 FAST_PROVIDERS = {f"{p}_PER_SECOND": "100" for p in (
@@ -288,12 +290,14 @@ def demo_env(work_dir: Path) -> dict[str, str]:
     }
 
 
-def run_demo(env: dict[str, str], log_path: Path) -> None:
-    """`cti-assets demo`: the sample imported over two days, every asset materialised."""
+def run_demo(env: dict[str, str], log_path: Path, days: int = 2) -> None:
+    """`cti-assets demo --days N`: the sample imported over N days, every asset materialised."""
     with log_path.open("a") as log:
         result = subprocess.run(  # noqa: S603 - our interpreter, fixed arguments
-            [sys.executable, "-m", "cti_assets.cli", "demo", "--sandbox-port", "0"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=False, timeout=600,
+            [sys.executable, "-m", "cti_assets.cli", "demo", "--sandbox-port", "0",
+             "--days", str(days)],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=False,
+            timeout=300 * days,
         )
     if result.returncode != 0:
         raise RuntimeError(f"the demo failed (exit {result.returncode}); see {log_path}")
@@ -333,12 +337,16 @@ def webserver(env: dict[str, str], log_path: Path, timeout_s: float = 120) -> It
                 process.wait()
 
 
-def run(out_dir: Path, work_dir: Path, size: tuple[int, int] = SIZE) -> dict[str, Page]:
-    """The demo in work_dir, the webserver over it, and the pictures in out_dir."""
+def run(out_dir: Path, work_dir: Path, size: tuple[int, int] = SIZE,
+        days: int = 2) -> dict[str, Page]:
+    """The demo over `days` days in work_dir, the webserver over it, the pictures in out_dir.
+
+    Two days (the plain demo) by default, the quickest run that fills every page; the README's
+    pictures take DAYS (main's default) so that each plot has a line."""
     work_dir.mkdir(parents=True, exist_ok=True)
     env = demo_env(work_dir)
     log_path = work_dir / "screenshot.log"
-    run_demo(env, log_path)
+    run_demo(env, log_path, days)
     with webserver(env, log_path) as url:
         return take_screenshots(url, out_dir, size)
 
@@ -354,9 +362,13 @@ def main() -> int:
                         help="folder of the PNGs (default docs/screenshots)")
     parser.add_argument("--size", default=f"{SIZE[0]}x{SIZE[1]}",
                         help="viewport WIDTHxHEIGHT in CSS pixels (default %(default)s)")
+    parser.add_argument("--days", type=int, default=DAYS,
+                        help="consecutive days of the demo (default %(default)s; 2 is quickest)")
     parser.add_argument("--keep", type=Path, default=None,
                         help="keep the demo's data dir, Dagster home and logs here")
     args = parser.parse_args()
+    if args.days < 1:
+        parser.error(f"--days {args.days}: at least one day")
     try:
         width, height = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
@@ -372,7 +384,7 @@ def main() -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="cti-screenshots-") as scratch:
         work_dir = args.keep or Path(scratch)
-        held = run(args.out, work_dir, (width, height))
+        held = run(args.out, work_dir, (width, height), args.days)
     for name in held:
         print(f"wrote {args.out / (name + '.png')}")
     return 0

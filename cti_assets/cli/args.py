@@ -25,6 +25,13 @@ def whole_number(text: str) -> int:
     return int(text)
 
 
+def positive_number(text: str) -> int:
+    """A whole number, 1 or more."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return int(text)
+
+
 def parse_day(text: str) -> date:
     """A YYYY-MM-DD day (the form of the daily partition keys); ValueError otherwise."""
     try:

@@ -1,9 +1,10 @@
 """The demo, dev and on-demand runs: the whole graph on the embedded default, against the
 provider sandbox, from one command.
 
-`make demo` starts the sandbox, imports the shipped sample over two days, materialises every
-asset for both days, prints the top scores with their explanations and where the outputs are,
-then stops the sandbox. Runs are recorded in $DAGSTER_HOME, so `make dev` shows them.
+`make demo` starts the sandbox, imports the shipped sample over two days (or more: `--days`),
+materialises every asset for each day, prints the top scores with their explanations and where
+the outputs are, then stops the sandbox. Runs are recorded in $DAGSTER_HOME, so `make dev`
+shows them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 
@@ -23,6 +24,10 @@ from cti_assets.intake.observable import STIX_TO_ENTITY_TYPE
 from cti_assets.providers.config import KEY_VARS
 
 DEMO_DAYS = ("2026-11-20", "2026-11-21")
+# Relative volume of new observables by weekday (Monday first): feeds are quieter at weekends.
+# Spreading the sample over more than the two demo days follows it, so the plots of a longer
+# demo show a week's rise and fall rather than a flat line.
+WEEKDAY_VOLUME = (1.0, 1.2, 1.1, 1.3, 0.9, 0.4, 0.3)
 DEMO_KEY = "demo-sandbox-key"  # the sandbox accepts any key; real keys never go to it
 # The prefixes of the providers' key variables (<PREFIX>_API_KEY), from the provider settings.
 KEYED_PROVIDERS = tuple(sorted({var.removesuffix("_API_KEY") for var in KEY_VARS.values()
@@ -47,14 +52,50 @@ def point_providers_at(base_urls: dict[str, str]) -> None:
     os.environ.setdefault("SHODAN_PER_SECOND", "50")
 
 
-def split_sample(days: tuple[str, ...], folder: Path) -> list[tuple[str, Path]]:
-    """Spread the sample's observables over the demo days; context objects go on the first."""
+def demo_days(n: int = len(DEMO_DAYS), last: str = DEMO_DAYS[-1]) -> tuple[str, ...]:
+    """n consecutive days ending on the demo's last day (n=2: DEMO_DAYS)."""
+    if n < 1:
+        raise ValueError(f"the demo needs at least one day, not {n}")
+    end = date.fromisoformat(last)
+    return tuple((end - timedelta(days=n - 1 - i)).isoformat() for i in range(n))
+
+
+def day_shares(days: tuple[str, ...], total: int) -> list[int]:
+    """How many of `total` observables each day receives, in proportion to its weekday's
+    WEEKDAY_VOLUME (largest remainders; every day at least one when total allows)."""
+    weights = [WEEKDAY_VOLUME[date.fromisoformat(day).weekday()] for day in days]
+    exact = [total * w / sum(weights) for w in weights]
+    counts = [max(int(x), 1 if total >= len(days) else 0) for x in exact]
+    by_remainder = sorted(range(len(days)), key=lambda i: exact[i] - int(exact[i]), reverse=True)
+    i = 0
+    while sum(counts) < total:
+        counts[by_remainder[i % len(days)]] += 1
+        i += 1
+    while sum(counts) > total:
+        counts[max(range(len(days)), key=lambda d: counts[d] - exact[d])] -= 1
+    return counts
+
+
+def split_sample(days: tuple[str, ...], folder: Path,
+                 by_weekday: bool = False) -> list[tuple[str, Path]]:
+    """Spread the sample's observables over the demo days; context objects go on the first.
+
+    Round robin by default (equal days); by_weekday gives each day its day_shares, the days'
+    observables interleaved through the sample so that every day gets a mix of types.
+    """
     bundle = json.loads(sample_bundle_path().read_text())
+    observables = [o for o in bundle["objects"] if o["type"] in STIX_TO_ENTITY_TYPE]
+    if by_weekday:
+        counts = day_shares(days, len(observables))
+        slots = sorted(((k + 0.5) / n, d) for d, n in enumerate(counts) for k in range(n))
+        owner = [d for _, d in slots]
+    else:
+        owner = [i % len(days) for i in range(len(observables))]
     per_day: list[list[dict]] = [[] for _ in days]
     observable_index = 0
     for obj in bundle["objects"]:
         if obj["type"] in STIX_TO_ENTITY_TYPE:
-            per_day[observable_index % len(days)].append(obj)
+            per_day[owner[observable_index]].append(obj)
             observable_index += 1
         else:
             per_day[0].append(obj)
@@ -66,13 +107,13 @@ def split_sample(days: tuple[str, ...], folder: Path) -> list[tuple[str, Path]]:
     return files
 
 
-def import_sample(days: tuple[str, ...] = DEMO_DAYS) -> None:
+def import_sample(days: tuple[str, ...] = DEMO_DAYS, by_weekday: bool = False) -> None:
     from cti_assets.sources.bundle_files import import_bundles
     from cti_assets.sources.local import LocalStixStore
 
     store = LocalStixStore()
     with tempfile.TemporaryDirectory() as folder:
-        for day, path in split_sample(days, Path(folder)):
+        for day, path in split_sample(days, Path(folder), by_weekday):
             moment = datetime.fromisoformat(day).replace(hour=9, tzinfo=UTC)
             report = import_bundles(store, [path], moment)
             print(f"  {day}: {report.objects} objects ({report.created} new)")
@@ -98,8 +139,12 @@ def print_scores(partition_keys, n: int = 12) -> None:
         print(f"{'':>12}{row.explanation}")
 
 
-def run_demo(sandbox_port: int = 8765) -> int:
+def run_demo(sandbox_port: int = 8765, n_days: int = len(DEMO_DAYS)) -> int:
+    """The demo over n_days consecutive days; more than the two demo days follow the weekday
+    volumes (day_shares)."""
     from cti_assets.sandbox import ProviderSandbox
+
+    days = demo_days(n_days)
 
     print(f"data directory: {settings.data_dir()}; Dagster home: {settings.dagster_home_path()}")
     sandbox = ProviderSandbox(port=sandbox_port)
@@ -111,15 +156,15 @@ def run_demo(sandbox_port: int = 8765) -> int:
         print(f"provider sandbox on {sandbox.url}")
         point_providers_at(sandbox.base_urls)
         print("importing the sample bundle")
-        import_sample()
-        failed = materialise(DEMO_DAYS)
+        import_sample(days, by_weekday=n_days > len(DEMO_DAYS))
+        failed = materialise(days)
         print(f"\nprovider calls this run: {sandbox.request_count()} (the cache answers the rest)")
     finally:
         sandbox.stop()
     if failed:
         print(f"\nfailed partitions: {', '.join(failed)}", file=sys.stderr)
         return 1
-    print_scores(DEMO_DAYS)
+    print_scores(days)
     print(f"\noutputs (Parquet, one file per asset and day): {settings.outputs_base()}")
     print(f"local STIX store: {settings.store_path()}")
     print("explain a score: .venv/bin/cti-assets explain <value>   UI: make dev")

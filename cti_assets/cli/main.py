@@ -16,7 +16,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
-from cti_assets.cli.args import day, existing_file, port_number, rate_limits, whole_number
+from cti_assets.cli.args import (
+    day,
+    existing_file,
+    port_number,
+    positive_number,
+    rate_limits,
+    whole_number,
+)
 from cti_assets.cli.errors import CliError
 
 
@@ -163,7 +170,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from cti_assets.cli.demo import run_demo
 
-    return run_demo(sandbox_port=args.sandbox_port)
+    return run_demo(sandbox_port=args.sandbox_port, n_days=args.days)
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
@@ -322,6 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sandbox-port", type=port_number, default=8765,
         help="Port for the provider sandbox (another free one if taken; default: 8765)",
+    )  # fmt: skip
+    p.add_argument(
+        "--days", type=positive_number, default=2,
+        help="Consecutive days to spread the sample over, ending 2026-11-21; more than 2 follow "
+        "weekday volumes (default: 2)",
     )  # fmt: skip
 
     p = add("dev", cmd_dev, "dagster dev with the sandbox running and the sensor on")

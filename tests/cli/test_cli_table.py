@@ -180,6 +180,8 @@ BAD = [
      r"^cti-assets backfill: cannot reach the Dagster webserver at http://127\.0\.0\.1:\d+: "
      r"ConnectionError \(is `make dev` running\? --url sets where\)$"),
     (["demo", "--sandbox-port", "99999"], 2, r"^cti-assets demo: argument --sandbox-port: "),
+    (["demo", "--days", "0"], 2,
+     r"^cti-assets demo: argument --days: '0' is not a whole number >= 1"),
     (["dev", "--port", "70000"], 2, r"^cti-assets dev: argument --port: '70000' is not a port"),
     (["where", "extra"], 2, r"^cti-assets: unrecognized arguments: extra"),
 ]
