@@ -233,9 +233,9 @@ SHOTS = (
     Shot("lineage", "The whole graph, every group expanded: ingest, the cheap lookups, triage, "
          "the expensive lookups, scoring and write-back.", lineage),
     Shot("scores-overview", "observable_scores: row count, checks, owners, and its column schema "
-         "(from cti_assets/tables.py).", overview),
-    Shot("scores-plots", "observable_scores' numeric metadata plotted across partitions: score "
-         "buckets and verdict counts.", plots),
+         "with what each column holds (from cti_assets/tables.py).", overview),
+    Shot("scores-plots", "observable_scores' numeric metadata plotted across the demo's ten "
+         "days: score buckets and verdict counts, fewer observables at the weekend.", plots),
     Shot("score-column-lineage", "The column lineage of `score` (typed columns of "
          "merged_enrichment), as the webserver's GraphQL explorer serves it.", score_lineage),
     Shot("scores-checks", "The four blocking checks on observable_scores, described, with their "
@@ -343,8 +343,12 @@ def run(out_dir: Path, work_dir: Path, size: tuple[int, int] = SIZE,
 
     Two days (the plain demo) by default, the quickest run that fills every page; the README's
     pictures take DAYS (main's default) so that each plot has a line."""
+    from cti_assets.cli.demo import demo_days
+
     work_dir.mkdir(parents=True, exist_ok=True)
-    env = demo_env(work_dir)
+    # the partitions begin on the demo's first day: the plots' axis spans the partitions up to
+    # today, and would otherwise be months of empty days with the demo's line squeezed at its end
+    env = {**demo_env(work_dir), "CTI_PARTITIONS_START": demo_days(days)[0]}
     log_path = work_dir / "screenshot.log"
     run_demo(env, log_path, days)
     with webserver(env, log_path) as url:

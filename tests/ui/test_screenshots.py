@@ -10,6 +10,7 @@ import zlib
 import pytest
 
 from cti_assets.defs.scoring import SCORE_CHECKS
+from cti_assets.schemas import asset_descriptions
 from cti_assets.tables import SCORE_COLUMNS
 from scripts import screenshot
 from tests.defs.test_definitions import EXPECTED_PARENTS
@@ -116,8 +117,10 @@ def test_scores_overview_shows_the_column_schema(taken):
     _, held = taken
     text = held["scores-overview"].text
     assert "Columns" in text and "Row count" in text
+    described = asset_descriptions(screenshot.SCORES)
     for column in ("score", "confidence", "verdict", *list(SCORE_COLUMNS)[:6]):
         assert f"\n{column}\n" in f"\n{text}\n", column
+        assert described[column] in text, column  # the Description column is filled
 
 
 def test_scores_plots_show_verdicts_and_score_buckets(taken):
