@@ -160,6 +160,13 @@ def max_concurrent_steps() -> int:
     return _whole_number("CTI_MAX_CONCURRENT_STEPS", 4, minimum=1)
 
 
+def writeback_workers() -> int:
+    """Write-back requests to OpenCTI in flight at once (CTI_WRITEBACK_WORKERS, default 8): at
+    tens of milliseconds a request, one at a time bounds a day of tens of thousands of objects
+    to the round trip; the platform handles concurrent requests (its own workers do)."""
+    return _whole_number("CTI_WRITEBACK_WORKERS", 8, minimum=1)
+
+
 def sensor_in_process_max() -> int:
     """Largest number of new observables in a day for which the sensor's run executes in one
     process (CTI_SENSOR_IN_PROCESS_MAX, default 200; 0: never): a handful of observables is
