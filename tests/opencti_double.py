@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import json
 import sys
 import threading
@@ -55,7 +56,7 @@ from pycti import (
 )
 from stix2.canonicalization.Canonicalize import canonicalize
 
-from tests.opencti_schema import request_errors
+from tests.opencti_schema import document_errors, variable_errors
 
 PLATFORM_VERSION = "7.261026.0"
 _SCO_NAMESPACE = uuid.UUID("00abedb4-aa42-466c-9c01-fed23315a9b7")
@@ -204,6 +205,9 @@ class OpenCTIDouble:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as the platform behind its proxy
+            # Headers and body leave in two writes: without TCP_NODELAY the second waits for
+            # the client's delayed ACK (40 ms) on a kept-alive connection.
+            disable_nagle_algorithm = True
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 length = int(self.headers.get("Content-Length") or 0)
@@ -436,7 +440,7 @@ class OpenCTIDouble:
         except (ValueError, KeyError, TypeError) as error:
             return 400, {"errors": [{"message": f"bad request: {error}"}]}
         try:
-            document = parse_graphql(query)
+            document, validation = _document(query)
         except GraphQLError as error:
             return self._invalid([{"message": error.message,
                                    "extensions": {"code": "GRAPHQL_PARSE_FAILED"}}])
@@ -455,7 +459,7 @@ class OpenCTIDouble:
                 return 200, {"errors": [{"message": "Injected failure", "name": "UNKNOWN_ERROR",
                                          "extensions": {"code": "UNKNOWN_ERROR"}}]}
             return status, b"Injected server error"
-        errors = request_errors(document, variables)
+        errors = list(validation) or variable_errors(document, variables)
         if errors:
             return self._invalid(errors)
         if headers.get("Authorization") != f"Bearer {self.token}":
@@ -995,6 +999,15 @@ class OpenCTIDouble:
             if isinstance(selection, FieldNode) and selection.name.value not in handlers:
                 raise DoubleError(f"{name}.{selection.name.value}", "UNSUPPORTED")
         return handlers
+
+
+@functools.lru_cache(maxsize=1024)
+def _document(query: str) -> tuple[Any, tuple[dict, ...]]:
+    """A query's parsed document and validation errors, kept per query text as the platform's
+    Apollo Server keeps them in its document store (variables are still coerced per request).
+    The document is only read afterwards, never changed."""
+    document = parse_graphql(query)
+    return document, tuple(document_errors(document))
 
 
 class _Server(ThreadingHTTPServer):
