@@ -184,6 +184,8 @@ class OpenCTIDouble:
         self.capabilities = capabilities
         self.version = version
         self.latency_s = latency_s
+        self.in_flight = 0
+        self.max_in_flight = 0  # most GraphQL requests being served at once
         self.unsupported: list[str] = []
         self.invalid: list[str] = []  # requests the platform would reject before running them
         self.calls: list[tuple[str, dict]] = []
@@ -215,9 +217,17 @@ class OpenCTIDouble:
                 if self.path.startswith("/_double/"):
                     self._answer(*double._admin(self.path, body))
                     return
-                if double.latency_s > 0:
-                    time.sleep(double.latency_s)  # outside the lock: requests overlap
-                self._answer(*double._handle(self.path, self.headers, body))
+                with double._lock:
+                    double.in_flight += 1
+                    double.max_in_flight = max(double.max_in_flight, double.in_flight)
+                try:
+                    if double.latency_s > 0:
+                        time.sleep(double.latency_s)  # outside the lock: requests overlap
+                    answer = double._handle(self.path, self.headers, body)
+                finally:
+                    with double._lock:
+                        double.in_flight -= 1
+                self._answer(*answer)
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 self._answer(*double._admin(self.path, b""))
@@ -508,6 +518,7 @@ class OpenCTIDouble:
                 for name, _ in self.calls:
                     fields[name] = fields.get(name, 0) + 1
                 return 200, {"total": len(self.calls), "fields": fields,
+                             "max_in_flight": self.max_in_flight,
                              "invalid": list(self.invalid), "unsupported": list(self.unsupported)}
         return 404, {"error": f"unknown admin action {action!r}"}
 
