@@ -72,7 +72,7 @@ _OBSERVABLE_FIELDS = """
     ... on StixFile { hashes { algorithm hash } }
 """
 _WATERMARK_FIELDS = "id standard_id created_at"
-_LABELS_FIELDS = "id standard_id objectLabel { id value }"
+_LABEL_FIELDS = "objectLabel { id value }"
 _THREAT_FIELDS = f"id standard_id entity_type\n{_THREAT_FRAGMENTS}"
 _END_FIELDS = f"... on BasicObject {{ id standard_id entity_type }}\n{_THREAT_FRAGMENTS}"
 _RELATIONSHIP_FIELDS = f"""
@@ -83,7 +83,7 @@ _RELATIONSHIP_FIELDS = f"""
 _EXISTING_QUERY = """
     query CtiAssetsExisting($filters: FilterGroup, $first: Int) {
       %s(filters: $filters, first: $first) {
-        edges { node { id standard_id x_opencti_stix_ids } }
+        edges { node { id standard_id x_opencti_stix_ids %s } }
       }
     }
 """
@@ -481,7 +481,7 @@ class OpenCTISource:
         wanted = set(stix_ids)
         for chunk in _chunks(sorted(wanted)):
             result = self._call(
-                "the internal id lookup", api.query, _EXISTING_QUERY % "stixCoreObjects",
+                "the internal id lookup", api.query, _EXISTING_QUERY % ("stixCoreObjects", ""),
                 {"filters": _filters({"key": "ids", "values": chunk}), "first": len(chunk)},
             )
             for edge in ((result.get("data") or {}).get("stixCoreObjects") or {}).get("edges") \
@@ -532,13 +532,14 @@ class OpenCTISource:
         items = [item for part in parts for item in part["objects"]]
         aborted = threading.Event()  # set when every problem of a failure was transient
         with ThreadPoolExecutor(self._workers, thread_name_prefix="opencti-write") as pool:
-            existing = self._existing_ids([obj["id"] for obj in valid], pool)
+            existing = self._existing([obj["id"] for obj in valid], pool)
             for phase in _phases(items):
                 blocked = [_failed_reference(item, failed) for item in phase]
+                stale = [_stale_labels(existing.get(item["id"]), removals.get(item["id"]))
+                         for item in phase]
                 outcomes = list(pool.map(
-                    lambda job: self._write_one(job[0], removals.get(job[0]["id"]), job[1],
-                                                aborted),
-                    zip(phase, blocked, strict=True)))
+                    lambda job: self._write_one(job[0], job[1], job[2], aborted),
+                    zip(phase, stale, blocked, strict=True)))
                 for item, problem in zip(phase, outcomes, strict=True):
                     if problem is not None:
                         stats.failed += 1
@@ -550,18 +551,18 @@ class OpenCTISource:
                         stats.created += 1
         return stats
 
-    def _write_one(self, item: dict, removal: list[str] | None, blocked: str | None,
-                   aborted: threading.Event) -> str | None:
-        """Import one object (and take its stale labels off); None, or why it failed."""
+    def _write_one(self, item: dict, stale: tuple[str, list[str]] | None,
+                   blocked: str | None, aborted: threading.Event) -> str | None:
+        """Import one object and take its stale labels off (`stale`: the node's internal id
+        and the label ids); None, or why it failed."""
         if aborted.is_set():
             return "not attempted (the platform was failing)"
         if blocked is not None:
             return f"not attempted (it refers to {blocked}, which failed)"
         try:
             self._call(f"the import of {item['id']}", self._import_one, item)
-            if removal:
-                self._call(f"the label removal on {item['id']}", self._remove_labels,
-                           item["id"], removal)
+            if stale is not None:
+                self._call(f"the label removal on {item['id']}", self._remove_labels, *stale)
         except SourceError as error:
             if self._transport.problems and all(t for _, t in self._transport.problems):
                 aborted.set()
@@ -582,25 +583,21 @@ class OpenCTISource:
         if cache is not None and item["type"] != "marking-definition" and cache_key not in cache:
             raise _SwallowedError("pycti sent nothing for it (unsupported or incomplete)", False)
 
-    def _remove_labels(self, stix_id: str, values: list[str]) -> None:
-        """Take these labels off the observable, those it has (upserts only add labels)."""
+    def _remove_labels(self, node_id: str, label_ids: list[str]) -> None:
+        """Take these labels off the observable (upserts only add labels)."""
         api = self._client()
         self._transport.problems.clear()
-        node = api.stix_cyber_observable.read(id=stix_id, customAttributes=_LABELS_FIELDS)
-        if self._transport.problems or node is None:
-            raise _SwallowedError("; ".join(w for w, _ in self._transport.problems)
-                                  or "the observable is gone", bool(self._transport.problems))
-        unwanted = set(values)
-        for label in node.get("objectLabel") or []:
-            if label.get("value") in unwanted:
-                api.stix_cyber_observable.remove_label(id=node["id"], label_id=label["id"])
+        for label_id in label_ids:
+            api.stix_cyber_observable.remove_label(id=node_id, label_id=label_id)
         if self._transport.problems:
             raise _SwallowedError("; ".join(what for what, _ in self._transport.problems),
                                   all(transient for _, transient in self._transport.problems))
 
-    def _existing_ids(self, ids: list[str], pool: ThreadPoolExecutor) -> set[str]:
-        """Which of these STIX ids the platform already holds (as standard or stix id); one
-        query per chunk of ids, the chunks on the pool's workers."""
+    def _existing(self, ids: list[str], pool: ThreadPoolExecutor) -> dict[str, dict]:
+        """The node (internal id, labels) of each of these STIX ids the platform already holds
+        (as standard or stix id); one query per chunk of ids, the chunks on the pool's workers.
+        The labels are those before the write: an import only adds the current verdict label,
+        so the stale ones it finds are all there are to take off, without reading again."""
         groups = {
             "stixCoreRelationships": [i for i in ids if i.startswith("relationship--")],
             "stixCoreObjects": [i for i in ids if not i.startswith("relationship--")],
@@ -608,19 +605,25 @@ class OpenCTISource:
         queries = [(field, chunk) for field, group in groups.items()
                    for chunk in _chunks(sorted(set(group)))]
 
-        def existing(query: tuple[str, list[str]]) -> set[str]:
+        wanted = set(ids)
+
+        def existing(query: tuple[str, list[str]]) -> dict[str, dict]:
             field, chunk = query
+            extra = _LABEL_FIELDS if field == "stixCoreObjects" else ""
             result = self._call(
-                "the existence check", self._client().query, _EXISTING_QUERY % field,
+                "the existence check", self._client().query, _EXISTING_QUERY % (field, extra),
                 {"filters": _filters({"key": "ids", "values": chunk}), "first": len(chunk)},
             )
-            found: set[str] = set()
+            found: dict[str, dict] = {}
             for edge in ((result.get("data") or {}).get(field) or {}).get("edges") or []:
                 node = edge["node"]
-                found.update([node.get("standard_id"), *(node.get("x_opencti_stix_ids") or [])])
+                for alias in [node.get("standard_id"), *(node.get("x_opencti_stix_ids") or [])]:
+                    if alias in wanted:
+                        found[alias] = node
             return found
 
-        return set().union(*pool.map(existing, queries)) & set(ids)
+        return {alias: node for found in pool.map(existing, queries)
+                for alias, node in found.items()}
 
 
 def _references(item: dict) -> set[str]:
@@ -655,6 +658,17 @@ def _phases(items: list[dict]) -> list[list[dict]]:
         phases.extend([] for _ in range(level + 1 - len(phases)))
         phases[level].append(item)
     return [phase for phase in phases if phase]
+
+
+def _stale_labels(node: dict | None, unwanted: list[str] | None
+                  ) -> tuple[str, list[str]] | None:
+    """(internal id, label ids) of the unwanted labels an existing node carries, or None."""
+    if node is None or not unwanted:
+        return None
+    values = set(unwanted)
+    label_ids = [label["id"] for label in node.get("objectLabel") or []
+                 if label.get("value") in values]
+    return (node["id"], label_ids) if label_ids else None
 
 
 def _failed_reference(item: dict, failed: set[str]) -> str | None:
