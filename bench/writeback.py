@@ -345,8 +345,9 @@ def section(result: dict) -> str:
         f"Headline ({con['workers']} workers): **{result['speedup']}x** (target >= 8x); "
         f"outcomes {con['created']:,} created, {con['updated']:,} updated, {con['failed']} "
         f"failed (nodes created {con['nodes_created']:,}, expected {con['expected_new']:,}). "
-        "(b) sends more requests per object than (a): it also reads each observable's labels "
-        "to take the stale verdict labels off, and asks which objects exist (exact "
-        "created/updated counts); each worker's pycti client looks labels and vocabularies "
-        f"up once. Requests of (b) by field: {con['requests_by_field']}.\n"
+        "Besides what (a) sends, (b) asks which objects exist, with their labels (one query "
+        "per 100 ids: exact created/updated counts, and the stale verdict labels to take off "
+        "without reading each observable again; the day's observables carry none), and each "
+        "worker's pycti client looks labels and vocabularies up once. Requests of (b) by "
+        f"field: {con['requests_by_field']}.\n"
     )
