@@ -163,9 +163,10 @@ def max_concurrent_steps() -> int:
 def writeback_workers() -> int:
     """Write-back requests to OpenCTI in flight at once (CTI_WRITEBACK_WORKERS, default 16): at
     tens of milliseconds a request, one at a time bounds a day of tens of thousands of objects
-    to the round trip. 16, not 8: the write-back sends about 1.3 requests for each one of
-    pycti's plain import (it also takes stale verdict labels off and counts exactly), so 8 in
-    flight stays under 8x pycti's sequential import by construction (bench/findings.md)."""
+    to the round trip. 16, not 8: the write-back sends about as many requests as pycti's plain
+    import, plus the existence checks and each worker's label and vocabulary look-ups, and
+    waits between dependency phases, so 8 in flight stays under 8x pycti's sequential import
+    (bench/results.md, "Write-back throughput")."""
     return _whole_number("CTI_WRITEBACK_WORKERS", 16, minimum=1)
 
 
