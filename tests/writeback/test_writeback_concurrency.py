@@ -155,3 +155,27 @@ def test_phases_put_every_object_after_what_it_refers_to():
     phases = [[item["id"] for item in phase] for phase in _phases(items)]
     assert phases == [["ipv4-addr--1", "identity--1"], ["note--1", "indicator--1"],
                       ["relationship--1"]]
+
+
+def test_stale_verdict_labels_come_off_without_reading_each_observable(day):
+    frames, bundle = day
+    stale = {0: "cti:benign", 3: "cti:malicious"}  # index 0 is malicious, 3 suspicious now
+    with OpenCTIDouble(day_bench.TOKEN) as double:
+        for index, item in enumerate(frames["seed"]):
+            labels = (*item["labels"], *([stale[index]] if index in stale else []))
+            double.add_observable(item["entity_type"], item["value"], item["created_at"],
+                                  markings=tuple(item["markings"]), labels=labels,
+                                  hashes=item["hashes"])
+        for name in day_bench.THREATS:
+            double.add_threat("Intrusion-Set", name)
+
+        stats = source_for(double).write_bundle(bundle)
+
+        assert stats.failed == 0, stats.failures
+        ids = frames["scores"]["stix_id"].tolist()
+        assert "cti:malicious" in double.label_values(double.get(ids[0]))
+        assert "cti:suspicious" in double.label_values(double.get(ids[3]))
+        for index in stale:
+            assert stale[index] not in double.label_values(double.get(ids[index]))
+        assert double.calls_to("stixCyberObservable") == 0  # the existence check had them
+        assert double.invalid == [] and double.unsupported == []
