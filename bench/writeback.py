@@ -90,6 +90,11 @@ class DoubleProcess:
     def requests(self) -> dict:
         return self._admin("requests")
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the double's process has used so far."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -219,14 +224,27 @@ def run_pycti(frames: dict, bundle: dict, latency_ms: float) -> dict:
         for name in ("api", "admin", "worker"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
         load = os.getloadavg()[0]
+        cpu = _cpu(double)
         started = time.perf_counter()
         imported, _ = api.stix2.import_bundle(_for_pycti(bundle), update=True)
         wall = time.perf_counter() - started
+        cpu = _cpu(double, cpu)
         served = double.requests()
         result = check(double, bundle, before, seeded)
     return {"wall_s": round(wall, 2), "imported": len(imported), "requests": served["total"],
+            **cpu,
             "requests_by_field": served["fields"], "invalid": len(served["invalid"]),
             "load_avg_1m": round(load, 2), **result}
+
+
+def _cpu(double: DoubleProcess, since: dict | None = None) -> dict:
+    """CPU seconds of this process (the client) and of the double; with `since`, the use
+    since then: what the write-back cost the machine besides waiting for the latency."""
+    times = os.times()
+    now = {"client_cpu_s": times.user + times.system, "double_cpu_s": double.cpu_s()}
+    if since is None:
+        return now
+    return {key: round(value - since[key], 1) for key, value in now.items()}
 
 
 def _seeded_ids(double: DoubleProcess) -> set[str]:
@@ -245,9 +263,11 @@ def run_pipeline(frames: dict, bundle: dict, latency_ms: float, workers: int,
         before, seeded = _types_before(double), _seeded_ids(double)
         source = OpenCTISource(double.url, TOKEN, workers=workers, timeout_s=60)
         load = os.getloadavg()[0]
+        cpu = _cpu(double)
         started = time.perf_counter()
         stats = source.write_bundle(bundle)
         wall = time.perf_counter() - started
+        cpu = _cpu(double, cpu)
         served = double.requests()
         result = check(double, bundle, before, seeded)
         second = None
@@ -263,7 +283,7 @@ def run_pipeline(frames: dict, bundle: dict, latency_ms: float, workers: int,
         total = double.requests()
     return {"workers": workers, "wall_s": round(wall, 2), "created": stats.created,
             "updated": stats.updated, "failed": stats.failed,
-            "failures": stats.failures[:3], "requests": served["total"],
+            "failures": stats.failures[:3], "requests": served["total"], **cpu,
             "requests_by_field": served["fields"], "max_in_flight": served["max_in_flight"],
             "invalid": len(total["invalid"]) + len(total["unsupported"]),
             "load_avg_1m": round(load, 2), **result, "rerun": second}
@@ -307,6 +327,12 @@ def measure(args, scratch: Path) -> dict:
             "rerun": headline["rerun"]}
 
 
+def _cpu_text(run: dict) -> str:
+    if "client_cpu_s" not in run:
+        return "-"
+    return f"{run['client_cpu_s']} + {run['double_cpu_s']}"
+
+
 def section(result: dict) -> str:
     seq = result["sequential"]
     label = (f"measured on the first {result['sample']:,} observables ({seq['objects']:,} "
@@ -314,20 +340,20 @@ def section(result: dict) -> str:
              if seq["extrapolated"] else "measured on the whole day")
     rows = [f"| (a) pycti `import_bundle`, sequential ({label}) | {seq['wall_s']} s "
             f"-> **{seq['wall_day_s']} s** for the day | {seq['requests']:,} | | {seq['lost']} | "
-            f"{seq['duplicated']} | {seq['load_avg_1m']} |"]
+            f"{seq['duplicated']} | {_cpu_text(seq)} | {seq['load_avg_1m']} |"]
     for run in result["runs"]:
         rows.append(
             f"| (b) `OpenCTISource.write_bundle`, {run['workers']} workers (at most "
             f"{run['max_in_flight']} requests in flight) | **{run['wall_s']} s** | "
             f"{run['requests']:,} | **{run['speedup']}x** | {run['lost']} | "
-            f"{run['duplicated']} | {run['load_avg_1m']} |")
+            f"{run['duplicated']} | {_cpu_text(run)} | {run['load_avg_1m']} |")
         rerun = run["rerun"]
         if rerun is not None:
             rows.append(
                 f"| (b) again, {run['workers']} workers (rerun: {rerun['created']} created, "
                 f"{rerun['updated']:,} updated, {rerun['failed']} failed, "
                 f"{rerun['nodes_created'] - run['nodes_created']} new nodes) | "
-                f"{rerun['wall_s']} s | | | {rerun['lost']} | {rerun['duplicated']} | |")
+                f"{rerun['wall_s']} s | | | {rerun['lost']} | {rerun['duplicated']} | | |")
     con = result["concurrent"]
     return (
         "## Write-back throughput\n\n"
@@ -340,8 +366,8 @@ def section(result: dict) -> str:
         "write-back on a fresh double; after each, every object of the bundle must resolve "
         "to one node and the nodes created must be exactly those the platform did not hold.\n\n"
         "| Write-back | Wall | Requests | Speed-up over (a) | Objects lost | Duplicated | "
-        "Load (1 min) |\n"
-        "|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
+        "CPU s: client + double | Load (1 min) |\n"
+        "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
         f"Headline ({con['workers']} workers): **{result['speedup']}x** (target >= 8x); "
         f"outcomes {con['created']:,} created, {con['updated']:,} updated, {con['failed']} "
         f"failed (nodes created {con['nodes_created']:,}, expected {con['expected_new']:,}). "

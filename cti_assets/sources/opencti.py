@@ -126,6 +126,8 @@ class _RecordingAdapter(HTTPAdapter):
             self.problems.append((f"HTTP {response.status_code}",
                                   response.status_code in _TRANSIENT_STATUS))
             return response
+        if b'"errors"' not in response.content and response.content.lstrip()[:1] == b"{":
+            return response  # a JSON object without errors: pycti parses it (once)
         try:
             body = response.json()
         except ValueError:
