@@ -172,7 +172,8 @@ def bundle_of(frames: dict, first: int | None = None) -> dict:
 def check(double: DoubleProcess, bundle: dict, nodes_before: dict[str, int],
           seeded_ids: set[str]) -> dict:
     """Lost: bundle objects no node answers to; duplicated: nodes created beyond the bundle's
-    objects the platform did not hold; the nodes created per type."""
+    new objects that were found (the platform held the seeded ones), plus objects sharing a
+    node; the nodes created per type. A seeded id is lost only if its node went away."""
     nodes = double.nodes()
     alias: dict[str, str] = {}
     for node in nodes:
@@ -190,7 +191,8 @@ def check(double: DoubleProcess, bundle: dict, nodes_before: dict[str, int],
     resolved = {alias[i] for i in ids if i in alias}
     return {"objects": len(ids), "lost": len(lost), "lost_examples": lost[:3],
             "nodes_created": sum(created.values()), "expected_new": expected_new,
-            "duplicated": max(0, sum(created.values()) - expected_new)
+            # nodes beyond the new objects that were found, and objects sharing a node
+            "duplicated": max(0, sum(created.values()) - (expected_new - len(lost)))
             + (len(ids) - len(lost) - len(resolved)),
             "created_by_type": created}
 
