@@ -19,6 +19,8 @@ TARGETS = {
     "rescore_scale": ("re-scoring wall of the largest size / wall of 1M (10x the rows)", "<=",
                       10.5),
     "latency_s": ("new observable imported -> write-back note, seconds", "<=", 60.0),
+    "writeback_speedup": ("write-back: pycti sequential import wall / ours", ">=", 8.0),
+    "writeback_lost_or_duplicated": ("write-back: objects lost or duplicated", "<=", 0),
 }
 
 
@@ -78,6 +80,7 @@ def figure_rows(results: dict) -> list[tuple[str, str, str, str]]:
     calls = results.get("calls") or {}
     rescore = results.get("rescore") or {}
     latency = results.get("latency") or {}
+    writeback = results.get("writeback") or {}
     speedup = (round(bl["wall_s"] / tp["wall_s"], 2)
                if tp.get("wall_s") and bl.get("wall_s") else None)  # fmt: skip
     results.setdefault("figures", {})["speedup"] = speedup
@@ -102,8 +105,25 @@ def figure_rows(results: dict) -> list[tuple[str, str, str, str]]:
         *_scaling_rows(rescore),
         ("Latency: import -> write-back (sensor on)", _fmt(latency.get("latency_s"), " s"),
          "<= 60 s", verdict("latency_s", latency.get("latency_s"))),
+        *_writeback_rows(writeback),
     ]
     return rows
+
+
+def _writeback_rows(writeback: dict) -> list[tuple[str, str, str, str]]:
+    """Write-back to the OpenCTI double: speed-up over pycti, objects lost or duplicated."""
+    if "speedup" not in writeback:
+        return []
+    label = " (pycti extrapolated)" if writeback["sequential"].get("extrapolated") else ""
+    wrong = writeback["lost"] + writeback["duplicated"]
+    return [
+        (f"Write-back {writeback['n']:,} observables at {writeback['latency_ms']:g} ms: speed-up"
+         f" over pycti's sequential import, {writeback['workers']} workers{label}",
+         _fmt(writeback["speedup"], "x"), ">= 8x",
+         verdict("writeback_speedup", writeback["speedup"])),
+        ("Write-back: objects lost or duplicated (every run and rerun)", _fmt(wrong), "0",
+         verdict("writeback_lost_or_duplicated", wrong)),
+    ]
 
 
 def _scaling_rows(rescore: dict) -> list[tuple[str, str, str, str]]:

@@ -3,7 +3,8 @@
 1. throughput against the quota bound, and the connector-model baseline side by side;
 2. calls spent re-materialising partitions and in a 30-day backfill;
 3. re-scoring a million observables from stored lookups (and 3M, 10M: growth);
-4. latency from a new observable to its write-back with the sensor running.
+4. latency from a new observable to its write-back with the sensor running;
+5. write-back throughput to the OpenCTI double: pycti's sequential import against ours.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-BENCHMARKS = ("throughput", "calls", "rescore", "latency")
+BENCHMARKS = ("throughput", "calls", "rescore", "latency", "writeback")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -49,6 +50,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--rescore-repeat", type=int, default=3,
                         help="re-scoring runs; the median run's figures are reported")
     parser.add_argument("--latency-timeout-s", type=float, default=180.0)
+    parser.add_argument("--writeback-n", type=int, default=10_000,
+                        help="observables of the write-back day")
+    parser.add_argument("--writeback-sample", type=int, default=1_000, metavar="K",
+                        help="pycti's sequential import runs on the first K observables' "
+                        "objects and is extrapolated by object count (labelled)")
+    parser.add_argument("--writeback-latency-ms", type=float, default=30.0,
+                        help="the OpenCTI double's time per request")
+    parser.add_argument("--writeback-workers", type=int, nargs="+", default=None,
+                        help="write-back workers to measure (default: CTI_WRITEBACK_WORKERS); "
+                        "the last is the headline figure")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
     parser.add_argument("--update", action="store_true",
                         help="keep the other benchmarks' figures from the existing results.json")
@@ -94,6 +105,8 @@ def main(argv=None) -> int:
             run_module("rescore", args, results, scratch_dir)
         if "latency" in args.only:
             run_module("latency", args, results, scratch_dir)
+        if "writeback" in args.only:
+            run_module("writeback", args, results, scratch_dir)
     args.out.mkdir(parents=True, exist_ok=True)
     report.write(results, args.out, sections_of(results))
     print((args.out / "results.md").read_text())

@@ -160,6 +160,16 @@ def max_concurrent_steps() -> int:
     return _whole_number("CTI_MAX_CONCURRENT_STEPS", 4, minimum=1)
 
 
+def writeback_workers() -> int:
+    """Write-back requests to OpenCTI in flight at once (CTI_WRITEBACK_WORKERS, default 16): at
+    tens of milliseconds a request, one at a time bounds a day of tens of thousands of objects
+    to the round trip. 16, not 8: the write-back sends about as many requests as pycti's plain
+    import, plus the existence checks and each worker's label and vocabulary look-ups, and
+    waits between dependency phases, so 8 in flight stays under 8x pycti's sequential import
+    (bench/results.md, "Write-back throughput")."""
+    return _whole_number("CTI_WRITEBACK_WORKERS", 16, minimum=1)
+
+
 def sensor_in_process_max() -> int:
     """Largest number of new observables in a day for which the sensor's run executes in one
     process (CTI_SENSOR_IN_PROCESS_MAX, default 200; 0: never): a handful of observables is

@@ -14,13 +14,24 @@ Upserts follow the platform: an `*Add` whose stix id or derived standard id matc
 node updates it (scalars replaced, references merged). A valid query the double does not know is
 answered with a GraphQL error AND recorded in `unsupported`. The test fixtures assert both lists
 are empty, so nothing passes silently.
+
+Concurrency is the platform's: the HTTP server is threaded (keep-alive, HTTP/1.1), each request
+waits `latency_s` (a round trip and the platform's own work) outside the graph's lock, so
+concurrent requests overlap as on a real server, while every read and write of the graph holds
+the lock: two concurrent creates of the same standard id give one node, the second an upsert.
+`python -m tests.opencti_double` serves it in its own process (benchmarks), with admin
+endpoints under /_double/ to seed observables and read the graph back.
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
+import functools
 import json
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -45,7 +56,7 @@ from pycti import (
 )
 from stix2.canonicalization.Canonicalize import canonicalize
 
-from tests.opencti_schema import request_errors
+from tests.opencti_schema import document_errors, variable_errors
 
 PLATFORM_VERSION = "7.261026.0"
 _SCO_NAMESPACE = uuid.UUID("00abedb4-aa42-466c-9c01-fed23315a9b7")
@@ -161,20 +172,27 @@ class OpenCTIDouble:
         decay_lifetimes: dict[str, timedelta] | None = None,
         capabilities: tuple[str, ...] = ("KNOWLEDGE", "KNOWLEDGE_KNUPDATE"),
         version: str = PLATFORM_VERSION,
+        latency_s: float = 0.0,
     ) -> None:
         """`user_max_confidence`: the token's user's max confidence (caps what it writes);
         `decay_lifetimes`: the decay manager's lifetime per main observable type (None: decay
-        off); `capabilities`: the user's; `version`: what `about` reports."""
+        off); `capabilities`: the user's; `version`: what `about` reports; `latency_s`: how long
+        each HTTP request takes before it is answered (concurrent requests overlap)."""
         self.token = token
         self.user_max_confidence = user_max_confidence
         self.decay_lifetimes = dict(decay_lifetimes or {})
         self.capabilities = capabilities
         self.version = version
+        self.latency_s = latency_s
+        self.in_flight = 0
+        self.max_in_flight = 0  # most GraphQL requests being served at once
         self.unsupported: list[str] = []
         self.invalid: list[str] = []  # requests the platform would reject before running them
         self.calls: list[tuple[str, dict]] = []
         self._lock = threading.RLock()
-        self._nodes: dict[str, dict] = {}
+        self._nodes: dict[str, dict] = {}  # insertion order is creation (_seq) order
+        self._by_type: dict[str, dict[str, dict]] = {}
+        self._labels_by_value: dict[str, str] = {}
         self._aliases: dict[str, str] = {}  # standard id / stix id -> internal id
         self._sequence = 0
         self._failures: list[tuple[str, int]] = []  # ("http", status) or ("graphql", 0)
@@ -184,14 +202,37 @@ class OpenCTIDouble:
         self.add_marking("PAP", "PAP:RED")
 
     # --- lifecycle -------------------------------------------------------------------------
-    def start(self) -> OpenCTIDouble:
+    def start(self, port: int = 0) -> OpenCTIDouble:
         double = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the platform behind its proxy
+            # Headers and body leave in two writes: without TCP_NODELAY the second waits for
+            # the client's delayed ACK (40 ms) on a kept-alive connection.
+            disable_nagle_algorithm = True
+
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
-                status, payload = double._handle(self.path, self.headers, body)
+                if self.path.startswith("/_double/"):
+                    self._answer(*double._admin(self.path, body))
+                    return
+                with double._lock:
+                    double.in_flight += 1
+                    double.max_in_flight = max(double.max_in_flight, double.in_flight)
+                try:
+                    if double.latency_s > 0:
+                        time.sleep(double.latency_s)  # outside the lock: requests overlap
+                    answer = double._handle(self.path, self.headers, body)
+                finally:
+                    with double._lock:
+                        double.in_flight -= 1
+                self._answer(*answer)
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                self._answer(*double._admin(self.path, b""))
+
+            def _answer(self, status: int, payload: Any) -> None:
                 data = json.dumps(payload).encode() if not isinstance(payload, bytes) else payload
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -202,7 +243,7 @@ class OpenCTIDouble:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
                          daemon=True).start()
@@ -258,7 +299,10 @@ class OpenCTIDouble:
             node["_seq"] = self._sequence
             for ref in _REF_FIELDS:
                 node.setdefault(ref, [])
+            if node["id"] in self._nodes:
+                raise ValueError(f"node {node['id']} is already stored")
             self._nodes[node["id"]] = node
+            self._by_type.setdefault(node["entity_type"], {})[node["id"]] = node
             for alias in [node["standard_id"], *aliases]:
                 if alias:
                     self._aliases[alias] = node["id"]
@@ -353,9 +397,11 @@ class OpenCTIDouble:
             return self._nodes.get(internal)
 
     def objects(self, entity_type: str | None = None) -> list[dict]:
+        """Nodes in creation order (nodes are only ever added, so insertion order is _seq)."""
         with self._lock:
-            nodes = sorted(self._nodes.values(), key=lambda n: n["_seq"])
-            return [n for n in nodes if entity_type is None or n["entity_type"] == entity_type]
+            if entity_type is None:
+                return list(self._nodes.values())
+            return list(self._by_type.get(entity_type, {}).values())
 
     def count(self, entity_type: str) -> int:
         return len(self.objects(entity_type))
@@ -404,7 +450,7 @@ class OpenCTIDouble:
         except (ValueError, KeyError, TypeError) as error:
             return 400, {"errors": [{"message": f"bad request: {error}"}]}
         try:
-            document = parse_graphql(query)
+            document, validation = _document(query)
         except GraphQLError as error:
             return self._invalid([{"message": error.message,
                                    "extensions": {"code": "GRAPHQL_PARSE_FAILED"}}])
@@ -423,7 +469,7 @@ class OpenCTIDouble:
                 return 200, {"errors": [{"message": "Injected failure", "name": "UNKNOWN_ERROR",
                                          "extensions": {"code": "UNKNOWN_ERROR"}}]}
             return status, b"Injected server error"
-        errors = request_errors(document, variables)
+        errors = list(validation) or variable_errors(document, variables)
         if errors:
             return self._invalid(errors)
         if headers.get("Authorization") != f"Bearer {self.token}":
@@ -443,6 +489,38 @@ class OpenCTIDouble:
             return 200, {"errors": [{"message": str(error), "name": error.name,
                                      "extensions": {"code": error.name}}]}
         return 200, {"data": {field.alias.value if field.alias else field.name.value: data}}
+
+    def _admin(self, path: str, body: bytes) -> tuple[int, Any]:
+        """/_double/ endpoints for a double in its own process: `seed` observables and threat
+        entities, read back every `nodes`' ids, `counts` per type, `requests` served."""
+        action = path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+        if action == "seed":
+            request = json.loads(body or b"{}")
+            for item in request.get("observables") or []:
+                self.add_observable(item["entity_type"], item.get("value"), item["created_at"],
+                                    markings=tuple(item.get("markings") or ()),
+                                    labels=tuple(item.get("labels") or ()),
+                                    score=item.get("score"), hashes=item.get("hashes"))
+            for item in request.get("threats") or []:
+                self.add_threat(item["entity_type"], item["name"])
+            return 200, {"counts": self.counts()}
+        if action == "nodes":
+            return 200, [{"id": n["id"], "standard_id": n["standard_id"],
+                          "stix_ids": list(n["x_opencti_stix_ids"]),
+                          "entity_type": n["entity_type"],
+                          "labels": [self._nodes[i]["value"] for i in n["objectLabel"]]}
+                         for n in self.objects()]
+        if action == "counts":
+            return 200, self.counts()
+        if action == "requests":
+            with self._lock:
+                fields: dict[str, int] = {}
+                for name, _ in self.calls:
+                    fields[name] = fields.get(name, 0) + 1
+                return 200, {"total": len(self.calls), "fields": fields,
+                             "max_in_flight": self.max_in_flight,
+                             "invalid": list(self.invalid), "unsupported": list(self.unsupported)}
+        return 404, {"error": f"unknown admin action {action!r}"}
 
     def _take_failure(self, field_name: str) -> tuple[str, int] | None:
         for index, (kind, status) in enumerate(self._failures):
@@ -557,16 +635,32 @@ class OpenCTIDouble:
         return _VOCABULARY_CATEGORIES
 
     def _q_stixCyberObservables(self, args: dict) -> dict:  # noqa: N802
-        nodes = [n for n in self.objects() if n["entity_type"] in _OBSERVABLE_INPUT_KEYS]
+        nodes = [n for n in self._listed(args) if n["entity_type"] in _OBSERVABLE_INPUT_KEYS]
         return self._list(nodes, args)
 
     def _q_stixDomainObjects(self, args: dict) -> dict:  # noqa: N802
-        nodes = [n for n in self.objects() if "Stix-Domain-Object" in _parents(n["entity_type"])]
+        nodes = [n for n in self._listed(args)
+                 if "Stix-Domain-Object" in _parents(n["entity_type"])]
         return self._list(nodes, args)
 
     def _q_stixCoreObjects(self, args: dict) -> dict:  # noqa: N802
-        nodes = [n for n in self.objects() if "Stix-Core-Object" in _parents(n["entity_type"])]
+        nodes = [n for n in self._listed(args) if "Stix-Core-Object" in _parents(n["entity_type"])]
         return self._list(nodes, args)
+
+    def _listed(self, args: dict) -> list[dict]:
+        """Every node, or only those a filter on `ids` alone can match (found through the id
+        index instead of a scan; `_list` still applies the filter, so the answer is the same)."""
+        group = args.get("filters") or {}
+        specs = group.get("filters") or []
+        if group.get("filterGroups") or len(specs) != 1 or (group.get("mode") or "and") != "and":
+            return self.objects()
+        spec = specs[0]
+        key = spec["key"][0] if isinstance(spec["key"], list) else spec["key"]
+        if key != "ids" or (spec.get("operator") or "eq") != "eq":
+            return self.objects()
+        found = {self._aliases.get(v, v) for v in spec.get("values") or []}
+        return sorted((self._nodes[i] for i in found if i in self._nodes),
+                      key=lambda n: n["_seq"])
 
     def _q_stixCoreRelationships(self, args: dict) -> dict:  # noqa: N802
         def ids(key: str) -> set[str] | None:
@@ -861,12 +955,14 @@ class OpenCTIDouble:
         return self._resolve_refs([created_by])[0] if created_by else None
 
     def _label(self, value: str, color: str | None = None) -> dict:
-        for label in self.objects("Label"):
-            if label["value"] == value:
-                return label
-        standard = f"label--{uuid.uuid5(_SCO_NAMESPACE, canonicalize({'value': value.lower()}, utf8=False))}"  # noqa: E501
-        return self._store({"standard_id": standard, "entity_type": "Label", "value": value,
-                            "color": color or "#000000"}, [])
+        with self._lock:
+            if value in self._labels_by_value:
+                return self._nodes[self._labels_by_value[value]]
+            standard = f"label--{uuid.uuid5(_SCO_NAMESPACE, canonicalize({'value': value.lower()}, utf8=False))}"  # noqa: E501
+            label = self._store({"standard_id": standard, "entity_type": "Label", "value": value,
+                                 "color": color or "#000000"}, [])
+            self._labels_by_value[value] = label["id"]
+            return label
 
     def _marking_by_definition(self, definition: str) -> str:
         for marking in self.objects("Marking-Definition"):
@@ -916,6 +1012,21 @@ class OpenCTIDouble:
         return handlers
 
 
+@functools.lru_cache(maxsize=1024)
+def _document(query: str) -> tuple[Any, tuple[dict, ...]]:
+    """A query's parsed document and validation errors, kept per query text as the platform's
+    Apollo Server keeps them in its document store (variables are still coerced per request).
+    The document is only read afterwards, never changed."""
+    document = parse_graphql(query)
+    return document, tuple(document_errors(document))
+
+
+class _Server(ThreadingHTTPServer):
+    """Threaded, with a listen backlog for many clients connecting at once."""
+
+    request_queue_size = 256
+
+
 def _note_standard_id(note: dict) -> str:
     return Note.generate_id(note.get("created"), note["content"],
                             note.get("attribute_abstract"))
@@ -963,3 +1074,25 @@ _COMPARATORS: dict[str, Callable[[datetime, datetime], bool]] = {
     "lt": lambda a, b: a < b,
     "lte": lambda a, b: a <= b,
 }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the double in this process until killed; prints its URL on the first line."""
+    parser = argparse.ArgumentParser(description="OpenCTI double (GraphQL) on 127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--token", default="double-token")
+    args = parser.parse_args(argv)
+    double = OpenCTIDouble(args.token, latency_s=args.latency_ms / 1000).start(args.port)
+    print(f"# opencti double on {double.url}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        double.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -116,9 +116,17 @@ def _error(error: GraphQLError, code: str) -> dict[str, Any]:
 
 def request_errors(document: DocumentNode, variables: dict[str, Any]) -> list[dict[str, Any]]:
     """The errors the platform answers this request with before running it; [] when valid."""
-    invalid = validate(SCHEMA, document)
-    if invalid:
-        return [_error(error, "GRAPHQL_VALIDATION_FAILED") for error in invalid]
+    return document_errors(document) or variable_errors(document, variables)
+
+
+def document_errors(document: DocumentNode) -> list[dict[str, Any]]:
+    """The document's validation errors: they depend on the query text only, so the platform
+    (Apollo Server's document store) and the double keep them per query."""
+    return [_error(error, "GRAPHQL_VALIDATION_FAILED") for error in validate(SCHEMA, document)]
+
+
+def variable_errors(document: DocumentNode, variables: dict[str, Any]) -> list[dict[str, Any]]:
+    """The errors of coercing this request's variables (a valid document assumed)."""
     operation = get_operation_ast(document)
     if operation is None:
         return [{"message": "Could not determine the operation to run",

@@ -7,6 +7,12 @@ retries with backoff on connection errors and 5xx (tenacity), a transport that r
 request's outcome so a swallowed failure fails its object, honest created/updated/failed
 counts, and one readable SourceError (no traceback, never the token) when the platform is
 unreachable or refuses us.
+
+Write-back is concurrent: a bounded pool of workers (CTI_WRITEBACK_WORKERS, settings), each
+with its own pycti client and recording transport, imports the bundle in dependency phases (an
+object only after every object of the bundle it refers to), so a day of tens of thousands of
+objects is not one round trip after another. Outcomes are gathered per object by the caller,
+so the counts stay exact whatever the interleaving.
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ from __future__ import annotations
 import copy
 import logging
 import re
+import threading
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -23,6 +31,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from cti_assets import settings
 from cti_assets.intake.observable import MarkingRef
 from cti_assets.sources.base import (
     OBSERVABLE_TYPES,
@@ -63,7 +72,7 @@ _OBSERVABLE_FIELDS = """
     ... on StixFile { hashes { algorithm hash } }
 """
 _WATERMARK_FIELDS = "id standard_id created_at"
-_LABELS_FIELDS = "id standard_id objectLabel { id value }"
+_LABEL_FIELDS = "objectLabel { id value }"
 _THREAT_FIELDS = f"id standard_id entity_type\n{_THREAT_FRAGMENTS}"
 _END_FIELDS = f"... on BasicObject {{ id standard_id entity_type }}\n{_THREAT_FRAGMENTS}"
 _RELATIONSHIP_FIELDS = f"""
@@ -74,7 +83,7 @@ _RELATIONSHIP_FIELDS = f"""
 _EXISTING_QUERY = """
     query CtiAssetsExisting($filters: FilterGroup, $first: Int) {
       %s(filters: $filters, first: $first) {
-        edges { node { id standard_id x_opencti_stix_ids } }
+        edges { node { id standard_id x_opencti_stix_ids %s } }
       }
     }
 """
@@ -82,6 +91,8 @@ _ME_QUERY = "query CtiAssetsMe { me { id name capabilities { name } } }"
 _ABOUT_QUERY = "query CtiAssetsAbout { about { version } }"
 # Capabilities that let a user create and update knowledge (BYPASS: an administrator).
 _WRITE_CAPABILITIES = {"BYPASS", "KNOWLEDGE_KNUPDATE"}
+# pycti's client configures logging when it is built: one built at a time (see _client).
+_CLIENT_BUILD_LOCK = threading.Lock()
 
 
 class _SwallowedError(Exception):
@@ -115,6 +126,8 @@ class _RecordingAdapter(HTTPAdapter):
             self.problems.append((f"HTTP {response.status_code}",
                                   response.status_code in _TRANSIENT_STATUS))
             return response
+        if b'"errors"' not in response.content and response.content.lstrip()[:1] == b"{":
+            return response  # a JSON object without errors: pycti parses it (once)
         try:
             body = response.json()
         except ValueError:
@@ -178,13 +191,16 @@ class OpenCTISource:
         max_attempts: int = OPENCTI_MAX_ATTEMPTS,
         backoff_s: float = 1.0,
         backoff_max_s: float = 30.0,
+        workers: int | None = None,
     ) -> None:
+        """`workers`: concurrent write-back requests (None: settings.writeback_workers())."""
         if not url or not urlsplit(url).scheme.startswith("http"):
             raise SourceError("OPENCTI_URL must be an http(s) URL, e.g. http://localhost:8080")
         if not token or token == "ChangeMe":  # noqa: S105 - pycti's placeholder value
             raise SourceError("OPENCTI_TOKEN is empty or still 'ChangeMe'")
-        if page_size < 1 or max_attempts < 1:
-            raise SourceError("page_size and max_attempts must be at least 1")
+        workers = settings.writeback_workers() if workers is None else workers
+        if page_size < 1 or max_attempts < 1 or workers < 1:
+            raise SourceError("page_size, max_attempts and workers must be at least 1")
         self.url = url.rstrip("/")
         self._token = token
         self._ssl_verify = ssl_verify
@@ -193,16 +209,28 @@ class OpenCTISource:
         self._max_attempts = max_attempts
         self._backoff_s = backoff_s
         self._backoff_max_s = backoff_max_s
-        self._api: Any = None
-        self._transport = _RecordingAdapter()
+        self._workers = workers
+        # One pycti client and transport per thread: pycti's clients keep per-call state
+        # (mapping cache, session), and the transport records the calling thread's requests.
+        self._local = threading.local()
         self._writable = False
 
     def __repr__(self) -> str:
         return f"OpenCTISource(url={redact_url(self.url)!r})"
 
     # --- client and error handling ---------------------------------------------------------
+    @property
+    def _transport(self) -> _RecordingAdapter:
+        transport = getattr(self._local, "transport", None)
+        if transport is None:
+            transport = self._local.transport = _RecordingAdapter()
+        return transport
+
     def _client(self) -> Any:
-        if self._api is None:
+        api = getattr(self._local, "api", None)
+        if api is not None:
+            return api
+        with _CLIENT_BUILD_LOCK:
             from pycti import OpenCTIApiClient
 
             root = logging.getLogger()
@@ -228,8 +256,8 @@ class OpenCTISource:
                 logging.getLogger(logger_name).setLevel(logging.CRITICAL)
             api.session.mount("http://", self._transport)
             api.session.mount("https://", self._transport)
-            self._api = api
-        return self._api
+            self._local.api = api
+        return api
 
     def _is_transient(self, error: BaseException) -> bool:
         if isinstance(error, _SwallowedError):
@@ -455,7 +483,7 @@ class OpenCTISource:
         wanted = set(stix_ids)
         for chunk in _chunks(sorted(wanted)):
             result = self._call(
-                "the internal id lookup", api.query, _EXISTING_QUERY % "stixCoreObjects",
+                "the internal id lookup", api.query, _EXISTING_QUERY % ("stixCoreObjects", ""),
                 {"filters": _filters({"key": "ids", "values": chunk}), "first": len(chunk)},
             )
             for edge in ((result.get("data") or {}).get("stixCoreObjects") or {}).get("edges") \
@@ -467,7 +495,9 @@ class OpenCTISource:
         return found
 
     def write_bundle(self, bundle: dict) -> WriteStats:
-        """Import the bundle object by object (pycti's GraphQL importer, `update=True`).
+        """Import the bundle object by object (pycti's GraphQL importer, `update=True`), with
+        `workers` objects in flight at once, phase after phase (`_phases`): an object whose
+        reference in the bundle failed is not attempted and counts as failed.
 
         Not `api.stix2.import_bundle`: it retries connection errors for minutes and reports
         objects whose import failed as imported. Objects already present count as updated.
@@ -493,36 +523,53 @@ class OpenCTISource:
         self._check_writable()
         from pycti.utils.opencti_stix2_splitter import OpenCTIStix2Splitter
 
-        existing = self._existing_ids([obj["id"] for obj in valid])
         _, incompatible, parts = OpenCTIStix2Splitter().split_bundle_with_expectations(
             {"type": "bundle", "id": bundle.get("id"), "objects": copy.deepcopy(valid)}, False
         )
+        failed: set[str] = set()
         for item in incompatible:
             stats.failed += 1
             stats.failures.append(f"{item.get('id')}: refused by pycti's bundle splitter")
-        aborted: str | None = None
-        for part in parts:
-            for item in part["objects"]:
-                if aborted is not None:
-                    stats.failed += 1
-                    stats.failures.append(f"{item['id']}: not attempted ({aborted})")
-                    continue
-                try:
-                    self._call(f"the import of {item['id']}", self._import_one, item)
-                    if removals.get(item["id"]):
-                        self._call(f"the label removal on {item['id']}", self._remove_labels,
-                                   item["id"], removals[item["id"]])
-                except SourceError as error:
-                    stats.failed += 1
-                    stats.failures.append(f"{item['id']}: {error}")
-                    if self._transport.problems and all(t for _, t in self._transport.problems):
-                        aborted = "the platform was failing"
-                    continue
-                if item["id"] in existing:
-                    stats.updated += 1
-                else:
-                    stats.created += 1
+            failed.add(str(item.get("id")))
+        items = [item for part in parts for item in part["objects"]]
+        aborted = threading.Event()  # set when every problem of a failure was transient
+        with ThreadPoolExecutor(self._workers, thread_name_prefix="opencti-write") as pool:
+            existing = self._existing([obj["id"] for obj in valid], pool)
+            for phase in _phases(items):
+                blocked = [_failed_reference(item, failed) for item in phase]
+                stale = [_stale_labels(existing.get(item["id"]), removals.get(item["id"]))
+                         for item in phase]
+                outcomes = list(pool.map(
+                    lambda job: self._write_one(job[0], job[1], job[2], aborted),
+                    zip(phase, stale, blocked, strict=True)))
+                for item, problem in zip(phase, outcomes, strict=True):
+                    if problem is not None:
+                        stats.failed += 1
+                        stats.failures.append(f"{item['id']}: {problem}")
+                        failed.add(item["id"])
+                    elif item["id"] in existing:
+                        stats.updated += 1
+                    else:
+                        stats.created += 1
         return stats
+
+    def _write_one(self, item: dict, stale: tuple[str, list[str]] | None,
+                   blocked: str | None, aborted: threading.Event) -> str | None:
+        """Import one object and take its stale labels off (`stale`: the node's internal id
+        and the label ids); None, or why it failed."""
+        if aborted.is_set():
+            return "not attempted (the platform was failing)"
+        if blocked is not None:
+            return f"not attempted (it refers to {blocked}, which failed)"
+        try:
+            self._call(f"the import of {item['id']}", self._import_one, item)
+            if stale is not None:
+                self._call(f"the label removal on {item['id']}", self._remove_labels, *stale)
+        except SourceError as error:
+            if self._transport.problems and all(t for _, t in self._transport.problems):
+                aborted.set()
+            return str(error)
+        return None
 
     def _import_one(self, item: dict) -> None:
         api = self._client()
@@ -538,40 +585,97 @@ class OpenCTISource:
         if cache is not None and item["type"] != "marking-definition" and cache_key not in cache:
             raise _SwallowedError("pycti sent nothing for it (unsupported or incomplete)", False)
 
-    def _remove_labels(self, stix_id: str, values: list[str]) -> None:
-        """Take these labels off the observable, those it has (upserts only add labels)."""
+    def _remove_labels(self, node_id: str, label_ids: list[str]) -> None:
+        """Take these labels off the observable (upserts only add labels)."""
         api = self._client()
         self._transport.problems.clear()
-        node = api.stix_cyber_observable.read(id=stix_id, customAttributes=_LABELS_FIELDS)
-        if self._transport.problems or node is None:
-            raise _SwallowedError("; ".join(w for w, _ in self._transport.problems)
-                                  or "the observable is gone", bool(self._transport.problems))
-        unwanted = set(values)
-        for label in node.get("objectLabel") or []:
-            if label.get("value") in unwanted:
-                api.stix_cyber_observable.remove_label(id=node["id"], label_id=label["id"])
+        for label_id in label_ids:
+            api.stix_cyber_observable.remove_label(id=node_id, label_id=label_id)
         if self._transport.problems:
             raise _SwallowedError("; ".join(what for what, _ in self._transport.problems),
                                   all(transient for _, transient in self._transport.problems))
 
-    def _existing_ids(self, ids: list[str]) -> set[str]:
-        """Which of these STIX ids the platform already holds (as standard or stix id)."""
-        api = self._client()
-        found: set[str] = set()
+    def _existing(self, ids: list[str], pool: ThreadPoolExecutor) -> dict[str, dict]:
+        """The node (internal id, labels) of each of these STIX ids the platform already holds
+        (as standard or stix id); one query per chunk of ids, the chunks on the pool's workers.
+        The labels are those before the write: an import only adds the current verdict label,
+        so the stale ones it finds are all there are to take off, without reading again."""
         groups = {
             "stixCoreRelationships": [i for i in ids if i.startswith("relationship--")],
             "stixCoreObjects": [i for i in ids if not i.startswith("relationship--")],
         }
-        for field, group in groups.items():
-            for chunk in _chunks(sorted(set(group))):
-                result = self._call(
-                    "the existence check", api.query, _EXISTING_QUERY % field,
-                    {"filters": _filters({"key": "ids", "values": chunk}), "first": len(chunk)},
-                )
-                for edge in ((result.get("data") or {}).get(field) or {}).get("edges") or []:
-                    node = edge["node"]
-                    found.update([node.get("standard_id"), *(node.get("x_opencti_stix_ids") or [])])
-        return found & set(ids)
+        queries = [(field, chunk) for field, group in groups.items()
+                   for chunk in _chunks(sorted(set(group)))]
+
+        wanted = set(ids)
+
+        def existing(query: tuple[str, list[str]]) -> dict[str, dict]:
+            field, chunk = query
+            extra = _LABEL_FIELDS if field == "stixCoreObjects" else ""
+            result = self._call(
+                "the existence check", self._client().query, _EXISTING_QUERY % (field, extra),
+                {"filters": _filters({"key": "ids", "values": chunk}), "first": len(chunk)},
+            )
+            found: dict[str, dict] = {}
+            for edge in ((result.get("data") or {}).get(field) or {}).get("edges") or []:
+                node = edge["node"]
+                for alias in [node.get("standard_id"), *(node.get("x_opencti_stix_ids") or [])]:
+                    if alias in wanted:
+                        found[alias] = node
+            return found
+
+        return {alias: node for found in pool.map(existing, queries)
+                for alias, node in found.items()}
+
+
+def _references(item: dict) -> set[str]:
+    """Every STIX id the object refers to (`*_ref` and `*_refs` properties)."""
+    found: set[str] = set()
+    for key, value in item.items():
+        if key.endswith("_ref") and isinstance(value, str):
+            found.add(value)
+        elif key.endswith("_refs") and isinstance(value, list):
+            found.update(ref for ref in value if isinstance(ref, str))
+    return found
+
+
+def _phases(items: list[dict]) -> list[list[dict]]:
+    """The items in dependency phases: phase 0 refers to nothing else in the bundle, phase k
+    to something of phase k-1 at most; the order within a phase is kept. A reference cycle
+    (which STIX bundles do not have) is cut where it is found."""
+    by_id = {item["id"]: item for item in items}
+    depth: dict[str, int] = {}
+
+    def depth_of(stix_id: str, seen: frozenset[str]) -> int:
+        if stix_id not in depth:
+            refs = [ref for ref in _references(by_id[stix_id])
+                    if ref in by_id and ref != stix_id and ref not in seen]
+            depth[stix_id] = 1 + max((depth_of(ref, seen | {stix_id}) for ref in refs),
+                                     default=-1)
+        return depth[stix_id]
+
+    phases: list[list[dict]] = []
+    for item in items:
+        level = depth_of(item["id"], frozenset())
+        phases.extend([] for _ in range(level + 1 - len(phases)))
+        phases[level].append(item)
+    return [phase for phase in phases if phase]
+
+
+def _stale_labels(node: dict | None, unwanted: list[str] | None
+                  ) -> tuple[str, list[str]] | None:
+    """(internal id, label ids) of the unwanted labels an existing node carries, or None."""
+    if node is None or not unwanted:
+        return None
+    values = set(unwanted)
+    label_ids = [label["id"] for label in node.get("objectLabel") or []
+                 if label.get("value") in values]
+    return (node["id"], label_ids) if label_ids else None
+
+
+def _failed_reference(item: dict, failed: set[str]) -> str | None:
+    """One of the object's references that failed to import, if any."""
+    return next(iter(sorted(_references(item) & failed)), None)
 
 
 def _observable_record(node: dict) -> ObservableRecord:

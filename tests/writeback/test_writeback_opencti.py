@@ -180,10 +180,12 @@ def test_http_5xx_halfway_then_a_rerun_converges_to_the_same_graph(double, sourc
 
 def test_a_5xx_swallowed_by_pycti_still_fails_the_object(double, source, scenario):
     """pycti drops a label when labelAdd fails; the object must not count as written."""
-    double.fail_on("labelAdd", n=2, status=500)  # both attempts at the first object's label
+    # Every attempt at a new label fails (workers share the failures, so more than two).
+    double.fail_on("labelAdd", n=100, status=500)
     stats = source.write_bundle(scenario["bundle"])
     assert stats.failed >= 1
     assert any("HTTP 500" in failure for failure in stats.failures)
+    double.clear_failures()
     retry = source.write_bundle(scenario["bundle"])
     assert retry.failed == 0
     assert "cti:malicious" in double.label_values(double.get(scenario["ip"].stix_id))
@@ -199,7 +201,9 @@ def test_transient_failures_are_retried_once_per_call_by_the_source(double, sour
     assert double.count("based-on") == 1 and double.count("indicates") == 1
 
 
-def test_a_persistent_failure_costs_exactly_max_attempts_per_call(double, source, scenario):
+def test_a_persistent_failure_costs_exactly_max_attempts_per_call(double, scenario):
+    source = OpenCTISource(double.url, double.token, backoff_s=0, max_attempts=2, timeout_s=5,
+                           workers=1)
     double.fail_on("noteAdd", n=100, status=503)
     stats = send(source, scenario["bundle"])
     notes = [o["id"] for o in scenario["bundle"]["objects"] if o["type"] == "note"]
@@ -210,6 +214,17 @@ def test_a_persistent_failure_costs_exactly_max_attempts_per_call(double, source
     # are not attempted in this step (the step's retry resends the bundle)
     assert double.calls_to("noteAdd") == 2
     assert any("not attempted" in failure for failure in stats.failures)
+
+
+def test_concurrent_workers_spend_max_attempts_on_each_object_they_start(double, source,
+                                                                         scenario):
+    double.fail_on("noteAdd", n=100, status=503)
+    stats = send(source, scenario["bundle"])
+    notes = [o["id"] for o in scenario["bundle"]["objects"] if o["type"] == "note"]
+    started = [f for f in stats.failures
+               if f.split(":")[0] in notes and "not attempted" not in f]
+    assert started and double.count("Note") == 0
+    assert double.calls_to("noteAdd") == 2 * len(started)
 
 
 def test_empty_bundle_writes_nothing(double, source):
