@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from cti_assets.sandbox import ProviderSandbox
 from tests.reliability.support import (
@@ -45,7 +46,8 @@ from tests.reliability.support import (
 )
 from tests.reliability.test_killed_runs import DRAIN_S, writeback_objects
 
-pytestmark = pytest.mark.slow
+# dev start-up, a run, the daemon's whole bound and a rerun: minutes, more on a loaded machine
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 WORKSPACE = REPO / "workspace.yaml"
 KILL_AFTER = 60  # provider requests before the kill
 VALUES = public_ips(80, third_octet=89)
@@ -160,6 +162,24 @@ def until(condition, timeout_s: float, what: str) -> float:
     return time.monotonic()
 
 
+def poll(condition, timeout_s: float, what: str, every_s: float = 0.25) -> float:
+    """Poll `condition`, which opens the instance while `dagster dev` writes to it, until it
+    holds; the moment it held. A database busy at that moment (SQLite under load) is asked
+    again at the next poll."""
+    import sqlite3
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if condition():
+                return time.monotonic()
+        except (OperationalError, sqlite3.OperationalError):
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(every_s)
+
+
 def kill_when_lookups_run(sandbox: ProviderSandbox, root: int, kill) -> tuple[float, set[int]]:
     """Once KILL_AFTER lookups went out, `kill()`; when, and `root` with its descendants as they
     were at that moment (the processes that must end)."""
@@ -204,12 +224,12 @@ def rerun_converges(site: Site, sandbox: ProviderSandbox, killed: str, retry_wai
 
     retried = True
     try:
-        wait_for(other_runs, retry_wait_s, "the daemon's automatic retry")
+        poll(other_runs, retry_wait_s, "the daemon's automatic retry")
     except AssertionError:
         retried = False
         launch_through_queue(site)
-    wait_for(lambda: any(r[1] in ("SUCCESS", "FAILURE", "CANCELED") for r in other_runs()),
-             400, "the rerun to end")  # fmt: skip
+    poll(lambda: any(r[1] in ("SUCCESS", "FAILURE", "CANCELED") for r in other_runs()),
+         400, "the rerun to end")  # fmt: skip
     rerun = other_runs()[-1]
     assert rerun[1] == "SUCCESS", (rerun, (site.root / "dev.log").read_text()[-3000:])
     asked = {(r.provider, r.observable) for r in sandbox.requests}
@@ -237,7 +257,7 @@ def test_make_dev_run_killed_is_failed_freed_and_rerun_converges(tmp_path, monke
         sandbox.reset_log()
         dev = start_dev(site, sensor_on=True, log="dev.log")
         try:
-            wait_for(lambda: the_runs(site)[0], 300, "the sensor's run")
+            poll(lambda: the_runs(site)[0], 300, "the sensor's run")
             (run_id, _, tags), = the_runs(site)[0]
             assert tags.get("cti/trigger") == "sensor"
             wait_for(lambda: sandbox.request_count() >= 5, 300, "the first lookups")
@@ -269,10 +289,10 @@ def test_make_dev_run_killed_is_failed_freed_and_rerun_converges(tmp_path, monke
                 failed_s = time.monotonic() - reaped_at
                 dev = start_dev(site, sensor_on=True, log="dev-restarted.log")
             else:
-                failed_s = until(lambda: the_runs(site)[0][0][1] == "FAILURE", 30,
-                                 "the run marked FAILURE") - killed_at
-                freed_s = until(lambda: not any(the_runs(site)[1].values()), bound_s,
-                                "the run's pool slots") - killed_at
+                failed_s = poll(lambda: the_runs(site)[0][0][1] == "FAILURE", 30,
+                                "the run marked FAILURE") - killed_at
+                freed_s = poll(lambda: not any(the_runs(site)[1].values()), bound_s,
+                               "the run's pool slots") - killed_at
             runs_now, held = the_runs(site)
             assert runs_now[0][1] == "FAILURE" and not any(held.values())
             # the restarted dev needs its start-up before its daemon can retry the run
@@ -328,10 +348,17 @@ def test_terminal_run_killed_while_daemon_is_up(tmp_path, monkeypatch):
             (run_id, status, _), = the_runs(site)[0]
             assert status == "STARTED"
             deadline = time.monotonic() + bound_s
+            watched = 0
             while time.monotonic() < deadline:  # the daemon's whole bound, polled
-                runs_now, held = the_runs(site)
+                try:
+                    runs_now, held = the_runs(site)
+                except OperationalError:  # the database busy at this poll: ask at the next
+                    time.sleep(1)
+                    continue
                 assert runs_now[0][1] == "STARTED" and any(held.values()), runs_now
+                watched += 1
                 time.sleep(1)
+            assert watched > bound_s / 4  # it was really looked at throughout
             with site.instance() as instance:
                 assert not instance.run_launcher.supports_check_run_worker_health
             monkeypatch.setenv("CTI_DATA_DIR", str(site.data))
