@@ -58,8 +58,9 @@ dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 pools: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/cti-assets pools
 
-# The whole reliability suite, long scenarios included (CTI_RELIABILITY=1: kill -9 of runs,
-# concurrent runs of a day, canary key, 1,000 fuzzed imports, big files; about 15 minutes on
+# The whole reliability suite, long scenarios included (CTI_RELIABILITY=1: every provider
+# through every fault in whole runs, kill -9 of runs from a terminal and under `dagster dev`,
+# concurrent runs of a day, canary key, 1,000 fuzzed imports, big files; about 30 minutes on
 # 2 cores), then the figures tables of docs/reliability.md rewritten from this run.
 RELIABILITY_FIGURES := $(CTI_DATA_DIR)/reliability-figures
 RELIABILITY_TESTS := tests/reliability tests/providers/test_reliability_figures.py \
@@ -71,6 +72,7 @@ RELIABILITY_TESTS := tests/reliability tests/providers/test_reliability_figures.
 reliability: $(STAMP)
 	@rm -rf $(RELIABILITY_FIGURES) && mkdir -p $(RELIABILITY_FIGURES)
 	CTI_RELIABILITY=1 CTI_RELIABILITY_FIGURES=$(RELIABILITY_FIGURES)/runner.md \
+		CTI_RELIABILITY_FAULT_FIGURES=$(RELIABILITY_FIGURES)/faults.md \
 		CTI_RELIABILITY_RUN_FIGURES=$(RELIABILITY_FIGURES)/runs.jsonl \
 		$(BIN)/python -m pytest -q -p no:cacheprovider $(RELIABILITY_TESTS)
 	$(BIN)/python -m tests.reliability.figures $(RELIABILITY_FIGURES) docs/reliability.md

@@ -153,8 +153,18 @@ def _alive(pid: int, logged_at: float) -> bool:
         return False
     except PermissionError:
         return True  # someone else's process: the pid is taken, be safe
+    if _state(pid) == "Z":
+        return False  # a zombie: dead, waiting for a parent (or an init slow to reap) to wait
     started = _start_time(pid)
     return started is None or started <= logged_at + 1.0
+
+
+def _state(pid: int) -> str | None:
+    """The process's state letter from /proc on Linux (Z: zombie); None elsewhere."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 def _start_time(pid: int) -> float | None:

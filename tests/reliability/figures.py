@@ -1,9 +1,10 @@
 """Rewrite the figures tables of docs/reliability.md from one `make reliability` run.
 
 `python -m tests.reliability.figures DIR DOC`: DIR holds `runner.md` (the runner-level table
-tests/providers/test_reliability_figures.py writes) and `runs.jsonl` (one line per whole-run
-scenario, tests/reliability/support.record_figure); each replaces the text between its markers
-in DOC. A table whose file is missing is left as it was, and says so.
+tests/providers/test_reliability_figures.py writes), `faults.md` (the provider-fault table from
+whole Dagster runs, tests/reliability/test_provider_faults.py) and `runs.jsonl` (one line per
+whole-run scenario, tests/reliability/support.record_figure); each replaces the text between its
+markers in DOC. A table whose file is missing is left as it was, and says so.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 RUNNER = ("<!-- runner-figures:start -->", "<!-- runner-figures:end -->")
 RUNS = ("<!-- run-figures:start -->", "<!-- run-figures:end -->")
+FAULTS = ("<!-- fault-figures:start -->", "<!-- fault-figures:end -->")
 
 
 def runs_table(lines: list[str]) -> str:
@@ -37,11 +39,12 @@ def replace_between(text: str, markers: tuple[str, str], body: str) -> str:
 def main(argv: list[str]) -> int:
     directory, doc = Path(argv[0]), Path(argv[1])
     text = doc.read_text(encoding="utf-8")
-    runner = directory / "runner.md"
-    if runner.is_file():
-        text = replace_between(text, RUNNER, runner.read_text(encoding="utf-8"))
-    else:
-        print(f"{runner} missing: runner-level table left as it was")
+    for name, markers in (("runner.md", RUNNER), ("faults.md", FAULTS)):
+        table = directory / name
+        if table.is_file():
+            text = replace_between(text, markers, table.read_text(encoding="utf-8"))
+        else:
+            print(f"{table} missing: its table left as it was")
     runs = directory / "runs.jsonl"
     if runs.is_file():
         lines = [line for line in runs.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -83,3 +83,27 @@ def test_daemon_frees_a_failed_runs_slots_after_the_configured_time(tmp_path, mo
                             lambda: real_now() + timedelta(seconds=wait_s + 1))
         list(concurrency.execute_concurrency_slots_iteration(Context(instance), log))
         assert held() == []
+
+
+def test_a_zombie_run_process_counts_as_dead(tmp_path):
+    """A run process killed with its parent (kill -9 of `dagster dev`'s process group) may stay
+    a zombie until an init reaps it: its pid still answers kill(0), but it is dead."""
+    from pathlib import Path
+
+    from tests.reliability.support import wait_for
+
+    shutil.copyfile(PROJECT_DAGSTER_YAML, tmp_path / "dagster.yaml")
+    child = subprocess.Popen([sys.executable, "-c", "pass"])  # noqa: S603 - not waited: zombie
+
+    def state() -> str:
+        return Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+    try:
+        wait_for(lambda: state() == "Z", 30, "the child to become a zombie")
+        with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+            instance.event_log_storage.set_concurrency_slots("zombie_pool", 1)
+            run_id = started_run(instance, child.pid, "zombie_pool")
+            assert reap_dead_runs(instance) == [run_id]
+            assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+    finally:
+        child.wait()
