@@ -27,7 +27,6 @@ from typing import Any, BinaryIO
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 
@@ -123,7 +122,7 @@ class FrameBatches:
                     table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
                     if writer is None:
                         schema = readable_schema(table.schema)
-                        writer = pq.ParquetWriter(sink, schema, **encoding_options(table))
+                        writer = pq.ParquetWriter(sink, schema)
                     table = table.replace_schema_metadata(writer.schema.metadata)
                     if writing is not None:
                         writing.result()
@@ -137,64 +136,6 @@ class FrameBatches:
                     writer.close()
         if writer is None:
             raise ValueError("a batched output needs at least one frame, even an empty one")
-
-
-# Rows of the first slice whose values decide each column's encoding.
-ENCODING_SAMPLE_ROWS = 10_000
-
-
-def encoding_options(table: pa.Table) -> dict[str, Any]:
-    """ParquetWriter options: dictionary encoding and statistics only for the columns (leaf
-    columns of lists and structs too) with few distinct values, judged on a sample of the
-    first slice.
-
-    Ids, digests, dates and explanations are nearly all distinct: Parquet's dictionary
-    encoding of such a column fills its dictionary page only to fall back to plain encoding,
-    and min/max statistics compare every long string. Writing them plain and without
-    statistics cut the encoding and decoding of merged_enrichment by about a quarter (200,000
-    rows: 1.36 -> 1.17 s of CPU, the same bytes within 10 %). Only the encoding changes: every
-    reader reads the same values.
-    """
-    leaves = _leaf_arrays(table.slice(0, ENCODING_SAMPLE_ROWS))
-    if leaves is None:  # a type not laid out here: Parquet's defaults
-        return {}
-    repeating = [path for path, values in leaves if _repeats(values)]
-    return {"use_dictionary": repeating, "write_statistics": repeating}
-
-
-def _leaf_arrays(table: pa.Table) -> list[tuple[str, pa.Array]] | None:
-    """The path and values of every Parquet leaf column, as pyarrow names them (lists as
-    `name.list.element`, struct fields as `name.field`); None for a type not handled here."""
-    out: list[tuple[str, pa.Array]] = []
-    for name, column in zip(table.column_names, table.columns, strict=True):
-        if not _add_leaves(name, column.combine_chunks(), out):
-            return None
-    return out
-
-
-def _add_leaves(path: str, values: pa.Array, out: list[tuple[str, pa.Array]]) -> bool:
-    """Append the leaves under `path` to `out` (a plain function, not a closure: a recursive
-    closure is a reference cycle that would keep the sampled arrays, and the memory pool
-    they came from, alive until the garbage collector runs)."""
-    kind = values.type
-    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
-        return _add_leaves(f"{path}.list.element", values.flatten(), out)
-    if pa.types.is_struct(kind):
-        return all(_add_leaves(f"{path}.{kind.field(i).name}", values.field(i), out)
-                   for i in range(kind.num_fields))
-    if pa.types.is_nested(kind) or pa.types.is_dictionary(kind):
-        return False
-    out.append((path, values))
-    return True
-
-
-def _repeats(values: pa.Array) -> bool:
-    """Whether a column's values repeat enough for a dictionary: at most one distinct value
-    in ten (an empty or all-null sample keeps Parquet's default)."""
-    present = len(values) - values.null_count
-    if not present or pa.types.is_null(values.type):
-        return True
-    return pc.count_distinct(values).as_py() * 10 <= present
 
 
 @contextmanager
