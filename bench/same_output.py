@@ -32,8 +32,11 @@ def run_side(tree: Path, outputs: Path, rows: int) -> None:
     """This tree's timed re-score with `tree`'s cti_assets first on the path."""
     arguments = [rescore._TIMED, str(outputs), rescore.DAY, ",".join(rescore.LOOKUP_PROVIDERS),
                  str(rows)]
+    # Run in the tree itself: `python -c` puts the working directory first on sys.path, before
+    # PYTHONPATH, so from any other checkout the side would import that checkout's code.
     done = subprocess.run([sys.executable, "-c", *arguments], capture_output=True, text=True,
-                          check=False, env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"})
+                          check=False, cwd=tree,
+                          env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"})
     if done.returncode != 0:
         raise RuntimeError(f"{tree}: re-scoring failed: {done.stderr.strip()[-800:]}")
 

@@ -724,8 +724,12 @@ def _fetched_seconds(v: View, provider: str) -> np.ndarray:
     def load() -> np.ndarray:
         if not v.has(provider, "fetched_at"):
             return np.full(v.size, np.nan)
-        fetched = pd.to_datetime(v.frame[column(provider, "fetched_at")], utc=True,
-                                 errors="coerce").dt.tz_convert(None).to_numpy("datetime64[ns]")
+        stamps = v.frame[column(provider, "fetched_at")]
+        if not isinstance(stamps.dtype, pd.DatetimeTZDtype):  # stored times need no parsing
+            stamps = pd.to_datetime(stamps, utc=True, errors="coerce")
+        # The array, not `stamps.dt`: the accessor is cached on the frame's own column, a
+        # reference cycle that would hold the slice's buffers until the garbage collector runs.
+        fetched = np.asarray(stamps.array.tz_convert(None), dtype="datetime64[ns]")
         seconds = fetched.astype(np.int64) / 1e9
         return np.where(np.isnat(fetched), np.nan, seconds)
     return v._memo(("fetched_seconds", provider), load)

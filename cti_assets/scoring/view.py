@@ -93,7 +93,9 @@ class View:
         def load() -> np.ndarray:
             if not self.has(provider, name):
                 return np.full(self.size, np.nan)
-            values = pd.to_numeric(self.frame[column(provider, name)], errors="coerce")
+            values = self.frame[column(provider, name)]
+            if not pd.api.types.is_numeric_dtype(values.dtype):  # numbers as stored: as they are
+                values = pd.to_numeric(values, errors="coerce")
             values = values.to_numpy(dtype=float, na_value=np.nan).copy()
             values[~self.ok(provider)] = np.nan
             return values
