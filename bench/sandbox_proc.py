@@ -70,19 +70,24 @@ class SandboxProcess:
         self._admin("POST", "config", config)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
+        stop_process(self.process)
 
     def __enter__(self) -> SandboxProcess:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """Terminate a helper process (kill it after 10 s) and close its pipes."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    for stream in (process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()

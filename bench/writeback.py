@@ -32,6 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench import workload
+from bench.sandbox_proc import stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"  # noqa: S105 - the double's own token, nothing real
@@ -96,16 +97,7 @@ class DoubleProcess:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
+        stop_process(self.process)
 
     def __enter__(self) -> DoubleProcess:
         return self
