@@ -86,7 +86,8 @@ def test_rescore_figures_are_the_median_run_and_the_highest_peak(tmp_path):
     args = argparse.Namespace(rescore_n=200, rescore_batch_rows=64, rescore_repeat=3)
     result = rescore.measure(args, tmp_path)
     runs = result["runs_wall_s"]
-    assert len(runs) == 3 and sorted(runs)[1] == round(result["wall_s"], 2)
+    # runs are kept to 2 decimals, the figure to 3: the median run is the figure, rounded.
+    assert len(runs) == 3 and abs(sorted(runs)[1] - result["wall_s"]) <= 0.005
     assert result["rows"] == 200 and result["peak_gb"] > 0
     assert "the median of 3 runs" in rescore.section(result)
 
