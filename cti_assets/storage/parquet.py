@@ -20,7 +20,6 @@ import io
 import json
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -109,10 +108,6 @@ class FrameBatches:
     def write(self, sink: str | Path | BinaryIO) -> None:
         """All frames into one Parquet file (a row group or more per frame). A frame is
         encoded and written on a second thread while the next one is computed."""
-        with bulk_memory_pool():
-            self._write(sink)
-
-    def _write(self, sink: str | Path | BinaryIO) -> None:
         writer: pq.ParquetWriter | None = None
         schema: pa.Schema | None = None
         writing: Future | None = None
@@ -136,30 +131,6 @@ class FrameBatches:
                     writer.close()
         if writer is None:
             raise ValueError("a batched output needs at least one frame, even an empty one")
-
-
-@contextmanager
-def bulk_memory_pool() -> Iterator[None]:
-    """Arrow allocates from jemalloc while a big output is computed and written, where pyarrow
-    has it, then from the pool in use before.
-
-    Slice after slice allocates and frees the same few hundred megabytes. Arrow's default
-    mimalloc hands freed pages back to the OS within milliseconds, so every slice faults them
-    in again: re-scoring a million rows spent 1.5 to 2 s more system time (of 6 to 7 s) than
-    with jemalloc, which keeps freed pages about a second and reuses them, and peaked higher.
-    Buffers remember their pool, so switching back is safe.
-    """
-    try:
-        pool = pa.jemalloc_memory_pool()
-    except NotImplementedError:  # a pyarrow built without jemalloc
-        yield
-        return
-    previous = pa.default_memory_pool()
-    pa.set_memory_pool(pool)
-    try:
-        yield
-    finally:
-        pa.set_memory_pool(previous)
 
 
 class StoredTable:

@@ -1,0 +1,49 @@
+"""Which allocator Arrow uses in every cti-assets process: jemalloc, chosen once at import.
+
+pyarrow (25 and 26) allocates from a bundled mimalloc 3 by default. That mimalloc sets up a heap
+per thread on a thread's first allocation, and has crashed processes that create many
+short-lived threads (apache/arrow#50471, #50908). Ours do: Parquet slices are read and written
+on side threads, scoring builds its texts on a second thread, Dagster and the doubles run
+threads of their own. Our CI once died of a segmentation fault inside garbage collection during
+an Arrow cast in a process like that. jemalloc, Arrow's default allocator for years before
+mimalloc, is also the faster one for our slice-after-slice outputs: mimalloc hands freed pages
+back to the OS within milliseconds, so each slice faulted them in again (1.5 to 2 s more system
+time per million re-scored rows).
+
+The choice is made here and nowhere else. ARROW_DEFAULT_MEMORY_POOL, which Arrow itself reads
+when it first needs a pool, also reaches the processes this one starts (step processes, code
+servers, the webserver). `use_jemalloc` sets the pool outright for a process that had loaded
+pyarrow before cti_assets. An operator who sets ARROW_DEFAULT_MEMORY_POOL keeps that choice.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+ENV = "ARROW_DEFAULT_MEMORY_POOL"
+PREFERRED = "jemalloc"
+FALLBACK = "system"  # glibc malloc, where a pyarrow build has no jemalloc
+
+
+def use_jemalloc() -> None:
+    """Ask for jemalloc in this process and the processes it starts."""
+    chosen = os.environ.setdefault(ENV, PREFERRED)
+    if "pyarrow" in sys.modules:  # already loaded: Arrow may have read the variable already
+        set_pool(chosen)
+
+
+def set_pool(backend: str) -> str:
+    """Make `backend` Arrow's default pool now (jemalloc falls back to the system allocator
+    where pyarrow lacks it); returns the backend in use."""
+    import pyarrow as pa
+
+    makers = {"jemalloc": pa.jemalloc_memory_pool, "system": pa.system_memory_pool,
+              "mimalloc": pa.mimalloc_memory_pool}
+    make = makers.get(backend, pa.jemalloc_memory_pool)
+    try:
+        pool = make()
+    except NotImplementedError:
+        pool = pa.system_memory_pool()
+    pa.set_memory_pool(pool)
+    return pool.backend_name
