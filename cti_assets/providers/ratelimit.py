@@ -2,7 +2,10 @@
 
 Parallel steps and concurrent backfill runs must spend one budget, so the buckets live in a
 file-locked SQLite file (pyrate-limiter's SQLiteBucket) in the data directory, or in Redis when
-given a Redis URL (which one is configuration's business: cti_assets.state.config). Next to the
+given a Redis URL (which one is configuration's business: cti_assets.state.config). The buckets
+count the per-minute/day/month budgets; the per-second pace is kept by spacing the requests
+evenly on the same backend (cti_assets.providers.spacing), since a sliding window alone lets a
+window's worth through at once. Next to the
 buckets, a quota ledger records "exhausted until <end of the UTC day/month>" when a provider says
 its quota is spent, so every process stops calling it for the rest of the window, and keeps the
 last quota the provider reported.
@@ -37,7 +40,7 @@ from pyrate_limiter import (
 from pyrate_limiter.exceptions import BucketFullException, LimiterDelayException
 
 from cti_assets import settings as data_settings
-from cti_assets.providers import base
+from cti_assets.providers import base, spacing
 
 if TYPE_CHECKING:
     import redis
@@ -223,6 +226,7 @@ class SharedLimiter:
         self._redis: redis.Redis | None = None
         self._limiter: Limiter | None = None
         self._next_leak = 0.0
+        self.spacer: spacing.Spacer | None = None
         if self.rates:
             self._bucket = self._make_bucket(self._redis_url)
             # each put counts and inserts atomically under the bucket's file lock (or a Redis
@@ -233,6 +237,9 @@ class SharedLimiter:
                 max_delay=int(max_wait_s * 1000),
                 retry_until_max_delay=True,
             )
+        interval = spacing.interval_for(self.limits["second"])
+        if interval is not None:
+            self.spacer = self._make_spacer(interval)
 
     @classmethod
     def for_settings(cls, settings: ProviderSettings, *, path: str | Path | None = None,
@@ -272,9 +279,18 @@ class SharedLimiter:
             create_new_table=True, use_file_lock=True,
         )
 
+    def _make_spacer(self, interval: float) -> spacing.Spacer:
+        if self._redis is not None:
+            key = f"{self.key_prefix}:spacing:{self.provider}"
+            return spacing.RedisSpacer(self._redis, key, interval)
+        return spacing.SqliteSpacer(self.path, self.provider, interval)
+
     # --- acquiring -------------------------------------------------------------------------
     def acquire(self) -> Blocked | None:
-        """Wait for a slot (up to max_wait_s); None when the request may go, else why not."""
+        """Wait for a slot (up to max_wait_s); None when the request may go, else why not.
+
+        The buckets first (they may hold a request back for a minute/day window), then the
+        evenly spaced slot, so requests a bucket held back together still leave one by one."""
         until = self.exhausted_until()
         if until is not None:
             return Blocked(base.ERR_QUOTA, f"{self.provider} quota exhausted until "
@@ -291,6 +307,10 @@ class SharedLimiter:
                                f"{exc.rate.limit} requests for {self.provider} is used up", window)
             return Blocked(base.ERR_RATE, f"no {self.provider} rate-limit slot within the "
                            f"allowed wait ({exc.rate})", window)
+        if self.spacer is not None and not spacing.wait_for_slot(self.spacer, self.max_wait_s):
+            return Blocked(base.ERR_RATE, f"no {self.provider} request slot within the allowed "
+                           f"wait ({self.max_wait_s:g} s at one request every "
+                           f"{self.spacer.interval:.3f} s)", "second")
         return None
 
     def _leak(self) -> None:
@@ -365,6 +385,8 @@ class SharedLimiter:
         self.close()
 
     def close(self) -> None:
+        if self.spacer is not None:
+            self.spacer.close()
         if isinstance(self._bucket, SQLiteBucket):
             self._bucket.conn.close()
         if self._redis is not None:
