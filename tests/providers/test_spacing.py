@@ -125,7 +125,8 @@ def _max_in_window(stamps: list[float], window: float) -> int:
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("redis", marks=pytest.mark.services)])
 def test_processes_together_never_exceed_the_rate_in_any_window(tmp_path, backend):
     redis_url = ""
     if backend == "redis":
@@ -160,14 +161,16 @@ SANDBOX_RATE = 8.0
 SANDBOX_PER_PROCESS = 10
 
 
-def _lookups(env: dict[str, str], limiter_path: str, cache_path: str, offset: int) -> None:
+def _lookups(env: dict[str, str], limiter_path: str, redis_url: str, key_prefix: str,
+             cache_path: str, offset: int) -> None:
     from cti_assets.providers.cache import ResponseCache
     from cti_assets.providers.runner import lookup_frame
 
     os.environ.update(env)
     settings = replace(settings_from_env(base.INTERNETDB, env), per_second=SANDBOX_RATE,
                        max_workers=4)
-    limiter = SharedLimiter.for_settings(settings, path=limiter_path)
+    limiter = SharedLimiter.for_settings(settings, path=limiter_path, redis_url=redis_url,
+                                         key_prefix=key_prefix)
     values = [f"45.83.81.{offset + i}" for i in range(SANDBOX_PER_PROCESS)]
     rows = [{"stix_id": f"ipv4-addr--{v}", "entity_type": "IPv4-Addr", "value": v,
              "normalized_value": v, "tlp": "TLP:CLEAR", "status": "ok"} for v in values]
@@ -178,13 +181,21 @@ def _lookups(env: dict[str, str], limiter_path: str, cache_path: str, offset: in
 
 
 @pytest.mark.timeout(90)
-def test_processes_get_no_429_from_a_sandbox_enforcing_the_rate(tmp_path):
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("redis", marks=pytest.mark.services)])
+def test_processes_get_no_429_from_a_sandbox_enforcing_the_rate(tmp_path, backend):
+    redis_url = ""
+    if backend == "redis":
+        redis_url = _redis_url() or ""
+        if not redis_url:
+            pytest.skip("no Redis answering on 127.0.0.1:6379 (db 15)")
+    prefix = f"test_{uuid.uuid4().hex[:8]}"
     ctx = multiprocessing.get_context("spawn")
     with ProviderSandbox(rate_limits={base.INTERNETDB: SANDBOX_RATE}) as sb:
         env = dict(sb.base_urls, CTI_DATA_DIR=str(tmp_path))
         workers = [ctx.Process(target=_lookups,
-                               args=(env, str(tmp_path / "ratelimit.sqlite"),
-                                     str(tmp_path / f"cache{n}.sqlite"), 20 * n))
+                               args=(env, str(tmp_path / "ratelimit.sqlite"), redis_url,
+                                     prefix, str(tmp_path / f"cache{n}.sqlite"), 20 * n))
                    for n in range(PROCESSES)]
         for worker in workers:
             worker.start()
