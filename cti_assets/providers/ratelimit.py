@@ -2,7 +2,10 @@
 
 Parallel steps and concurrent backfill runs must spend one budget, so the buckets live in a
 file-locked SQLite file (pyrate-limiter's SQLiteBucket) in the data directory, or in Redis when
-given a Redis URL (which one is configuration's business: cti_assets.state.config). Next to the
+given a Redis URL (which one is configuration's business: cti_assets.state.config). The buckets
+count the per-minute/day/month budgets; the per-second pace is kept by spacing the requests
+evenly on the same backend (cti_assets.providers.spacing), since a sliding window alone lets a
+window's worth through at once. Next to the
 buckets, a quota ledger records "exhausted until <end of the UTC day/month>" when a provider says
 its quota is spent, so every process stops calling it for the rest of the window, and keeps the
 last quota the provider reported.
@@ -37,7 +40,7 @@ from pyrate_limiter import (
 from pyrate_limiter.exceptions import BucketFullException, LimiterDelayException
 
 from cti_assets import settings as data_settings
-from cti_assets.providers import base
+from cti_assets.providers import base, spacing
 
 if TYPE_CHECKING:
     import redis
@@ -212,7 +215,10 @@ class SharedLimiter:
         self.limits = {w: limits.get(w) for w in WINDOW_MS}
         self.path = Path(path) if path is not None else data_settings.ratelimit_path(provider)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.rates = rates_for(self.limits)
+        # the per-second pace is the spacing's (one request every interval); the buckets count
+        # the minute/day/month budgets
+        self.interval = spacing.interval_for(self.limits["second"])
+        self.rates = rates_for({**self.limits, "second": None})
         self.max_wait_s = max_wait_s
         self.key_prefix = key_prefix
         self._quota_factory = quota
@@ -223,8 +229,13 @@ class SharedLimiter:
         self._redis: redis.Redis | None = None
         self._limiter: Limiter | None = None
         self._next_leak = 0.0
+        self.spacer: spacing.Spacer | None = None
+        if self._redis_url and (self.rates or self.interval is not None):
+            import redis
+
+            self._redis = redis.Redis.from_url(self._redis_url)
         if self.rates:
-            self._bucket = self._make_bucket(self._redis_url)
+            self._bucket = self._make_bucket()
             # each put counts and inserts atomically under the bucket's file lock (or a Redis
             # script); retry_until_max_delay re-checks after every wait, as multi-process needs
             self._limiter = Limiter(
@@ -233,6 +244,8 @@ class SharedLimiter:
                 max_delay=int(max_wait_s * 1000),
                 retry_until_max_delay=True,
             )
+        if self.interval is not None:
+            self.spacer = self._make_spacer(self.interval)
 
     @classmethod
     def for_settings(cls, settings: ProviderSettings, *, path: str | Path | None = None,
@@ -256,15 +269,14 @@ class SharedLimiter:
     @property
     def backend(self) -> str:
         """Where the buckets and the quota records live, for metadata (no address)."""
-        buckets = "redis" if isinstance(self._bucket, RedisBucket) else "sqlite"
+        buckets = "redis" if self._redis is not None else "sqlite"
+        if self._bucket is None and self.spacer is None:
+            buckets = "none"
         quota = getattr(self.quota, "backend", "sqlite")
-        return f"buckets={buckets if self._bucket is not None else 'none'}, quota={quota}"
+        return f"buckets={buckets}, quota={quota}"
 
-    def _make_bucket(self, redis_url: str | None) -> AbstractBucket:
-        if redis_url:
-            import redis
-
-            self._redis = redis.Redis.from_url(redis_url)
+    def _make_bucket(self) -> AbstractBucket:
+        if self._redis is not None:
             key = f"{self.key_prefix}:ratelimit:{self.provider}"
             return RedisBucket.init(self.rates, self._redis, key)
         return SQLiteBucket.init_from_file(
@@ -272,13 +284,34 @@ class SharedLimiter:
             create_new_table=True, use_file_lock=True,
         )
 
+    def _make_spacer(self, interval: float) -> spacing.Spacer:
+        if self._redis is not None:
+            key = f"{self.key_prefix}:spacing:{self.provider}"
+            return spacing.RedisSpacer(self._redis, key, interval)
+        return spacing.SqliteSpacer(self.path, self.provider, interval)
+
     # --- acquiring -------------------------------------------------------------------------
     def acquire(self) -> Blocked | None:
-        """Wait for a slot (up to max_wait_s); None when the request may go, else why not."""
+        """Wait for a slot (up to max_wait_s); None when the request may go, else why not.
+
+        The buckets first (they may hold a request back for a minute/day window), then the
+        evenly spaced slot, so requests a bucket held back together still leave one by one. A
+        request the spacing then refuses (its slot beyond max_wait_s) stays counted in the
+        buckets: they err on the side of fewer requests."""
         until = self.exhausted_until()
         if until is not None:
             return Blocked(base.ERR_QUOTA, f"{self.provider} quota exhausted until "
                            f"{until.isoformat()} (reported by the provider)", None)
+        blocked = self._acquire_bucket()
+        if blocked is not None:
+            return blocked
+        if self.spacer is not None and not spacing.wait_for_slot(self.spacer, self.max_wait_s):
+            return Blocked(base.ERR_RATE, f"no {self.provider} request slot within the allowed "
+                           f"wait ({self.max_wait_s:g} s at one request every "
+                           f"{self.spacer.interval:.3f} s)", "second")
+        return None
+
+    def _acquire_bucket(self) -> Blocked | None:
         if self._limiter is None:
             return None
         self._leak()
@@ -365,6 +398,8 @@ class SharedLimiter:
         self.close()
 
     def close(self) -> None:
+        if self.spacer is not None:
+            self.spacer.close()
         if isinstance(self._bucket, SQLiteBucket):
             self._bucket.conn.close()
         if self._redis is not None:

@@ -2,7 +2,7 @@
 
 - response cache index and leases: cache.sqlite, or PostgreSQL (CTI_STATE_POSTGRES_URL);
 - raw answer bodies: cache.sqlite, or an object store (CTI_BODIES_URL), else PostgreSQL;
-- rate-limit buckets: ratelimit/<provider>.sqlite, or Redis (CTI_REDIS_URL);
+- rate-limit buckets and request spacing: ratelimit/<provider>.sqlite, or Redis (CTI_REDIS_URL);
 - quota records: ratelimit/<provider>.sqlite, or Redis when set, else PostgreSQL;
 - deferred ledger: deferred.sqlite, or PostgreSQL.
 

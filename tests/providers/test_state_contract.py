@@ -204,12 +204,13 @@ def test_one_per_second_budget_for_both_hosts_when_buckets_are_shared(limiters):
     first, second = make(1, {"second": 3}), make(2, {"second": 3})
     outcomes = [limiter.acquire() for _ in range(3) for limiter in (first, second)]
     granted = [o for o in outcomes if o is None]
-    if backend == "postgres_quota":  # documented: without Redis each host keeps its buckets
-        assert len(granted) == 6 and first.used("second") == second.used("second") == 3
-        return
-    assert len(granted) == 3, outcomes  # 6 asks within 0.2 s wait each: the window holds 3
     assert all(o.error_class == base.ERR_RATE for o in outcomes if o is not None)
-    assert first.used("second") == second.used("second") == 3
+    # requests are spaced one every 1 / (0.9 x 3) = 0.37 s, beyond the 0.2 s allowed wait:
+    # one host's first ask is granted; on a shared schedule the other host's is not
+    if backend == "postgres_quota":  # documented: without Redis each host keeps its buckets
+        assert len(granted) == 2, outcomes
+        return
+    assert len(granted) == 1, outcomes
 
 
 def test_each_limiter_names_its_backends(limiters):
