@@ -26,6 +26,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench import workload
+from cti_assets import settings
 from cti_assets.providers import base
 from cti_assets.providers.config import DEFAULTS, KEY_VARS, URL_VARS, env_prefix
 
@@ -272,7 +273,7 @@ def measure(args, scratch: Path) -> dict:
     sample = getattr(args, "job_baseline_sample", None) or 100
     results: dict = {"latency_ms": args.latency_ms, "rates": rates, "sizes": {},
                      "executor": "multiprocess",
-                     "max_concurrent_steps": os.environ.get("CTI_MAX_CONCURRENT_STEPS", "4")}
+                     "max_concurrent_steps": settings.max_concurrent_steps()}
     try:
         with SandboxProcess(args.latency_ms, rates) as sandbox:
             sandbox.configure({"daily_quota": {p: UNLIMITED_DAY for p in JOB_PROVIDERS}})
