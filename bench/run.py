@@ -90,7 +90,8 @@ def main(argv=None) -> int:
                    "mode": args.mode, "rescore_n": args.rescore_n,
                    "rescore_scale": args.rescore_scale,
                    "rescore_batch_rows": args.rescore_batch_rows,
-                   "rescore_repeat": args.rescore_repeat},
+                   "rescore_repeat": args.rescore_repeat, "job_sizes": args.job_sizes,
+                   "job_baseline_sample": args.job_baseline_sample},
     }
     previous = args.out / "results.json"
     if args.update and previous.exists():
