@@ -12,6 +12,10 @@ from pathlib import Path
 TARGETS = {
     "throughput_ratio": ("wall / quota bound", "<=", 1.10),
     "speedup": ("baseline wall / pipeline wall", ">=", 20.0),
+    "job_ratio": ("through the Dagster job at 10,000 observables: wall / quota bound", "<=",
+                  1.15),
+    "job_speedup": ("through the Dagster job: connector model / job wall", ">=", 25.0),
+    "job_429": ("through the Dagster job: sandbox 429 answers", "<=", 0),
     "repeat_calls": ("provider calls when materialising the same partitions again", "<=", 0),
     "backfill_extra_calls": ("backfill calls above unique observables per TTL", "<=", 0),
     "rescore_wall_s": ("re-scoring 1,000,000 observables, seconds", "<=", 10.0),
@@ -40,7 +44,7 @@ def machine() -> dict:
         memory_gb = round(psutil.virtual_memory().total / 2**30, 1)
     except ImportError:
         pass
-    versions = {}
+    versions: dict[str, str | None] = {}
     for package in ("dagster", "pandas", "pyarrow", "requests", "pyrate-limiter"):
         try:
             versions[package] = metadata.version(package)
@@ -94,6 +98,7 @@ def figure_rows(results: dict) -> list[tuple[str, str, str, str]]:
          "<= 1.10", verdict("throughput_ratio", tp.get("ratio_to_quota_bound"))),
         ("Speed-up over the connector model" + label, _fmt(speedup, "x"), ">= 20x",
          verdict("speedup", speedup)),
+        *_job_rows(results.get("jobthroughput") or {}),
         ("Calls when materialising the same partitions again", _fmt(repeat), "0",
          verdict("repeat_calls", repeat)),
         ("30-day backfill: calls - unique observables per TTL", _fmt(extra), "0",
@@ -107,6 +112,26 @@ def figure_rows(results: dict) -> list[tuple[str, str, str, str]]:
          "<= 60 s", verdict("latency_s", latency.get("latency_s"))),
         *_writeback_rows(writeback),
     ]
+    return rows
+
+
+def _job_rows(job: dict) -> list[tuple[str, str, str, str]]:
+    """Throughput through the Dagster job, for each size: lookups and whole run against the
+    quota bound (the target is set at 10,000), speed-up over the connector model, 429s."""
+    rows: list[tuple[str, str, str, str]] = []
+    for n, size in sorted((job.get("sizes") or {}).items(), key=lambda kv: int(kv[0])):
+        at = f"Job, {int(n):,} observables"
+        bound_target = int(n) >= 10_000
+        for what, key in (("lookups", "ratio_lookups"), ("whole run", "ratio_run")):
+            rows.append((f"{at}: {what} wall / quota bound", _fmt(size.get(key)),
+                         "<= 1.15" if bound_target else "(set at 10,000)",
+                         verdict("job_ratio", size.get(key)) if bound_target else "-"))
+        for what, key in (("lookups", "speedup_lookups"), ("whole run", "speedup_run")):
+            rows.append((f"{at}: speed-up over the connector model, {what} (extrapolated per "
+                         "call)", _fmt(size.get(key), "x"), ">= 25x",
+                         verdict("job_speedup", size.get(key))))
+        rows.append((f"{at}: sandbox 429s", _fmt(size.get("sandbox_429_total")), "0",
+                     verdict("job_429", size.get("sandbox_429_total"))))
     return rows
 
 

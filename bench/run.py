@@ -1,6 +1,7 @@
 """`make bench`: every benchmark of the issue in one run, written to bench/results.{md,json}.
 
 1. throughput against the quota bound, and the connector-model baseline side by side;
+1b. the same through the Dagster job itself (multiprocess executor, pools), 1,000 and 10,000;
 2. calls spent re-materialising partitions and in a 30-day backfill;
 3. re-scoring a million observables from stored lookups (and 3M, 10M: growth);
 4. latency from a new observable to its write-back with the sensor running;
@@ -23,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-BENCHMARKS = ("throughput", "calls", "rescore", "latency", "writeback")
+BENCHMARKS = ("throughput", "jobthroughput", "calls", "rescore", "latency", "writeback")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -40,6 +41,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="run the baseline on K observables and extrapolate (labelled)")
     parser.add_argument("--mode", choices=("process", "thread"), default="process",
                         help="one process (default, like the job) or thread per provider")
+    parser.add_argument("--job-sizes", type=int, nargs="+", default=[1_000, 10_000],
+                        help="observables per day materialised through the Dagster job")
+    parser.add_argument("--job-baseline-sample", type=int, default=100, metavar="K",
+                        help="the job benchmark's connector model runs on K observables and is "
+                        "extrapolated per call (labelled)")
     parser.add_argument("--rescore-n", type=int, default=1_000_000)
     parser.add_argument("--rescore-scale", type=int, nargs="*",
                         default=[3_000_000, 10_000_000],
@@ -84,7 +90,8 @@ def main(argv=None) -> int:
                    "mode": args.mode, "rescore_n": args.rescore_n,
                    "rescore_scale": args.rescore_scale,
                    "rescore_batch_rows": args.rescore_batch_rows,
-                   "rescore_repeat": args.rescore_repeat},
+                   "rescore_repeat": args.rescore_repeat, "job_sizes": args.job_sizes,
+                   "job_baseline_sample": args.job_baseline_sample},
     }
     previous = args.out / "results.json"
     if args.update and previous.exists():
@@ -99,6 +106,8 @@ def main(argv=None) -> int:
         os.environ["CTI_DATA_DIR"] = str(scratch_dir / "data")
         if "throughput" in args.only:
             run_throughput(args, results, scratch_dir)
+        if "jobthroughput" in args.only:
+            run_module("jobthroughput", args, results, scratch_dir)
         if "calls" in args.only:
             run_module("calls", args, results, scratch_dir)
         if "rescore" in args.only:

@@ -83,3 +83,18 @@ def test_a_rescore_reaches_the_store(pipeline):  # noqa: F811
               LocalStixStore().observables_created_between(start, start + timedelta(days=1))}
     for stix_id, row in changed.iterrows():
         assert stored[stix_id] == int(row["final_score"])
+
+
+def test_default_executor_runs_every_cheap_lookup_at_once(monkeypatch):
+    """The cheap lookups wait on providers' quotas side by side; fewer slots than cheap lookup
+    steps runs them in rounds, each as long as a provider's quota (bench/results.md)."""
+    from cti_assets.definitions import build_defs
+
+    monkeypatch.delenv("CTI_EXECUTOR", raising=False)
+    monkeypatch.delenv("CTI_MAX_CONCURRENT_STEPS", raising=False)
+    defs = build_defs()
+    cheap = defs.resolve_asset_graph().asset_keys_for_group("cheap_lookups")
+    schema = defs.resolve_job_def("enrichment").executor_def.config_schema
+    resolved = schema.resolve_config({"config": {}})
+    assert len(cheap) >= 8
+    assert resolved.value["config"]["multiprocess"]["max_concurrent"] >= len(cheap)
