@@ -5,8 +5,12 @@ project's dagster.yaml, while the provider sandbox injects a fault into each pro
 
 Executor: in process (`execute_in_process`, steps in turn in one process), which is what the
 new-observables sensor asks for a day of up to CTI_SENSOR_IN_PROCESS_MAX (200) observables;
-the days here have 10 and 60. Each run gets its own data directory, Dagster home and sandbox,
-so no answer is cached from one scenario to the next.
+the days here have 10 and 60. `run_day(..., multiprocess=True)` runs the same job with the
+multiprocess executor instead (`dg.execute_job` of the reconstructable job: each step in its own
+process, as a bigger day or a terminal run), so a breaker lives in each step process.
+
+Each run gets its own data directory, Dagster home and sandbox, so no answer is cached from one
+scenario to the next.
 
 Several providers are faulted in one run, each with a different fault: run r gives provider j
 fault (r + j) mod 13, so 13 runs put each of the 11 providers through each of the 13 faults.
@@ -160,21 +164,47 @@ def _step_durations(instance, run_id: str) -> dict[str, float]:
     return spans
 
 
-def _lookup_calls(result, provider: str) -> int:
-    for event in result.get_asset_materialization_events():
-        materialization = event.event_specific_data.materialization
+def _lookup_calls(instance, run_id: str, provider: str) -> int:
+    import dagster as dg
+
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
+        materialization = entry.dagster_event.event_specific_data.materialization
         if materialization.asset_key.to_user_string() == f"{provider}_lookups":
             value = materialization.metadata.get("http_requests")
             return int(value.value) if value is not None else 0
     return 0
 
 
-def run_day(root: Path, objects: list[dict], faults: dict[str, Fault]) -> RunResult:
-    """Import `objects` on DAY into a fresh installation under `root`, inject `faults` into a
-    fresh sandbox and materialise the day with the enrichment job; what came out."""
+def enrichment_job():
+    """The enrichment job, for `dg.reconstructable` (step processes load it by this name)."""
+    from cti_assets.cli.runs import load_defs
+
+    return load_defs().resolve_job_def("enrichment")
+
+
+def _execute(instance, *, multiprocess: bool):
+    """Run the day's enrichment job, in process or multiprocess; its result (closed: the events
+    are read from the instance)."""
     import dagster as dg
 
-    from cti_assets.cli.runs import PROJECT_DAGSTER_YAML, load_defs
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    if not multiprocess:
+        return enrichment_job().execute_in_process(
+            partition_key=DAY, instance=instance, raise_on_error=False, run_config=quiet)
+    config = {**quiet, "execution": {"config": {"in_process": False}}}
+    with dg.execute_job(dg.reconstructable(enrichment_job), instance, run_config=config,
+                        tags={"dagster/partition": DAY}, raise_on_error=False) as result:
+        return result
+
+
+def run_day(root: Path, objects: list[dict], faults: dict[str, Fault], *,
+            multiprocess: bool = False) -> RunResult:
+    """Import `objects` on DAY into a fresh installation under `root`, inject `faults` into a
+    fresh sandbox and materialise the day with the enrichment job (in process, or with the
+    multiprocess executor); what came out."""
+    import dagster as dg
+
+    from cti_assets.cli.runs import PROJECT_DAGSTER_YAML
     from cti_assets.sources.local import LocalStixStore
     from cti_assets.storage.outputs import read_partition
 
@@ -183,6 +213,7 @@ def run_day(root: Path, objects: list[dict], faults: dict[str, Fault]) -> RunRes
     (home / "dagster.yaml").write_bytes(PROJECT_DAGSTER_YAML.read_bytes())
     with ProviderSandbox() as sandbox:
         env = run_env(sandbox, data, home)
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])  # step processes import it
         for provider, fault in faults.items():
             if fault.sandbox_fault is None:
                 from cti_assets.providers.config import URL_VARS
@@ -193,16 +224,14 @@ def run_day(root: Path, objects: list[dict], faults: dict[str, Fault]) -> RunRes
         with mock.patch.dict(os.environ, env, clear=True):
             moment = datetime.fromisoformat(f"{DAY}T09:00:00").replace(tzinfo=UTC)
             LocalStixStore().write_objects(objects, first_seen_at=moment)
-            job = load_defs().resolve_job_def("enrichment")
             with dg.DagsterInstance.from_config(str(home)) as instance:
                 started = time.perf_counter()
-                result = job.execute_in_process(
-                    partition_key=DAY, instance=instance, raise_on_error=False,
-                    run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+                result = _execute(instance, multiprocess=multiprocess)
                 wall_s = time.perf_counter() - started
                 run = instance.get_run_by_id(result.run_id)
                 status = run.status.value if run else "missing"
                 spans = _step_durations(instance, result.run_id)
+                calls = {p: _lookup_calls(instance, result.run_id, p) for p in faults}
             ids_in = set(read_partition("observables", DAY)["stix_id"])
             scores = read_partition("observable_scores", DAY)
             scored = set(scores.loc[scores["observable_status"].notna(), "stix_id"])
@@ -217,7 +246,7 @@ def run_day(root: Path, objects: list[dict], faults: dict[str, Fault]) -> RunRes
                 out.providers[provider] = ProviderRow(
                     provider, fault.label, len(frame), statuses, Counter(asked["status"]),
                     None if fault.sandbox_fault is None else sandbox.request_count(provider),
-                    _lookup_calls(result, provider), spans.get(f"{provider}_lookups", 0.0))
+                    calls[provider], spans.get(f"{provider}_lookups", 0.0))
     return out
 
 

@@ -98,12 +98,16 @@ class Site:
             capture_output=True, text=True, timeout=timeout, check=False)
 
     def materialize(self, selection: str = "*", day: str = DAY, *,
-                    own_group: bool = True, log_name: str | None = None) -> subprocess.Popen:
+                    own_group: bool = True, log_name: str | None = None,
+                    run_config: dict | None = None) -> subprocess.Popen:
         """`dagster asset materialize` of `selection` for `day`, as a process (its own process
-        group by default, so the whole group can be killed)."""
+        group by default, so the whole group can be killed); `run_config` is passed as
+        `--config-json` (e.g. the sensor's in-process choice)."""
         log = open(self.root / (log_name or f"materialize-{uuid.uuid4().hex[:6]}.log"), "wb")  # noqa: SIM115
         command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m",
                    "cti_assets.definitions", "--select", selection, "--partition", day]
+        if run_config is not None:
+            command += ["--config-json", json.dumps(run_config)]
         return subprocess.Popen(  # noqa: S603
             command, env=self.env, cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=own_group)
