@@ -77,14 +77,19 @@ def parsed_columns(provider: str, texts: pa.Array) -> dict[str, pd.api.extension
             for name, dtype in PROVIDER_FIELDS[provider].items()}
 
 
-def stored_field(series: pd.Series, dtype: str) -> pa.Array:
-    array = pa.array(series, from_pandas=True)
+def stored_field(series: pd.Series | pa.ChunkedArray, dtype: str, name: str | None = None,
+                 ) -> pa.Array:
+    """A stored typed field column (a pandas column, or the Arrow column as read, which
+    converts to the same array without a pandas frame between) as its field's Arrow type."""
+    if isinstance(series, pd.Series):
+        name = str(series.name)
+    array = series if isinstance(series, pa.ChunkedArray) else pa.array(series, from_pandas=True)
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
     try:
         return array.cast(ARROW_TYPES[dtype])
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-        raise ValueError(f"stored column {series.name!r} does not hold {dtype} values: "
+        raise ValueError(f"stored column {name!r} does not hold {dtype} values: "
                          f"{exc}") from None
 
 

@@ -56,12 +56,13 @@ def merge_batches(
         for provider, table in lookups.items()
     }
     in_order = _in_observables_order(observables, projected, rows)
-    slices: dict[str, Iterator[pd.DataFrame] | pd.DataFrame] = {
-        provider: table.frames(rows) if provider in in_order else table.read()
+    # Slices in order stay Arrow tables: merge_lookups takes their typed columns as they are.
+    slices: dict[str, Iterator[pa.Table] | pd.DataFrame] = {
+        provider: table.tables_ahead(rows) if provider in in_order else table.read()
         for provider, table in projected.items()
     }
     for frame in observables.frames(rows):
-        batch = {
+        batch: dict[str, pd.DataFrame | pa.Table] = {
             provider: source if isinstance(source, pd.DataFrame) else next(source)
             for provider, source in slices.items()
         }

@@ -23,6 +23,7 @@ from cti_assets.providers.typed_fields import (
     parsed_columns,
     stored_field,
 )
+from cti_assets.storage.parquet import to_frame
 from cti_assets.tables import MERGED_LOOKUP_COLUMNS
 
 UTC_STAMPS = pd.DatetimeTZDtype("ns", "UTC")
@@ -34,8 +35,14 @@ def merged_columns(provider: str) -> list[str]:
     return names + [column(provider, name) for name in PROVIDER_FIELDS[provider]]
 
 
-def merge_lookups(observables: pd.DataFrame, lookups: dict[str, pd.DataFrame]) -> pd.DataFrame:
+def merge_lookups(observables: pd.DataFrame, lookups: dict[str, pd.DataFrame | pa.Table],
+                  ) -> pd.DataFrame:
     """One row per observable (rejected ones too): its columns plus each present provider's.
+
+    A lookup slice may come as the Arrow table read from storage: when it holds typed field
+    columns and the observables' rows in their order (as the lookup assets store them), its
+    field columns go to the merged frame without a pandas frame of the whole slice between
+    (the same arrays, one conversion fewer); otherwise it is made a frame first.
 
     Lookup rows join on stix_id; an observable without a lookup row gets nulls for that
     provider (status null means the provider never reported on it). Providers absent from
@@ -59,13 +66,19 @@ def _provider_order(provider: str) -> int:
 
 
 def _provider_columns(
-    provider: str, frame: pd.DataFrame, stix_ids: pa.Array
+    provider: str, frame: pd.DataFrame | pa.Table, stix_ids: pa.Array
 ) -> dict[str, pd.api.extensions.ExtensionArray]:
     if provider not in PROVIDER_FIELDS:
         raise ValueError(f"unknown provider {provider!r}; known: {', '.join(PROVIDER_FIELDS)}")
-    missing = {"stix_id", "status"} - set(frame.columns)
+    names = frame.column_names if isinstance(frame, pa.Table) else frame.columns
+    missing = {"stix_id", "status"} - set(names)
     if missing:
         raise ValueError(f"{provider} lookups lack column(s): {', '.join(sorted(missing))}")
+    if isinstance(frame, pa.Table):
+        if has_typed_fields(provider, names) and _same_order(
+                stix_ids, frame.column("stix_id").combine_chunks().cast(pa.large_string())):
+            return _arrow_columns(provider, frame)
+        frame = to_frame(frame)
     lookup_ids = arrow_strings(frame["stix_id"])
     positions: pa.Array | None = None  # None: the lookup rows are the observables' rows
     if not _same_order(stix_ids, lookup_ids):
@@ -85,6 +98,22 @@ def _provider_columns(
             out[column(provider, name)] = pandas_array(values, dtype)
         return out
     out.update(parsed_columns(provider, fields_texts(frame, positions)))
+    return out
+
+
+def _arrow_columns(provider: str, table: pa.Table) -> dict[str, pd.api.extensions.ExtensionArray]:
+    """`_provider_columns` of a lookup slice in the observables' order, read as Arrow: the
+    lookup columns made pandas as a frame of their own (as a whole slice's frame would make
+    them), the typed fields taken from the Arrow columns as pandas would have handed them on."""
+    present = [meta for meta in MERGED_LOOKUP_COLUMNS if meta in table.column_names]
+    metas = to_frame(table.select(present))
+    out: dict[str, pd.api.extensions.ExtensionArray] = {}
+    for meta, dtype in MERGED_LOOKUP_COLUMNS.items():
+        source = metas[meta] if meta in present else pd.Series(None, index=metas.index)
+        out[column(provider, meta)] = _meta_array(source, dtype, None)
+    for name, dtype in PROVIDER_FIELDS[provider].items():
+        stored = column(provider, name)
+        out[stored] = pandas_array(stored_field(table.column(stored), dtype, stored), dtype)
     return out
 
 

@@ -192,9 +192,15 @@ class StoredTable:
 
     def frames(self, rows: int) -> Iterator[pd.DataFrame]:
         """`tables` as pandas frames; the next slice is decoded on a second thread meanwhile."""
+        for table in self.tables_ahead(rows):
+            yield to_frame(table)
+
+    def tables_ahead(self, rows: int) -> Iterator[pa.Table]:
+        """`tables`, the next slice decoded on a second thread while the caller uses this one
+        (for callers that take the slices as Arrow, without a pandas frame)."""
         tables = self.tables(rows)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-reader") as pool:
             ahead = pool.submit(next, tables, None)
             while (table := ahead.result()) is not None:
                 ahead = pool.submit(next, tables, None)
-                yield to_frame(table)
+                yield table

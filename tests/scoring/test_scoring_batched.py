@@ -122,3 +122,20 @@ def test_blank_or_missing_explanations_and_out_of_range_scores_fail_their_checks
     assert checks["one_row_per_observable"][0] and checks["no_duplicate_ids"][0]
     assert "| 1 |" in summary.metadata()["top_scores"]
     assert "| 130 |" in summary.metadata()["top_scores"]
+
+
+@pytest.mark.parametrize("shuffle", [None, "virustotal"])
+def test_lookup_slices_as_arrow_merge_like_their_frames(stored, shuffle):
+    """merge_lookups takes a lookup slice read as Arrow (typed fields, in the observables'
+    order: straight from its columns; otherwise made a frame) to the same merged frame, dtypes
+    included, as the slice read as pandas."""
+    observables, lookups = _tables(stored, shuffle)
+    typed = {p: StoredTable(t._file.read().to_pandas().pipe(_parquet),  # typed columns too
+                            merge_lookup_columns(p)) for p, t in lookups.items()}
+    frame = observables.read()
+    as_frames = merge_lookups(frame, {p: t.read() for p, t in typed.items()})
+    as_arrow = merge_lookups(frame, {p: next(t.tables(N)) for p, t in typed.items()})
+    pd.testing.assert_frame_equal(as_arrow, as_frames)
+    assert as_arrow.filter(like="virustotal__").notna().any().any()
+    if shuffle:
+        assert as_arrow["virustotal__status"].isna().sum() == 5
