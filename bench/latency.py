@@ -135,12 +135,12 @@ def measure(args, scratch: Path, samples: int = SAMPLES) -> dict:
     done = [s for s in measured if s is not None]
     complete = bool(done) and len(done) == len(measured)
     for sample, phase in zip(measured, phases, strict=True):
-        if sample is not None and phase:  # the rest: the note noticed by the 0.5 s poll
+        if sample is not None and phase:  # the 0.5 s poll (< 0: noted before the run's end)
             phase["poll"] = round(sample - sum(phase.values()), 1)
     return {
         "sensor_interval_s": settings.sensor_interval_s(),
         "timeout_s": args.latency_timeout_s,
-        "load_1min": [round(x, 2) for x in os.getloadavg()],
+        "load_avg": [round(x, 2) for x in os.getloadavg()],
         "warm_up_s": round(warm, 1) if warm is not None else None,
         "samples_s": [round(s, 1) if s is not None else None for s in measured],
         "median_s": round(statistics.median(done), 1) if complete else None,
@@ -200,10 +200,12 @@ def section(result: dict) -> str:
         "first_seen_at; the command's own start-up, import_cli_s in results.json, is not "
         "counted), the store polled until its write-back note "
         f"appears. Samples: {samples}; {figures}; load (1, 5, 15 min) at the end "
-        f"{result.get('load_1min')}. A sample is the wait for the next sensor tick (0 to the "
+        f"{result.get('load_avg')}. A sample is the wait for the next sensor tick (0 to the "
         "interval, the daemon checks sensors every 5 s), the queue and the launch of the run "
         "(the daemon's dequeue, a new run process loading the code), the run (in one process "
-        "for a small day), and the 0.5 s poll that noticed the note (from the run records):\n\n"
+        "for a small day), and the rest: the 0.5 s poll that noticed the note, slightly "
+        "negative when the note was stored before the run's closing events (from the run "
+        "records):\n\n"
         "| Sample | Total (s) | Sensor wait | Queue and launch | Run | Poll |\n"
         "|---|---|---|---|---|---|\n"
         f"{rows_text}\n"
