@@ -18,11 +18,56 @@ from cti_assets import settings
 from cti_assets.defs.resources import all_resources
 
 
+class _EventShardsHeld(dg.Executor):
+    """Dagster's executor, with the run's event-log databases held open while it executes when
+    the instance stores events in SQLite (cti_assets/sqlite_hold.py: each event is then one
+    commit, not a commit and a checkpoint). Another instance's storage is left alone."""
+
+    def __init__(self, inner: dg.Executor):
+        self._inner = inner
+
+    @property
+    def retries(self):
+        return self._inner.retries
+
+    @property
+    def step_dependency_config(self):
+        return self._inner.step_dependency_config
+
+    def execute(self, plan_context, execution_plan):
+        from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
+            INDEX_SHARD_NAME,
+            SqliteEventLogStorage,
+        )
+
+        from cti_assets.sqlite_hold import hold_open
+
+        storage = plan_context.instance.event_log_storage
+        shards = ([storage.path_for_shard(plan_context.dagster_run.run_id),
+                   storage.path_for_shard(INDEX_SHARD_NAME)]
+                  if isinstance(storage, SqliteEventLogStorage) else [])
+        with hold_open(shards):
+            yield from self._inner.execute(plan_context, execution_plan)
+
+
+@dg.executor(
+    name="multi_or_in_process_shards_held",
+    config_schema=dg.multi_or_in_process_executor.config_schema.as_field(),
+    requirements=lambda config: (dg.multiple_process_executor_requirements()
+                                 if "multiprocess" in config else []),
+)
+def _shards_held_executor(init_context: dg.InitExecutorContext) -> dg.Executor:
+    create = dg.multi_or_in_process_executor.executor_creation_fn
+    assert create is not None
+    return _EventShardsHeld(create(init_context))
+
+
 def run_executor() -> dg.ExecutorDefinition:
     """Dagster's multiprocess-or-in-process executor, defaulting to this deployment's choice:
     CTI_EXECUTOR (multiprocess, CTI_MAX_CONCURRENT_STEPS steps at once, or in_process). A run
     may still ask for the other with `execution: {config: {in_process: true|false}}`, as the
-    sensor does for a small day (one process: no step start-up)."""
+    sensor does for a small day (one process: no step start-up). Either way the run's SQLite
+    event-log databases, if the instance has them, are held open while it executes."""
     in_process = settings.executor() == "in_process"
     steps = settings.max_concurrent_steps()
 
@@ -31,7 +76,7 @@ def run_executor() -> dg.ExecutorDefinition:
             return {"in_process": {}}
         return {"multiprocess": {"max_concurrent": int(config.get("max_concurrent", steps))}}
 
-    return dg.multi_or_in_process_executor.configured(
+    return _shards_held_executor.configured(
         choose,
         name="cti_executor",
         config_schema={

@@ -109,9 +109,11 @@ def sensor_lookback_s() -> int:
 
 
 def sensor_interval_s() -> int:
-    """Seconds between sensor ticks (CTI_SENSOR_INTERVAL_S): one small source query a tick, so
-    import -> write-back (interval + one run) stays well under a minute."""
-    return _whole_number("CTI_SENSOR_INTERVAL_S", 15, minimum=1)
+    """Seconds between sensor ticks (CTI_SENSOR_INTERVAL_S, default 5): a new observable waits
+    up to that long before its run is even queued, the largest share of import -> write-back
+    (bench/latency.py). Dagster's sensor daemon looks at sensors every 5 s, so less buys
+    nothing; each tick costs one small source query (two with the look-back window)."""
+    return _whole_number("CTI_SENSOR_INTERVAL_S", 5, minimum=1)
 
 
 def sensor_default_on() -> bool:

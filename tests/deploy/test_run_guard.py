@@ -59,8 +59,9 @@ def test_partition_of_reads_both_tag_forms():
 @pytest.mark.parametrize("path", ["dagster.yaml", "deploy/dagster.yaml"])
 def test_both_instance_configs_carry_the_guard(path):
     config = yaml.safe_load((REPO / path).read_text())
-    assert config["run_coordinator"] == {
-        "module": "cti_assets.defs.run_guard", "class": "PartitionGuardRunCoordinator"}
+    coordinator = config["run_coordinator"]
+    assert (coordinator["module"], coordinator["class"]) == (
+        "cti_assets.defs.run_guard", "PartitionGuardRunCoordinator")
     assert PARTITION_LIMIT in config["concurrency"]["runs"]["tag_concurrency_limits"]
 
 
@@ -88,6 +89,10 @@ def _start(instance, run) -> None:
 
 def check_guard(instance) -> None:
     assert isinstance(instance.run_coordinator, PartitionGuardRunCoordinator)
+    # the daemon looks at the queue every second (a sensor run's wait, bench/latency.py), and
+    # the concurrency block still sets the limits
+    assert instance.run_coordinator.dequeue_interval_seconds == 1
+    assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 4
     sensor = _submit(instance, SENSOR_TAGS)
     backfill = _submit(instance, BACKFILL_TAGS)
     other = _submit(instance, {"dagster/partition": OTHER_DAY})

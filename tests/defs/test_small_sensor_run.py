@@ -1,0 +1,89 @@
+"""A small day as the sensor asks for it: through the deployment's executor (not
+execute_in_process, which is always one process) with the sensor's run config, the run executes
+in one process and still goes from observables to write-back; and whichever mode it executes
+in, the executor holds the run's SQLite event-log database open (cti_assets/sqlite_hold.py)."""
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.test_utils import instance_for_test
+
+from tests.defs.test_pipeline import DAY, pipeline  # noqa: F401 (fixture)
+
+
+def enrichment_job() -> dg.JobDefinition:
+    from cti_assets.cli.runs import load_defs
+
+    return load_defs().resolve_job_def("enrichment")
+
+
+def _engine_messages(result) -> list[str]:
+    return [e.message or "" for e in result.all_events
+            if e.event_type == dg.DagsterEventType.ENGINE_EVENT]
+
+
+@pytest.mark.slow
+def test_a_small_day_runs_in_one_process_end_to_end(pipeline):  # noqa: F811
+    from cti_assets.defs.automation import IN_PROCESS_RUN, plan_sensor_tick
+    from cti_assets.sources.local import LocalStixStore
+    from cti_assets.storage.outputs import read_partition
+
+    store = LocalStixStore()
+    new = store.created_since(None, None, 10_000)
+    assert 0 < len(new) <= 200  # a small day: under CTI_SENSOR_IN_PROCESS_MAX's default
+    (request,), _, _ = plan_sensor_tick(None, new, datetime(2026, 11, 28, tzinfo=UTC))
+    assert request.partition_key == DAY and request.run_config == IN_PROCESS_RUN
+
+    with instance_for_test() as instance:
+        with dg.execute_job(dg.reconstructable(enrichment_job), instance,
+                            run_config=request.run_config,
+                            tags={**request.tags, "dagster/partition": DAY}) as result:
+            assert result.success
+            messages = _engine_messages(result)
+    assert any(m.startswith("Executing steps in process") for m in messages), messages
+    assert not any("multiprocess" in m.lower() for m in messages), messages
+
+    observables = read_partition("observables", DAY)
+    scores = read_partition("observable_scores", DAY)
+    assert sorted(scores["stix_id"]) == sorted(observables["stix_id"])
+    noted = {ref for note in store.all_objects(types=["note"])
+             for ref in note.get("object_refs") or []}
+    written = scores[scores["final_score"].notna()]["stix_id"]
+    assert len(written) >= 1 and set(written) <= noted  # every scored observable written back
+
+
+@dg.op
+def wal_after_a_close(context: dg.OpExecutionContext) -> bool:
+    """Write to this run's event-log database and close, as Dagster does for each event: does
+    the log survive the close (somebody else holds the database open)?"""
+    import sqlite3
+
+    shard = Path(context.instance.event_log_storage.path_for_shard(context.run_id))
+    conn = sqlite3.connect(shard)
+    conn.execute("CREATE TABLE IF NOT EXISTS probe (n INTEGER)")
+    conn.execute("INSERT INTO probe VALUES (1)")
+    conn.commit()
+    conn.close()
+    return Path(f"{shard}-wal").exists()
+
+
+def probe_job() -> dg.JobDefinition:
+    from cti_assets.definitions import run_executor
+
+    @dg.job(executor_def=run_executor())
+    def probe():
+        wal_after_a_close()
+
+    return probe
+
+
+@pytest.mark.parametrize("in_process", [True, False])
+def test_the_executor_holds_the_run_event_log_open(in_process):
+    with instance_for_test() as instance:
+        run_config = {"execution": {"config": {"in_process": in_process}}}
+        with dg.execute_job(dg.reconstructable(probe_job), instance,
+                            run_config=run_config) as result:
+            assert result.success
+            assert result.output_for_node("wal_after_a_close") is True
