@@ -22,7 +22,10 @@ TARGETS = {
     "rescore_peak_gb": ("re-scoring peak memory, GB", "<=", 2.0),
     "rescore_scale": ("re-scoring wall of the largest size / wall of 1M (10x the rows)", "<=",
                       10.5),
-    "latency_s": ("new observable imported -> write-back note, seconds", "<=", 60.0),
+    "latency_median_s": ("new observable in the source -> written back, median of 5, s", "<=",
+                         20.0),
+    "latency_worst_s": ("new observable in the source -> written back, worst of 5, s", "<=",
+                        30.0),
     "writeback_speedup": ("write-back: pycti sequential import wall / ours", ">=", 8.0),
     "writeback_lost_or_duplicated": ("write-back: objects lost or duplicated", "<=", 0),
 }
@@ -108,8 +111,12 @@ def figure_rows(results: dict) -> list[tuple[str, str, str, str]]:
         ("Re-scoring 1M observables: peak memory", _fmt(rescore.get("peak_gb"), " GB"),
          "<= 2 GB", verdict("rescore_peak_gb", rescore.get("peak_gb"))),
         *_scaling_rows(rescore),
-        ("Latency: import -> write-back (sensor on)", _fmt(latency.get("latency_s"), " s"),
-         "<= 60 s", verdict("latency_s", latency.get("latency_s"))),
+        ("Latency: new observable -> written back (sensor on), median of 5",
+         _fmt(latency.get("median_s"), " s"), "<= 20 s",
+         verdict("latency_median_s", latency.get("median_s"))),
+        ("Latency: new observable -> written back (sensor on), worst of 5",
+         _fmt(latency.get("worst_s", latency.get("latency_s")), " s"), "<= 30 s",
+         verdict("latency_worst_s", latency.get("worst_s", latency.get("latency_s")))),
         *_writeback_rows(writeback),
     ]
     return rows
