@@ -17,6 +17,7 @@ import shutil
 from collections import Counter
 from datetime import date, timedelta
 from pathlib import Path
+from unittest import mock
 
 from bench import workload
 from bench.sandbox_proc import SandboxProcess
@@ -127,19 +128,12 @@ def backfill(sandbox: SandboxProcess, folder: Path, days: int, pool: int, per_da
 
 
 def measure(args, scratch: Path) -> dict:
-    saved = {k: os.environ.get(k) for k in ("CTI_DATA_DIR", "DAGSTER_HOME")}
-    try:
+    with mock.patch.dict(os.environ):  # CTI_DATA_DIR, DAGSTER_HOME restored
         with SandboxProcess(latency_ms=0) as sandbox:
             print("  same partitions twice", flush=True)
             rep = repeat(sandbox, scratch / "repeat", per_day=max(20, args.n // 10))
             print("  30-day backfill", flush=True)
             back = backfill(sandbox, scratch / "backfill", days=30, pool=300, per_day=100)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     return {"repeat": rep, "backfill": back}
 
 

@@ -24,6 +24,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from unittest import mock
 
 from bench import workload
 from cti_assets import settings
@@ -267,14 +268,13 @@ def measure(args, scratch: Path) -> dict:
     from bench.sandbox_proc import SandboxProcess
     from cti_assets.cli import runs
 
-    saved = {k: os.environ.get(k) for k in ("CTI_DATA_DIR", "DAGSTER_HOME")}
     rates = job_rates({p: float(r) for p, r in args.rate_limits.items()})
     sizes = getattr(args, "job_sizes", None) or SIZES
     sample = getattr(args, "job_baseline_sample", None) or 100
     results: dict = {"latency_ms": args.latency_ms, "rates": rates, "sizes": {},
                      "executor": "multiprocess",
                      "max_concurrent_steps": settings.max_concurrent_steps()}
-    try:
+    with mock.patch.dict(os.environ):  # CTI_DATA_DIR, DAGSTER_HOME restored
         with SandboxProcess(args.latency_ms, rates) as sandbox:
             sandbox.configure({"daily_quota": {p: UNLIMITED_DAY for p in JOB_PROVIDERS}})
             print(f"  connector model on {sample} observables", flush=True)
@@ -292,12 +292,6 @@ def measure(args, scratch: Path) -> dict:
                 print(f"    lookups {size.get('lookup_wall_s')} s, run {size['run_wall_s']} s, "
                       f"bound {size['quota_bound_s']} s ({size['bound_provider']}), "
                       f"429s {size['sandbox_429_total']}, load {size['load_after']}", flush=True)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     return results
 
 

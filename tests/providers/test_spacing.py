@@ -38,6 +38,16 @@ def _redis_url() -> str | None:
         return None
 
 
+def _backend_url(backend: str) -> str:
+    """The Redis URL for the redis backend ("" for SQLite); skips when Redis is absent."""
+    if backend != "redis":
+        return ""
+    url = _redis_url()
+    if url is None:
+        pytest.skip("no Redis answering on 127.0.0.1:6379 (db 15)")
+    return url
+
+
 def test_interval_is_the_per_second_rate_with_headroom():
     assert spacing.interval_for(10.0) == pytest.approx(1 / (spacing.HEADROOM * 10))
     assert spacing.interval_for(0.0) is None and spacing.interval_for(None) is None
@@ -128,11 +138,7 @@ def _max_in_window(stamps: list[float], window: float) -> int:
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("redis", marks=pytest.mark.services)])
 def test_processes_together_never_exceed_the_rate_in_any_window(tmp_path, backend):
-    redis_url = ""
-    if backend == "redis":
-        redis_url = _redis_url() or ""
-        if not redis_url:
-            pytest.skip("no Redis answering on 127.0.0.1:6379 (db 15)")
+    redis_url = _backend_url(backend)
     prefix = f"test_{uuid.uuid4().hex[:8]}"
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
@@ -184,11 +190,7 @@ def _lookups(env: dict[str, str], limiter_path: str, redis_url: str, key_prefix:
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("redis", marks=pytest.mark.services)])
 def test_processes_get_no_429_from_a_sandbox_enforcing_the_rate(tmp_path, backend):
-    redis_url = ""
-    if backend == "redis":
-        redis_url = _redis_url() or ""
-        if not redis_url:
-            pytest.skip("no Redis answering on 127.0.0.1:6379 (db 15)")
+    redis_url = _backend_url(backend)
     prefix = f"test_{uuid.uuid4().hex[:8]}"
     ctx = multiprocessing.get_context("spawn")
     with ProviderSandbox(rate_limits={base.INTERNETDB: SANDBOX_RATE}) as sb:
