@@ -18,7 +18,6 @@ saw exhausted stops the others too.
 from __future__ import annotations
 
 import re
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -41,6 +40,7 @@ from pyrate_limiter.exceptions import BucketFullException, LimiterDelayException
 
 from cti_assets import settings as data_settings
 from cti_assets.providers import base, spacing
+from cti_assets.state.sqlite_wal import connect_wal
 
 if TYPE_CHECKING:
     import redis
@@ -86,10 +86,9 @@ class SqliteQuotaLedger:
 
     def __init__(self, path: Path, provider: str) -> None:
         self.provider = provider
-        self.conn = sqlite3.connect(path, timeout=30.0, check_same_thread=False)
+        self.conn = connect_wal(path, 30.0, check_same_thread=False)
         self.lock = threading.Lock()
         with self.lock:
-            self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.executescript(_LEDGER_SCHEMA)
 
     def mark(self, window: str, until_ts: float, reason: str) -> None:

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from cti_assets.state.sqlite_wal import connect_wal
+
 if TYPE_CHECKING:
     import redis
 
@@ -74,11 +76,9 @@ class SqliteSpacer:
         self.provider = provider
         self.interval = interval
         self.clock = clock
-        self.conn = sqlite3.connect(path, timeout=60.0, isolation_level=None,
-                                    check_same_thread=False)
+        self.conn = connect_wal(path, 60.0, isolation_level=None, check_same_thread=False)
         self.lock = threading.Lock()
         with self.lock:
-            self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.executescript(_SQLITE_SCHEMA)
 
