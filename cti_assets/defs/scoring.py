@@ -29,6 +29,7 @@ from cti_assets.defs.partitions import daily_partitions
 from cti_assets.defs.resources import SourceResource
 from cti_assets.providers import base
 from cti_assets.scoring.batched import ScoreSummary, merge_lookup_columns
+from cti_assets.scoring.context import MERGED_COLUMNS
 from cti_assets.scoring.model import MODEL_VERSION
 from cti_assets.sources.base import SourceError
 from cti_assets.storage.parquet import FrameBatches, StoredTable
@@ -109,12 +110,14 @@ def merged_enrichment(**inputs: StoredTable) -> FrameBatches:
     kinds={"pandas", "stix"},
     owners=owners("scoring"), tags=tags("scoring"),
     metadata=schema_metadata("threat_context"),
+    ins={"merged_enrichment": dg.AssetIn(
+        "merged_enrichment", metadata={"batched": True, "columns": MERGED_COLUMNS})},
 )
 def threat_context(
     context: dg.AssetExecutionContext,
     source: SourceResource,
     observables: pd.DataFrame,
-    merged_enrichment: pd.DataFrame,
+    merged_enrichment: StoredTable,
 ) -> pd.DataFrame:
     """Threat actors, intrusion sets, campaigns and malware each observable is linked to in the
     source (directly or through indicators), plus provider-reported names matched to them."""
@@ -128,7 +131,8 @@ def threat_context(
         entities = cti_source.threat_entities()
     except SourceError as error:
         raise dg.Failure(description=str(error), allow_retries=False) from None
-    frame = build_threat_context(observables, links, entities, merged_enrichment)
+    frame = build_threat_context(observables, links, entities,
+                                 merged_enrichment.frames(_batch_rows()))
     context.add_output_metadata(
         {
             **row_count(len(frame)),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,10 @@ NAME_SOURCES: tuple[tuple[str, str], ...] = (
     (OTX, "malware_families"),
     (OTX, "adversaries"),
 )
+# The merged table's columns threat context reads: the ids and each name source with its status.
+MERGED_COLUMNS: list[str] = ["stix_id", *dict.fromkeys(
+    name for provider, field in NAME_SOURCES
+    for name in (column(provider, "status"), column(provider, field)))]
 
 # Label segments too generic to name an entity on their own.
 GENERIC_SEGMENTS = frozenset(
@@ -73,9 +77,12 @@ def build_threat_context(
     observables: pd.DataFrame,
     links: list[ThreatLink],
     entities: list[ThreatEntity],
-    merged: pd.DataFrame | None,
+    merged: pd.DataFrame | Iterable[pd.DataFrame] | None,
 ) -> pd.DataFrame:
-    """One row per observable with its deduplicated threat links and per-type counts."""
+    """One row per observable with its deduplicated threat links and per-type counts.
+
+    `merged`: the merged enrichment whole or in slices of rows (only `MERGED_COLUMNS` are
+    read), so a large day's provider names are matched without the whole table in memory."""
     stix_ids = observables["stix_id"].astype(object).to_numpy()
     row_of: dict[str, list[int]] = {}
     for position, stix_id in enumerate(stix_ids):
@@ -95,13 +102,16 @@ def build_threat_context(
     known.update({link.entity.stix_id: link.entity for link in links})
     if merged is not None and known:
         index = _name_index(known.values())
-        merged_ids = merged["stix_id"].astype(object).to_numpy()
-        for provider, reported, entities_hit, merged_positions in _reported_names(merged, index):
-            for merged_pos in merged_positions:
-                for position in row_of.get(merged_ids[merged_pos], ()):
-                    for entity in entities_hit:
-                        add(position, _record(entity, "provider_name", None, None, provider,
-                                              reported))
+        matches: dict[str, list[ThreatEntity]] = {}
+        for part in [merged] if isinstance(merged, pd.DataFrame) else merged:
+            merged_ids = part["stix_id"].astype(object).to_numpy()
+            for provider, reported, entities_hit, merged_positions in _reported_names(
+                    part, index, matches):
+                for merged_pos in merged_positions:
+                    for position in row_of.get(merged_ids[merged_pos], ()):
+                        for entity in entities_hit:
+                            add(position, _record(entity, "provider_name", None, None,
+                                                  provider, reported))
     return _frame(observables, per_row)
 
 
@@ -152,10 +162,12 @@ def _match(reported: str, index: dict[str, list[ThreatEntity]]) -> list[ThreatEn
 
 def _reported_names(
     merged: pd.DataFrame, index: dict[str, list[ThreatEntity]],
+    matches: dict[str, list[ThreatEntity]],
 ) -> Iterator[tuple[str, str, list[ThreatEntity], np.ndarray]]:
     """(provider, reported name, matched entities, merged row positions) per matching name.
 
-    Names are matched once per distinct value; only rows with status ok are read.
+    Names are matched once per distinct value (`matches` keeps them across slices); only rows
+    with status ok are read.
     """
     for provider, field_name in NAME_SOURCES:
         name_col, status_col = column(provider, field_name), column(provider, "status")
@@ -168,7 +180,9 @@ def _reported_names(
         codes, uniques = pd.factorize(values.astype(str))
         positions = values.index.to_numpy()
         for code, name in enumerate(uniques):
-            entities_hit = _match(name, index)
+            if name not in matches:
+                matches[name] = _match(name, index)
+            entities_hit = matches[name]
             if entities_hit:
                 yield provider, name, entities_hit, np.unique(positions[codes == code])
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 
-from cti_assets.scoring.context import build_threat_context, normalise_name
+import pandas as pd
+
+from cti_assets.scoring.context import MERGED_COLUMNS, build_threat_context, normalise_name
 from cti_assets.sources.base import ThreatEntity, ThreatLink
+from cti_assets.storage.parquet import FrameBatches, StoredTable
 from tests.scoring.scoring_factories import Lookup, merged_rows, observable
 
 APT = ThreatEntity("intrusion-set--1", "intrusion-set", "Crimson Lynx", ("APT 99", "Red-Cat"))
@@ -62,6 +65,24 @@ def test_provider_names_match_names_and_aliases_exactly_after_normalising():
     assert context["n_known_links"].iloc[1] == 0
     assert not bool(context["linked"].iloc[2])  # no substring matches
     assert not bool(context["linked"].iloc[3])  # only answers with status ok count
+
+
+def test_merged_read_in_slices_of_its_name_columns_links_the_same(tmp_path):
+    merged = _merged([
+        {"greynoise": Lookup(fields={"name": "apt-99"})},
+        {"virustotal": Lookup(fields={"tags": ["HEODO"]})},
+        {},
+        {"virustotal": Lookup(fields={"threat_names": ["trojan.emotet/abc"]})},
+        {"greynoise": Lookup(fields={"name": "Mallory"})},
+    ])
+    path = tmp_path / "merged.parquet"
+    FrameBatches([merged.iloc[:2], merged.iloc[2:]]).write(path)
+    stored = StoredTable(path, MERGED_COLUMNS)
+    assert "stix_id" in stored.columns and len(stored.columns) < len(merged.columns)
+    whole = build_threat_context(merged, [], ENTITIES, merged)
+    sliced = build_threat_context(merged, [], ENTITIES, stored.frames(2))
+    pd.testing.assert_frame_equal(sliced, whole)
+    assert list(sliced["linked"]) == [True, True, False, True, True]
 
 
 def test_normalise_name_ignores_case_spaces_and_punctuation():
