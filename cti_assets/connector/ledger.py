@@ -9,7 +9,6 @@ of launching a second one. Rows go when their work has been reported.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 import uuid
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cti_assets.connector.request import EnrichmentRequest
+from cti_assets.state.sqlite_wal import connect_wal
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -58,8 +58,7 @@ class Ledger:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = connect_wal(path, timeout=30, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
 

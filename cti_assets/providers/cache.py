@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sqlite3
 import threading
 import time
 import zlib
@@ -31,6 +30,7 @@ from typing import Protocol
 from cti_assets import settings as data_settings
 from cti_assets.providers import base
 from cti_assets.providers.http import scrub_body, sha256_hex
+from cti_assets.state.sqlite_wal import connect_wal
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
@@ -124,10 +124,8 @@ class ResponseCache:
         self.bodies = bodies  # None: in this file's raw_bodies table
         self.holder = holder_id(self)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
+        self._conn = connect_wal(self.path, timeout=30.0, check_same_thread=False)
         with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA busy_timeout=30000")
             self._conn.executescript(_SCHEMA)
             columns = {row[1] for row in self._conn.execute("PRAGMA table_info(raw_bodies)")}
             if "encoding" not in columns:  # a cache file from before compression

@@ -18,6 +18,7 @@ from typing import Protocol
 import pandas as pd
 
 from cti_assets import settings
+from cti_assets.state.sqlite_wal import connect_wal
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deferred (
@@ -57,9 +58,7 @@ class DeferredLedger:
             db.execute(_SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
-        return db
+        return connect_wal(self.path, timeout=30)
 
     def record(self, provider: str, partition_key: str, lookups: pd.DataFrame) -> None:
         """Remember the deferred rows of a lookup table; forget the ones that got an answer."""

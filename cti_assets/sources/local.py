@@ -32,6 +32,7 @@ from cti_assets.sources.base import (
     ThreatLink,
     WriteStats,
 )
+from cti_assets.state.sqlite_wal import connect_wal
 
 # Every SCO is read as an observable; out-of-scope types end up `skipped` in the table.
 _ENTITY_TYPE_OF: dict[str, str] = {**STIX_TO_ENTITY_TYPE, **OUT_OF_SCOPE_STIX_TYPES}
@@ -144,13 +145,13 @@ class LocalStixStore:
     def _connect(self) -> Iterator[sqlite3.Connection]:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            opener = sqlite3.connect if self._schema_ready else connect_wal
+            connection = opener(self.path, timeout=30, isolation_level=None)
         except (OSError, sqlite3.Error) as error:
             raise SourceError(f"cannot open local STIX store {self.path}: {error}") from error
         try:
             connection.execute("PRAGMA busy_timeout = 30000")
             if not self._schema_ready:
-                connection.execute("PRAGMA journal_mode = WAL")
                 connection.executescript(_SCHEMA)
                 self._schema_ready = True
             connection.execute("PRAGMA synchronous = NORMAL")
