@@ -57,7 +57,10 @@ def merge_lookups(observables: pd.DataFrame, lookups: dict[str, pd.DataFrame | p
         added.update(_provider_columns(provider, lookups[provider], stix_ids))
     if not added:
         return base.copy()
-    return pd.concat([base, pd.DataFrame(added, index=base.index)], axis=1)
+    # The provider columns are new arrays made for this frame, and `base` is a copy already:
+    # neither needs copying again to be joined (two copies of every column otherwise).
+    return pd.concat([base, pd.DataFrame(added, index=base.index, copy=False)], axis=1,
+                     copy=False)
 
 
 def _provider_order(provider: str) -> int:
