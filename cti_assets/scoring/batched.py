@@ -57,13 +57,18 @@ def merge_batches(
     }
     in_order = _in_observables_order(observables, projected, rows)
     # Slices in order stay Arrow tables: merge_lookups takes their typed columns as they are.
+    # Their ids are the observables' (just compared), so they are not read a second time: each
+    # slice gets the observables' ids of its rows instead.
     slices: dict[str, Iterator[pa.Table] | pd.DataFrame] = {
-        provider: table.tables_ahead(rows) if provider in in_order else table.read()
+        provider: table.project([c for c in table.columns if c != "stix_id"]).tables_ahead(rows)
+        if provider in in_order else table.read()
         for provider, table in projected.items()
     }
     for frame in observables.frames(rows):
+        ids = pa.chunked_array([_single_array(pa.array(frame["stix_id"], from_pandas=True))])
         batch: dict[str, pd.DataFrame | pa.Table] = {
-            provider: source if isinstance(source, pd.DataFrame) else next(source)
+            provider: source if isinstance(source, pd.DataFrame)
+            else next(source).append_column("stix_id", ids)
             for provider, source in slices.items()
         }
         yield merge_lookups(frame, batch)
