@@ -77,11 +77,13 @@ def merge_batches(
 def _in_observables_order(observables: StoredTable, tables: dict[str, StoredTable],
                           rows: int) -> set[str]:
     """The tables holding the observables' stix_ids in their order: the ids of all of them
-    read side by side a slice at a time, the observables' once."""
+    read side by side a slice at a time, the observables' once. Each table's next slice of ids
+    is decoded on a thread of its own while this one compares (merging waits for the answer)."""
     same = {name for name, table in tables.items()
             if "stix_id" in table.columns and table.num_rows == observables.num_rows}
-    streams = {name: tables[name].project(["stix_id"]).tables(rows) for name in same}
-    for mine in observables.project(["stix_id"]).tables(rows):
+    streams = {name: tables[name].project(["stix_id"]).tables_ahead(rows)
+               for name in same}
+    for mine in observables.project(["stix_id"]).tables_ahead(rows):
         if not same:
             break
         ids = _single_array(mine.column("stix_id"))
