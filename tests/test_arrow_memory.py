@@ -26,8 +26,16 @@ POOL_OF_A_CHILD = (
 )
 
 
+DECAY_OF_A_CHILD = (
+    "import cti_assets, subprocess, sys; print(subprocess.run([sys.executable, '-c', "
+    "'import os; print(os.environ[\"JE_ARROW_MALLOC_CONF\"])'], "
+    "capture_output=True, text=True, check=True).stdout.strip())"
+)
+
+
 def _pool(code: str, **env: str) -> str:
-    environ = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("ARROW_DEFAULT_MEMORY_POOL", "JE_ARROW_MALLOC_CONF")}
     environ.update(env, PYTHONPATH=str(REPO))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=environ, cwd=REPO, timeout=120)
@@ -58,3 +66,11 @@ def test_arrow_allocates_from_jemalloc(code):
 def test_an_operators_choice_is_kept():
     assert _pool(POOL_WHEN_PYARROW_CAME_FIRST, ARROW_DEFAULT_MEMORY_POOL="system") == "system"
     assert _pool(POOL_AFTER_OUR_IMPORT, ARROW_DEFAULT_MEMORY_POOL="system") == "system"
+
+
+def test_freed_pages_are_kept_a_while_here_and_in_children():
+    assert _pool(DECAY_OF_A_CHILD) == "dirty_decay_ms:5000,muzzy_decay_ms:5000"
+
+
+def test_an_operators_jemalloc_settings_are_kept():
+    assert _pool(DECAY_OF_A_CHILD, JE_ARROW_MALLOC_CONF="dirty_decay_ms:0") == "dirty_decay_ms:0"

@@ -57,13 +57,18 @@ def merge_batches(
     }
     in_order = _in_observables_order(observables, projected, rows)
     # Slices in order stay Arrow tables: merge_lookups takes their typed columns as they are.
+    # Their ids are the observables' (just compared), so they are not read a second time: each
+    # slice gets the observables' ids of its rows instead.
     slices: dict[str, Iterator[pa.Table] | pd.DataFrame] = {
-        provider: table.tables_ahead(rows) if provider in in_order else table.read()
+        provider: table.project([c for c in table.columns if c != "stix_id"]).tables_ahead(rows)
+        if provider in in_order else table.read()
         for provider, table in projected.items()
     }
     for frame in observables.frames(rows):
+        ids = pa.chunked_array([_single_array(pa.array(frame["stix_id"], from_pandas=True))])
         batch: dict[str, pd.DataFrame | pa.Table] = {
-            provider: source if isinstance(source, pd.DataFrame) else next(source)
+            provider: source if isinstance(source, pd.DataFrame)
+            else next(source).append_column("stix_id", ids)
             for provider, source in slices.items()
         }
         yield merge_lookups(frame, batch)
@@ -72,11 +77,13 @@ def merge_batches(
 def _in_observables_order(observables: StoredTable, tables: dict[str, StoredTable],
                           rows: int) -> set[str]:
     """The tables holding the observables' stix_ids in their order: the ids of all of them
-    read side by side a slice at a time, the observables' once."""
+    read side by side a slice at a time, the observables' once. Each table's next slice of ids
+    is decoded on a thread of its own while this one compares (merging waits for the answer)."""
     same = {name for name, table in tables.items()
             if "stix_id" in table.columns and table.num_rows == observables.num_rows}
-    streams = {name: tables[name].project(["stix_id"]).tables(rows) for name in same}
-    for mine in observables.project(["stix_id"]).tables(rows):
+    streams = {name: tables[name].project(["stix_id"]).tables_ahead(rows)
+               for name in same}
+    for mine in observables.project(["stix_id"]).tables_ahead(rows):
         if not same:
             break
         ids = _single_array(mine.column("stix_id"))

@@ -57,7 +57,10 @@ def merge_lookups(observables: pd.DataFrame, lookups: dict[str, pd.DataFrame | p
         added.update(_provider_columns(provider, lookups[provider], stix_ids))
     if not added:
         return base.copy()
-    return pd.concat([base, pd.DataFrame(added, index=base.index)], axis=1)
+    # The provider columns are new arrays made for this frame, and `base` is a copy already:
+    # neither needs copying again to be joined (two copies of every column otherwise).
+    return pd.concat([base, pd.DataFrame(added, index=base.index, copy=False)], axis=1,
+                     copy=False)
 
 
 def _provider_order(provider: str) -> int:
@@ -105,16 +108,39 @@ def _arrow_columns(provider: str, table: pa.Table) -> dict[str, pd.api.extension
     """`_provider_columns` of a lookup slice in the observables' order, read as Arrow: the
     lookup columns made pandas as a frame of their own (as a whole slice's frame would make
     them), the typed fields taken from the Arrow columns as pandas would have handed them on."""
-    present = [meta for meta in MERGED_LOOKUP_COLUMNS if meta in table.column_names]
-    metas = to_frame(table.select(present))
+    direct = {meta for meta, dtype in MERGED_LOOKUP_COLUMNS.items()
+              if meta in table.column_names and table.schema.field(meta).type == _STORED[dtype]}
+    present = [meta for meta in MERGED_LOOKUP_COLUMNS
+               if meta in table.column_names and meta not in direct]
+    metas = to_frame(table.select(present)) if present else None
     out: dict[str, pd.api.extensions.ExtensionArray] = {}
     for meta, dtype in MERGED_LOOKUP_COLUMNS.items():
-        source = metas[meta] if meta in present else pd.Series(None, index=metas.index)
+        if meta in direct:
+            out[column(provider, meta)] = _stored_meta_array(table.column(meta), dtype)
+            continue
+        source = (metas[meta] if metas is not None and meta in present
+                  else pd.Series(None, index=pd.RangeIndex(table.num_rows)))
         out[column(provider, meta)] = _meta_array(source, dtype, None)
     for name, dtype in PROVIDER_FIELDS[provider].items():
         stored = column(provider, name)
         out[stored] = pandas_array(stored_field(table.column(stored), dtype, stored), dtype)
     return out
+
+
+# The Arrow types the lookup assets store the lookup columns as: such a column becomes the same
+# pandas array as `_meta_array` makes of it, without a pandas frame of it first.
+_STORED = {"string": pa.string(), "boolean": pa.bool_(),
+           "datetime64[ns, UTC]": pa.timestamp("ns", "UTC")}
+
+
+def _stored_meta_array(stored: pa.ChunkedArray, dtype: str) -> pd.api.extensions.ExtensionArray:
+    """`_meta_array` of a lookup column read as `_STORED[dtype]`, taken from Arrow."""
+    values = stored.combine_chunks()
+    if dtype == "string":
+        return pd.arrays.ArrowStringArray(values)
+    if dtype == "boolean":
+        return pd.array(values.to_pandas(), dtype="boolean")
+    return values.to_pandas().array
 
 
 def _same_order(stix_ids: pa.Array, lookup_ids: pa.Array) -> bool:
