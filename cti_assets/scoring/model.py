@@ -332,39 +332,42 @@ def _explanations(
         parts.append((link_rows, lambda: text.cat("linked to ", summary[link_rows].astype(str))))
     for index, hit in enumerate(hits):
         if hit.kind in CAP_KINDS:
+            # The binding and the other rows as two parts side by side: each row is in one, so
+            # its texts keep their order, and each text is built only for the rows that show it.
             binding = capped[hit.rows] & (cap_hit[hit.rows] == index)
             note = " (benign)" if hit.kind == BENIGN_KIND else " (shared infrastructure)"
-            parts.append((hit.rows, lambda hit=hit, binding=binding, note=note: text.where(
-                binding,
-                text.cat("capped at ", text.ints(hit.amount), " by ", hit.phrase),
-                text.cat(hit.phrase, note),
-            )))
+            parts.append((hit.rows[binding], lambda hit=hit, binding=binding: text.cat(
+                "capped at ", text.ints(hit.amount[binding]), " by ",
+                hit.phrase.filter(pa.array(binding)))))
+            parts.append((hit.rows[~binding], lambda hit=hit, binding=binding, note=note: text.cat(
+                hit.phrase.filter(pa.array(~binding)), note)))
     for hit in hits:
         if hit.kind == LABEL_KIND:
             parts.append((hit.rows, lambda hit=hit: text.cat("label: ", hit.phrase)))
     has_gaps = pc.not_equal(gaps, pa.scalar("", text.LARGE)).to_numpy(zero_copy_only=False)
     gap_rows = np.flatnonzero(has_gaps & view.scored)
-    heads = text.cat(text.labels(verdict), " (", text.ints(score), "/100, confidence ",
-                     text.ints(confidence), "): ")
-    rejected = np.flatnonzero(~view.scored)
-    # Every scored row starts with its head; rejected rows are only their rejection sentence.
-    rows = [np.flatnonzero(view.scored)] + [r for r, _ in parts] + [gap_rows, rejected]
-
+    scored = np.flatnonzero(view.scored)
     has_evidence = np.zeros(view.size, dtype=bool)
     for part_rows, _ in parts:
         has_evidence[part_rows] = True
+    bare = np.flatnonzero(view.scored & ~has_evidence)
+    rejected = np.flatnonzero(~view.scored)
+    # Every scored row starts with its head (then, without evidence, a note that it has none);
+    # rejected rows are only their rejection sentence.
+    rows = [scored, bare] + [r for r, _ in parts] + [gap_rows, rejected]
 
     def build(index: int, position: np.ndarray, last: np.ndarray) -> pa.Array:
         if index == 0:
-            head = heads.take(pa.array(rows[0]))
-            bare = ~has_evidence[rows[0]]
-            return text.where(bare, text.cat(head, "no malicious or benign evidence"), head)
+            return text.cat(text.labels(verdict[scored]), " (", text.ints(score[scored]),
+                            "/100, confidence ", text.ints(confidence[scored]), "): ")
+        if index == 1:
+            return text.const("no malicious or benign evidence", bare.size)
         if index == len(rows) - 1:
-            return text.cat("unknown (no score): ", view.unscored_sentences()[rejected])
+            return text.cat("unknown (no score): ", view.unscored_sentences(rejected))
         if index == len(rows) - 2:
             return text.cat("; not answered: ", gaps.take(pa.array(gap_rows)))
         separator = text.where(position == 1, "", "; ")  # nothing right after the head
-        source = parts[index - 1][1]
+        source = parts[index - 2][1]
         return text.cat(separator, source() if callable(source) else source)
 
     return text.join_rows(view.size, rows, build, "")
