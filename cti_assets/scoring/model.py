@@ -101,8 +101,7 @@ def score_frame(
         )
         columns = _unscored_columns(view, summary)
         components, explanation = components.result(), explanation.result()
-    score_values = pd.array(score, dtype="Int64")
-    score_values[~view.scored] = pd.NA
+    score_values = _whole_numbers(score, ~view.scored)
     return _output(columns, score_values, confidence, verdict, components, explanation)
 
 
@@ -405,13 +404,20 @@ def _unscored_columns(
     return columns
 
 
+def _whole_numbers(values: np.ndarray, missing: np.ndarray) -> pd.arrays.IntegerArray:
+    """Floats that are whole numbers (floored) as Int64, null where `missing` or NaN: straight
+    from the arrays, without pandas' checks of each value."""
+    missing = missing | np.isnan(values)
+    return pd.arrays.IntegerArray(np.where(missing, 0, values).astype(np.int64), missing)
+
+
 def _output(columns: dict[str, pd.api.extensions.ExtensionArray],
             score: pd.api.extensions.ExtensionArray, confidence: np.ndarray,
             verdict: np.ndarray, components: pa.ListArray, explanation: pa.Array,
             ) -> pd.DataFrame:
     scored = {
         "score": score,
-        "confidence": pd.array(confidence, dtype="Int64"),
+        "confidence": _whole_numbers(confidence, np.zeros(confidence.size, dtype=bool)),
         "verdict": text.to_pandas(text.labels(verdict)),
         "components": pd.arrays.ArrowExtensionArray(components),
         "explanation": text.to_pandas(explanation),
