@@ -307,12 +307,11 @@ def _digests(view: View, hits: list[Hit], part: np.ndarray, row: np.ndarray) -> 
     providers = list(dict.fromkeys(hit.provider for hit in hits))
     column_of_part = np.array([providers.index(hit.provider) for hit in hits] + [-1])
     column_of = column_of_part[np.minimum(part, len(hits))]
-    stored = pa.chunked_array(
+    # One array, not chunks: a take from chunks costs more and hands back chunks to join.
+    stored = pa.concat_arrays(
         [chunk.cast(pa.string()) for p in providers
-         for chunk in view.chunks(column(p, "raw_digest"))] or [pa.nulls(0, pa.string())],
-        type=pa.string())
-    picked = stored.take(pa.array(column_of * view.size + row, mask=column_of < 0))
-    return picked.combine_chunks() if isinstance(picked, pa.ChunkedArray) else picked
+         for chunk in view.chunks(column(p, "raw_digest"))] or [pa.nulls(0, pa.string())])
+    return stored.take(pa.array(column_of * view.size + row, mask=column_of < 0))
 
 
 def _explanations(
