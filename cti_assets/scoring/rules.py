@@ -313,10 +313,11 @@ def _virustotal(v: View, w: ScoringWeights) -> list[Hit]:
         return (text_values.str.contains(keywords, regex=True)
                 & ~text_values.str.contains(excluded, regex=True))
 
-    matched, first = _first_item(v, p, "categories", malice)
+    matched, code, categories = _first_codes(v, p, "categories", malice)
+    category_json = json_text(categories)
     hits.append(_hit("vt_category", p, "categories", matched, w.vt_category_weight,
-                     lambda r: json_text(first[r]),
-                     lambda r: cat("VirusTotal category ", json_text(first[r]))))
+                     _by_code(category_json, code),
+                     _by_code(cat("VirusTotal category ", category_json), code)))
     age = _age_days(v, p, "creation_date")
     very_young = age <= w.very_young_days
     hits.append(_hit("young_name", p, "creation_date", age <= w.young_days,
@@ -446,14 +447,14 @@ def _shodan(v: View, w: ScoringWeights) -> list[Hit]:
         if not v.has(p):
             continue
         label = PROVIDER_LABELS[p]
-        matched, first = _first_item(v, p, "tags",
-                                     lambda s: s.astype(str).str.casefold().isin(tags))
+        matched, code, values = _first_codes(v, p, "tags",
+                                             lambda s: s.astype(str).str.casefold().isin(tags))
         matched &= ~taken_tag
         taken_tag |= matched
+        value_json = json_text(values)
         hits.append(_hit("shodan_tag", p, "tags", matched, w.shodan_tag_weight,
-                         lambda r, first=first: json_text(first[r]),
-                         lambda r, first=first, label=label: cat(label, " tag ",
-                                                                 json_text(first[r]))))
+                         _by_code(value_json, code),
+                         _by_code(cat(label, " tag ", value_json), code)))
         count = _item_count(v, p, "vulns")
         exposed = (count > 0) & ~taken_vulns
         taken_vulns |= exposed
@@ -464,27 +465,26 @@ def _shodan(v: View, w: ScoringWeights) -> list[Hit]:
                              ints(count[r]), _plural(count[r], " known vulnerability",
                                                      " known vulnerabilities"),
                              " exposed (", label, ")")))
-        shared, kind = _first_item(v, p, "tags",
-                                   lambda s: s.astype(str).str.casefold().isin({"cdn", "cloud"}))
+        shared, code, values = _first_codes(
+            v, p, "tags", lambda s: s.astype(str).str.casefold().isin({"cdn", "cloud"}))
         shared &= ~taken_shared
         taken_shared |= shared
+        value_json = json_text(values)
         hits.append(_hit("shared_infra", p, "tags", shared, w.shared_infra_cap,
-                         lambda r, kind=kind: json_text(kind[r]),
-                         lambda r, kind=kind, label=label: cat(label, " tag ",
-                                                               json_text(kind[r]))))
+                         _by_code(value_json, code),
+                         _by_code(cat(label, " tag ", value_json), code)))
         hits.append(_label_tags(v, p))
     return hits
 
 
 def _label_tags(v: View, p: str) -> Hit:
     """The first provider tag that is a labelled fact (Tor, VPN, proxy, scanner, cloud, CDN)."""
-    matched, first = _first_item(v, p, "tags",
-                                 lambda s: s.astype(str).str.casefold().isin(set(LABEL_TAGS)))
-    label_of = np.full(v.size, "", dtype=object)
-    label_of[matched] = pd.Series(first[matched], dtype=object).astype(str).str.casefold().map(
-        LABEL_TAGS).fillna("").to_numpy(dtype=object)
-    return _hit("label", p, "tags", matched, 0.0, lambda r: json_text(first[r]),
-                lambda r: cat(label_of[r], " (", PROVIDER_LABELS[p], " tag)"))
+    matched, code, tags = _first_codes(
+        v, p, "tags", lambda s: s.astype(str).str.casefold().isin(set(LABEL_TAGS)))
+    labels = pd.Series(tags, dtype=object).astype(str).str.casefold().map(LABEL_TAGS).fillna(
+        "").to_numpy(dtype=object)
+    return _hit("label", p, "tags", matched, 0.0, _by_code(json_text(tags), code),
+                _by_code(cat(labels, " (", PROVIDER_LABELS[p], " tag)"), code))
 
 
 def _network_context(v: View, w: ScoringWeights) -> list[Hit]:
@@ -766,19 +766,33 @@ def _first_item(v: View, provider: str, name: str, predicate: Callable[[pd.Serie
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Rows with a list item satisfying `predicate`, and that first item per row. The
     predicate sees each distinct item once."""
-    items = v.items(provider, name)
-    matched = np.zeros(v.size, dtype=bool)
+    matched, code, values = _first_codes(v, provider, name, predicate)
     first = np.full(v.size, None, dtype=object)
+    first[matched] = values[code[matched]]
+    return matched, first
+
+
+def _first_codes(v: View, provider: str, name: str, predicate: Callable[[pd.Series], pd.Series],
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`_first_item` as codes: the rows matched, per row its first item's index into the
+    distinct items (-1 for none), and the distinct items; texts of an item are then made once
+    per distinct item and taken by code, not made again for every row."""
+    items = v.items(provider, name)
+    code = np.full(v.size, -1, dtype=np.int64)
     if not items.rows.size:
-        return matched, first
+        return code >= 0, code, items.values
     accepted = predicate(pd.Series(items.values, dtype=object)).fillna(False).to_numpy(bool)
     hit = accepted[items.codes]
     rows, codes = items.rows[hit], items.codes[hit]
     leading = np.ones(rows.size, dtype=bool)
     leading[1:] = rows[1:] != rows[:-1]
-    matched[rows[leading]] = True
-    first[rows[leading]] = items.values[codes[leading]]
-    return matched, first
+    code[rows[leading]] = codes[leading]
+    return code >= 0, code, items.values
+
+
+def _by_code(texts: pa.Array, code: np.ndarray) -> Callable[[np.ndarray], pa.Array]:
+    """The text of each fired row's item, from one text per distinct item."""
+    return lambda rows: texts.take(pa.array(code[rows]))
 
 
 def _item_count(v: View, provider: str, name: str) -> np.ndarray:
