@@ -403,8 +403,13 @@ def _greynoise(v: View, w: ScoringWeights) -> list[Hit]:
     if not v.has(p):
         return []
     classification = v.text(p, "classification")
-    unknown = pd.isna(classification) | (classification == "unknown")
-    weight = np.select([classification == "malicious", classification == "suspicious"],
+    ok = v.ok(p)
+
+    def classified(value: str) -> np.ndarray:  # compared once per distinct value
+        return v.equals(column(p, "classification"), value) & ok
+
+    unknown = ~ok | (v.codes(column(p, "classification"))[0] < 0) | classified("unknown")
+    weight = np.select([classified("malicious"), classified("suspicious")],
                        [w.gn_malicious_weight, w.gn_suspicious_weight], 0.0)
     name = v.text(p, "name")
 
@@ -414,10 +419,13 @@ def _greynoise(v: View, w: ScoringWeights) -> list[Hit]:
         return where(named, cat(" (", np.where(named, names, ""), ")"), "")
 
     trust = v.text(p, "trust_level")
-    trust_text = np.where(pd.isna(trust), "", trust).astype(str).astype(object)
+    # The trust level's cap and note per distinct level ("" for none), taken by row.
+    trust_codes, levels = v.codes(column(p, "trust_level"))
+    level = np.where(ok & (trust_codes >= 0), trust_codes, len(levels))
+    trust_text = np.append(np.where(pd.isna(levels), "", levels).astype(str), "").astype(object)
     cap = np.select([trust_text == "1", trust_text == "2", trust_text == ""],
                     [w.gn_riot_trust1_cap, w.gn_riot_trust2_cap, w.gn_riot_community_cap],
-                    np.inf)
+                    np.inf)[level]
     trust_note = where(trust_text == "", " (Community: no trust level)",
                        cat(" trust level ", trust_text))
     return [
@@ -429,8 +437,8 @@ def _greynoise(v: View, w: ScoringWeights) -> list[Hit]:
              "GreyNoise sees it scanning the internet (classification unknown)"),
         _hit("gn_riot", p, "trust_level", v.flag(p, "riot") & ~np.isinf(cap), cap,
              lambda r: json_text(trust[r]),
-             lambda r: cat("GreyNoise RIOT", trust_note.take(pa.array(r)), name_note(r))),
-        _hit("gn_benign", p, "classification", classification == "benign", w.gn_benign_cap,
+             lambda r: cat("GreyNoise RIOT", trust_note.take(pa.array(level[r])), name_note(r))),
+        _hit("gn_benign", p, "classification", classified("benign"), w.gn_benign_cap,
              '"benign"', lambda r: cat("GreyNoise classifies it benign", name_note(r))),
         _hit("label", p, "noise", v.flag(p, "noise"), 0.0, "true",
              "scanner (GreyNoise sees it scanning the internet)"),
