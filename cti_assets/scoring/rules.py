@@ -372,27 +372,24 @@ def _abuseipdb(v: View, w: ScoringWeights) -> list[Hit]:
     hits = [_hit("abuse_confidence", p, "abuse_confidence_score", (confidence > 0) & (amount > 0),
                  amount, lambda r: ints(confidence[r]), confidence_phrase)]
     strong = {int(c) for c in w.abuse_strong_categories}
-    matched, first = _first_item(v, p, "categories",
-                                 lambda s: pd.to_numeric(s, errors="coerce").isin(strong))
-
-    def category_phrase(rows: np.ndarray) -> pa.Array:
-        ids = pd.to_numeric(pd.Series(first[rows], dtype=object), errors="coerce")
-        titles = ids.map(ABUSE_CATEGORY_NAMES).fillna("?").to_numpy(dtype=object)
-        return cat("AbuseIPDB category ", ints(ids.to_numpy(float)), " (", titles, ")")
-
+    matched, code, categories = _first_codes(
+        v, p, "categories", lambda s: pd.to_numeric(s, errors="coerce").isin(strong))
+    ids = pd.to_numeric(pd.Series(categories, dtype=object), errors="coerce")
+    titles = ids.map(ABUSE_CATEGORY_NAMES).fillna("?").to_numpy(dtype=object)
+    category_phrase = cat("AbuseIPDB category ", ints(ids.to_numpy(float)), " (", titles, ")")
     hits.append(_hit("abuse_category", p, "categories", matched & ~whitelisted,
-                     w.abuse_category_weight * decay, lambda r: json_text(first[r]),
-                     category_phrase))
+                     w.abuse_category_weight * decay, _by_code(json_text(categories), code),
+                     _by_code(category_phrase, code)))
     hits.append(_hit("abuse_whitelisted", p, "is_whitelisted", whitelisted,
                      w.abuse_whitelisted_cap, "true", "AbuseIPDB whitelisted"))
-    usage = v.text(p, "usage_type")
+    usage_codes, usages = v.codes(column(p, "usage_type"))  # fired rows have a usage type
+    usage_json = json_text(usages)
     for rule, kinds, cap in (("abuse_benign_usage", w.abuse_benign_usage_types,
                               w.abuse_benign_usage_cap),
                              ("shared_infra", w.abuse_shared_usage_types, w.shared_infra_cap)):
         hits.append(_hit(rule, p, "usage_type", v.isin(column(p, "usage_type"), kinds) & v.ok(p),
-                         cap,
-                         lambda r: json_text(usage[r]),
-                         lambda r: cat("AbuseIPDB usage type ", json_text(usage[r]))))
+                         cap, _by_code(usage_json, usage_codes),
+                         _by_code(cat("AbuseIPDB usage type ", usage_json), usage_codes)))
     hits.append(_hit("label", p, "is_tor", v.flag(p, "is_tor"), 0.0, "true",
                      "Tor exit (AbuseIPDB)"))
     return hits
