@@ -499,8 +499,13 @@ def _network_context(v: View, w: ScoringWeights) -> list[Hit]:
     bigram, length = v.num(p, "label_bigram_score"), v.num(p, "label_length")
     random_label = (bigram <= w.nc_random_max_score) & (length >= w.nc_random_min_length)
     range_name = v.text(p, "range_name")
-    range_text = np.where(pd.isna(range_name), "special-use", range_name).astype(object)
-    lookalike = v.text(p, "lookalike_of")
+
+    def range_text(rows: np.ndarray) -> np.ndarray:  # only for the special-use rows
+        return np.where(pd.isna(range_name[rows]), "special-use", range_name[rows]).astype(object)
+
+    # A look-alike's texts made once per distinct popular name, taken by row.
+    lookalike_codes, lookalikes = v.codes(column(p, "lookalike_of"))
+    imitates = v.ok(p) & (lookalike_codes >= 0)
     is_url = v.equals("entity_type", "Url") & v.ok(p)
     payload = np.zeros(v.size, dtype=bool)
     if is_url.any():
@@ -511,9 +516,9 @@ def _network_context(v: View, w: ScoringWeights) -> list[Hit]:
     return [
         _hit("nc_confusables", p, "has_confusables", v.flag(p, "has_confusables"),
              w.nc_confusables_weight, "true", "name uses look-alike (confusable) characters"),
-        _hit("nc_lookalike", p, "lookalike_of", ~pd.isna(lookalike), w.nc_lookalike_weight,
-             lambda r: json_text(lookalike[r]),
-             lambda r: cat("name imitates the popular name ", lookalike[r])),
+        _hit("nc_lookalike", p, "lookalike_of", imitates, w.nc_lookalike_weight,
+             _by_code(json_text(lookalikes), lookalike_codes),
+             _by_code(cat("name imitates the popular name ", lookalikes), lookalike_codes)),
         _hit("nc_random_label", p, "label_bigram_score", random_label, w.nc_random_weight,
              lambda r: decimal1(bigram[r]),
              lambda r: cat("random-looking label (", ints(length[r]),
@@ -527,8 +532,8 @@ def _network_context(v: View, w: ScoringWeights) -> list[Hit]:
         _hit("nc_url_payload", p, "normalized_value", payload, w.nc_url_payload_weight, "true",
              "URL path of a bot payload drop"),
         _hit("special_use", p, "is_special_use", v.special_use(), w.special_use_cap,
-             lambda r: json_text(range_text[r]),
-             lambda r: cat("special-use address or name (", range_text[r], ")")),
+             lambda r: json_text(range_text(r)),
+             lambda r: cat("special-use address or name (", range_text(r), ")")),
         *_infrastructure(v, w),
     ]
 
