@@ -101,8 +101,7 @@ def score_frame(
         )
         columns = _unscored_columns(view, summary)
         components, explanation = components.result(), explanation.result()
-    score_values = pd.array(score, dtype="Int64")
-    score_values[~view.scored] = pd.NA
+    score_values = _whole_numbers(score, ~view.scored)
     return _output(columns, score_values, confidence, verdict, components, explanation)
 
 
@@ -308,12 +307,11 @@ def _digests(view: View, hits: list[Hit], part: np.ndarray, row: np.ndarray) -> 
     providers = list(dict.fromkeys(hit.provider for hit in hits))
     column_of_part = np.array([providers.index(hit.provider) for hit in hits] + [-1])
     column_of = column_of_part[np.minimum(part, len(hits))]
-    stored = pa.chunked_array(
+    # One array, not chunks: a take from chunks costs more and hands back chunks to join.
+    stored = pa.concat_arrays(
         [chunk.cast(pa.string()) for p in providers
-         for chunk in view.chunks(column(p, "raw_digest"))] or [pa.nulls(0, pa.string())],
-        type=pa.string())
-    picked = stored.take(pa.array(column_of * view.size + row, mask=column_of < 0))
-    return picked.combine_chunks() if isinstance(picked, pa.ChunkedArray) else picked
+         for chunk in view.chunks(column(p, "raw_digest"))] or [pa.nulls(0, pa.string())])
+    return stored.take(pa.array(column_of * view.size + row, mask=column_of < 0))
 
 
 def _explanations(
@@ -332,39 +330,42 @@ def _explanations(
         parts.append((link_rows, lambda: text.cat("linked to ", summary[link_rows].astype(str))))
     for index, hit in enumerate(hits):
         if hit.kind in CAP_KINDS:
+            # The binding and the other rows as two parts side by side: each row is in one, so
+            # its texts keep their order, and each text is built only for the rows that show it.
             binding = capped[hit.rows] & (cap_hit[hit.rows] == index)
             note = " (benign)" if hit.kind == BENIGN_KIND else " (shared infrastructure)"
-            parts.append((hit.rows, lambda hit=hit, binding=binding, note=note: text.where(
-                binding,
-                text.cat("capped at ", text.ints(hit.amount), " by ", hit.phrase),
-                text.cat(hit.phrase, note),
-            )))
+            parts.append((hit.rows[binding], lambda hit=hit, binding=binding: text.cat(
+                "capped at ", text.ints(hit.amount[binding]), " by ",
+                hit.phrase.filter(pa.array(binding)))))
+            parts.append((hit.rows[~binding], lambda hit=hit, binding=binding, note=note: text.cat(
+                hit.phrase.filter(pa.array(~binding)), note)))
     for hit in hits:
         if hit.kind == LABEL_KIND:
             parts.append((hit.rows, lambda hit=hit: text.cat("label: ", hit.phrase)))
     has_gaps = pc.not_equal(gaps, pa.scalar("", text.LARGE)).to_numpy(zero_copy_only=False)
     gap_rows = np.flatnonzero(has_gaps & view.scored)
-    heads = text.cat(text.labels(verdict), " (", text.ints(score), "/100, confidence ",
-                     text.ints(confidence), "): ")
-    rejected = np.flatnonzero(~view.scored)
-    # Every scored row starts with its head; rejected rows are only their rejection sentence.
-    rows = [np.flatnonzero(view.scored)] + [r for r, _ in parts] + [gap_rows, rejected]
-
+    scored = np.flatnonzero(view.scored)
     has_evidence = np.zeros(view.size, dtype=bool)
     for part_rows, _ in parts:
         has_evidence[part_rows] = True
+    bare = np.flatnonzero(view.scored & ~has_evidence)
+    rejected = np.flatnonzero(~view.scored)
+    # Every scored row starts with its head (then, without evidence, a note that it has none);
+    # rejected rows are only their rejection sentence.
+    rows = [scored, bare] + [r for r, _ in parts] + [gap_rows, rejected]
 
     def build(index: int, position: np.ndarray, last: np.ndarray) -> pa.Array:
         if index == 0:
-            head = heads.take(pa.array(rows[0]))
-            bare = ~has_evidence[rows[0]]
-            return text.where(bare, text.cat(head, "no malicious or benign evidence"), head)
+            return text.cat(text.labels(verdict[scored]), " (", text.ints(score[scored]),
+                            "/100, confidence ", text.ints(confidence[scored]), "): ")
+        if index == 1:
+            return text.const("no malicious or benign evidence", bare.size)
         if index == len(rows) - 1:
-            return text.cat("unknown (no score): ", view.unscored_sentences()[rejected])
+            return text.cat("unknown (no score): ", view.unscored_sentences(rejected))
         if index == len(rows) - 2:
             return text.cat("; not answered: ", gaps.take(pa.array(gap_rows)))
         separator = text.where(position == 1, "", "; ")  # nothing right after the head
-        source = parts[index - 1][1]
+        source = parts[index - 2][1]
         return text.cat(separator, source() if callable(source) else source)
 
     return text.join_rows(view.size, rows, build, "")
@@ -402,13 +403,20 @@ def _unscored_columns(
     return columns
 
 
+def _whole_numbers(values: np.ndarray, missing: np.ndarray) -> pd.arrays.IntegerArray:
+    """Floats that are whole numbers (floored) as Int64, null where `missing` or NaN: straight
+    from the arrays, without pandas' checks of each value."""
+    missing = missing | np.isnan(values)
+    return pd.arrays.IntegerArray(np.where(missing, 0, values).astype(np.int64), missing)
+
+
 def _output(columns: dict[str, pd.api.extensions.ExtensionArray],
             score: pd.api.extensions.ExtensionArray, confidence: np.ndarray,
             verdict: np.ndarray, components: pa.ListArray, explanation: pa.Array,
             ) -> pd.DataFrame:
     scored = {
         "score": score,
-        "confidence": pd.array(confidence, dtype="Int64"),
+        "confidence": _whole_numbers(confidence, np.zeros(confidence.size, dtype=bool)),
         "verdict": text.to_pandas(text.labels(verdict)),
         "components": pd.arrays.ArrowExtensionArray(components),
         "explanation": text.to_pandas(explanation),

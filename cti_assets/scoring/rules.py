@@ -313,10 +313,11 @@ def _virustotal(v: View, w: ScoringWeights) -> list[Hit]:
         return (text_values.str.contains(keywords, regex=True)
                 & ~text_values.str.contains(excluded, regex=True))
 
-    matched, first = _first_item(v, p, "categories", malice)
+    matched, code, categories = _first_codes(v, p, "categories", malice)
+    category_json = json_text(categories)
     hits.append(_hit("vt_category", p, "categories", matched, w.vt_category_weight,
-                     lambda r: json_text(first[r]),
-                     lambda r: cat("VirusTotal category ", json_text(first[r]))))
+                     _by_code(category_json, code),
+                     _by_code(cat("VirusTotal category ", category_json), code)))
     age = _age_days(v, p, "creation_date")
     very_young = age <= w.very_young_days
     hits.append(_hit("young_name", p, "creation_date", age <= w.young_days,
@@ -371,27 +372,24 @@ def _abuseipdb(v: View, w: ScoringWeights) -> list[Hit]:
     hits = [_hit("abuse_confidence", p, "abuse_confidence_score", (confidence > 0) & (amount > 0),
                  amount, lambda r: ints(confidence[r]), confidence_phrase)]
     strong = {int(c) for c in w.abuse_strong_categories}
-    matched, first = _first_item(v, p, "categories",
-                                 lambda s: pd.to_numeric(s, errors="coerce").isin(strong))
-
-    def category_phrase(rows: np.ndarray) -> pa.Array:
-        ids = pd.to_numeric(pd.Series(first[rows], dtype=object), errors="coerce")
-        titles = ids.map(ABUSE_CATEGORY_NAMES).fillna("?").to_numpy(dtype=object)
-        return cat("AbuseIPDB category ", ints(ids.to_numpy(float)), " (", titles, ")")
-
+    matched, code, categories = _first_codes(
+        v, p, "categories", lambda s: pd.to_numeric(s, errors="coerce").isin(strong))
+    ids = pd.to_numeric(pd.Series(categories, dtype=object), errors="coerce")
+    titles = ids.map(ABUSE_CATEGORY_NAMES).fillna("?").to_numpy(dtype=object)
+    category_phrase = cat("AbuseIPDB category ", ints(ids.to_numpy(float)), " (", titles, ")")
     hits.append(_hit("abuse_category", p, "categories", matched & ~whitelisted,
-                     w.abuse_category_weight * decay, lambda r: json_text(first[r]),
-                     category_phrase))
+                     w.abuse_category_weight * decay, _by_code(json_text(categories), code),
+                     _by_code(category_phrase, code)))
     hits.append(_hit("abuse_whitelisted", p, "is_whitelisted", whitelisted,
                      w.abuse_whitelisted_cap, "true", "AbuseIPDB whitelisted"))
-    usage = v.text(p, "usage_type")
+    usage_codes, usages = v.codes(column(p, "usage_type"))  # fired rows have a usage type
+    usage_json = json_text(usages)
     for rule, kinds, cap in (("abuse_benign_usage", w.abuse_benign_usage_types,
                               w.abuse_benign_usage_cap),
                              ("shared_infra", w.abuse_shared_usage_types, w.shared_infra_cap)):
         hits.append(_hit(rule, p, "usage_type", v.isin(column(p, "usage_type"), kinds) & v.ok(p),
-                         cap,
-                         lambda r: json_text(usage[r]),
-                         lambda r: cat("AbuseIPDB usage type ", json_text(usage[r]))))
+                         cap, _by_code(usage_json, usage_codes),
+                         _by_code(cat("AbuseIPDB usage type ", usage_json), usage_codes)))
     hits.append(_hit("label", p, "is_tor", v.flag(p, "is_tor"), 0.0, "true",
                      "Tor exit (AbuseIPDB)"))
     return hits
@@ -402,8 +400,13 @@ def _greynoise(v: View, w: ScoringWeights) -> list[Hit]:
     if not v.has(p):
         return []
     classification = v.text(p, "classification")
-    unknown = pd.isna(classification) | (classification == "unknown")
-    weight = np.select([classification == "malicious", classification == "suspicious"],
+    ok = v.ok(p)
+
+    def classified(value: str) -> np.ndarray:  # compared once per distinct value
+        return v.equals(column(p, "classification"), value) & ok
+
+    unknown = ~ok | (v.codes(column(p, "classification"))[0] < 0) | classified("unknown")
+    weight = np.select([classified("malicious"), classified("suspicious")],
                        [w.gn_malicious_weight, w.gn_suspicious_weight], 0.0)
     name = v.text(p, "name")
 
@@ -413,10 +416,13 @@ def _greynoise(v: View, w: ScoringWeights) -> list[Hit]:
         return where(named, cat(" (", np.where(named, names, ""), ")"), "")
 
     trust = v.text(p, "trust_level")
-    trust_text = np.where(pd.isna(trust), "", trust).astype(str).astype(object)
+    # The trust level's cap and note per distinct level ("" for none), taken by row.
+    trust_codes, levels = v.codes(column(p, "trust_level"))
+    level = np.where(ok & (trust_codes >= 0), trust_codes, len(levels))
+    trust_text = np.append(np.where(pd.isna(levels), "", levels).astype(str), "").astype(object)
     cap = np.select([trust_text == "1", trust_text == "2", trust_text == ""],
                     [w.gn_riot_trust1_cap, w.gn_riot_trust2_cap, w.gn_riot_community_cap],
-                    np.inf)
+                    np.inf)[level]
     trust_note = where(trust_text == "", " (Community: no trust level)",
                        cat(" trust level ", trust_text))
     return [
@@ -428,8 +434,8 @@ def _greynoise(v: View, w: ScoringWeights) -> list[Hit]:
              "GreyNoise sees it scanning the internet (classification unknown)"),
         _hit("gn_riot", p, "trust_level", v.flag(p, "riot") & ~np.isinf(cap), cap,
              lambda r: json_text(trust[r]),
-             lambda r: cat("GreyNoise RIOT", trust_note.take(pa.array(r)), name_note(r))),
-        _hit("gn_benign", p, "classification", classification == "benign", w.gn_benign_cap,
+             lambda r: cat("GreyNoise RIOT", trust_note.take(pa.array(level[r])), name_note(r))),
+        _hit("gn_benign", p, "classification", classified("benign"), w.gn_benign_cap,
              '"benign"', lambda r: cat("GreyNoise classifies it benign", name_note(r))),
         _hit("label", p, "noise", v.flag(p, "noise"), 0.0, "true",
              "scanner (GreyNoise sees it scanning the internet)"),
@@ -446,14 +452,14 @@ def _shodan(v: View, w: ScoringWeights) -> list[Hit]:
         if not v.has(p):
             continue
         label = PROVIDER_LABELS[p]
-        matched, first = _first_item(v, p, "tags",
-                                     lambda s: s.astype(str).str.casefold().isin(tags))
+        matched, code, values = _first_codes(v, p, "tags",
+                                             lambda s: s.astype(str).str.casefold().isin(tags))
         matched &= ~taken_tag
         taken_tag |= matched
+        value_json = json_text(values)
         hits.append(_hit("shodan_tag", p, "tags", matched, w.shodan_tag_weight,
-                         lambda r, first=first: json_text(first[r]),
-                         lambda r, first=first, label=label: cat(label, " tag ",
-                                                                 json_text(first[r]))))
+                         _by_code(value_json, code),
+                         _by_code(cat(label, " tag ", value_json), code)))
         count = _item_count(v, p, "vulns")
         exposed = (count > 0) & ~taken_vulns
         taken_vulns |= exposed
@@ -464,27 +470,26 @@ def _shodan(v: View, w: ScoringWeights) -> list[Hit]:
                              ints(count[r]), _plural(count[r], " known vulnerability",
                                                      " known vulnerabilities"),
                              " exposed (", label, ")")))
-        shared, kind = _first_item(v, p, "tags",
-                                   lambda s: s.astype(str).str.casefold().isin({"cdn", "cloud"}))
+        shared, code, values = _first_codes(
+            v, p, "tags", lambda s: s.astype(str).str.casefold().isin({"cdn", "cloud"}))
         shared &= ~taken_shared
         taken_shared |= shared
+        value_json = json_text(values)
         hits.append(_hit("shared_infra", p, "tags", shared, w.shared_infra_cap,
-                         lambda r, kind=kind: json_text(kind[r]),
-                         lambda r, kind=kind, label=label: cat(label, " tag ",
-                                                               json_text(kind[r]))))
+                         _by_code(value_json, code),
+                         _by_code(cat(label, " tag ", value_json), code)))
         hits.append(_label_tags(v, p))
     return hits
 
 
 def _label_tags(v: View, p: str) -> Hit:
     """The first provider tag that is a labelled fact (Tor, VPN, proxy, scanner, cloud, CDN)."""
-    matched, first = _first_item(v, p, "tags",
-                                 lambda s: s.astype(str).str.casefold().isin(set(LABEL_TAGS)))
-    label_of = np.full(v.size, "", dtype=object)
-    label_of[matched] = pd.Series(first[matched], dtype=object).astype(str).str.casefold().map(
-        LABEL_TAGS).fillna("").to_numpy(dtype=object)
-    return _hit("label", p, "tags", matched, 0.0, lambda r: json_text(first[r]),
-                lambda r: cat(label_of[r], " (", PROVIDER_LABELS[p], " tag)"))
+    matched, code, tags = _first_codes(
+        v, p, "tags", lambda s: s.astype(str).str.casefold().isin(set(LABEL_TAGS)))
+    labels = pd.Series(tags, dtype=object).astype(str).str.casefold().map(LABEL_TAGS).fillna(
+        "").to_numpy(dtype=object)
+    return _hit("label", p, "tags", matched, 0.0, _by_code(json_text(tags), code),
+                _by_code(cat(labels, " (", PROVIDER_LABELS[p], " tag)"), code))
 
 
 def _network_context(v: View, w: ScoringWeights) -> list[Hit]:
@@ -494,8 +499,13 @@ def _network_context(v: View, w: ScoringWeights) -> list[Hit]:
     bigram, length = v.num(p, "label_bigram_score"), v.num(p, "label_length")
     random_label = (bigram <= w.nc_random_max_score) & (length >= w.nc_random_min_length)
     range_name = v.text(p, "range_name")
-    range_text = np.where(pd.isna(range_name), "special-use", range_name).astype(object)
-    lookalike = v.text(p, "lookalike_of")
+
+    def range_text(rows: np.ndarray) -> np.ndarray:  # only for the special-use rows
+        return np.where(pd.isna(range_name[rows]), "special-use", range_name[rows]).astype(object)
+
+    # A look-alike's texts made once per distinct popular name, taken by row.
+    lookalike_codes, lookalikes = v.codes(column(p, "lookalike_of"))
+    imitates = v.ok(p) & (lookalike_codes >= 0)
     is_url = v.equals("entity_type", "Url") & v.ok(p)
     payload = np.zeros(v.size, dtype=bool)
     if is_url.any():
@@ -506,9 +516,9 @@ def _network_context(v: View, w: ScoringWeights) -> list[Hit]:
     return [
         _hit("nc_confusables", p, "has_confusables", v.flag(p, "has_confusables"),
              w.nc_confusables_weight, "true", "name uses look-alike (confusable) characters"),
-        _hit("nc_lookalike", p, "lookalike_of", ~pd.isna(lookalike), w.nc_lookalike_weight,
-             lambda r: json_text(lookalike[r]),
-             lambda r: cat("name imitates the popular name ", lookalike[r])),
+        _hit("nc_lookalike", p, "lookalike_of", imitates, w.nc_lookalike_weight,
+             _by_code(json_text(lookalikes), lookalike_codes),
+             _by_code(cat("name imitates the popular name ", lookalikes), lookalike_codes)),
         _hit("nc_random_label", p, "label_bigram_score", random_label, w.nc_random_weight,
              lambda r: decimal1(bigram[r]),
              lambda r: cat("random-looking label (", ints(length[r]),
@@ -522,8 +532,8 @@ def _network_context(v: View, w: ScoringWeights) -> list[Hit]:
         _hit("nc_url_payload", p, "normalized_value", payload, w.nc_url_payload_weight, "true",
              "URL path of a bot payload drop"),
         _hit("special_use", p, "is_special_use", v.special_use(), w.special_use_cap,
-             lambda r: json_text(range_text[r]),
-             lambda r: cat("special-use address or name (", range_text[r], ")")),
+             lambda r: json_text(range_text(r)),
+             lambda r: cat("special-use address or name (", range_text(r), ")")),
         *_infrastructure(v, w),
     ]
 
@@ -766,19 +776,33 @@ def _first_item(v: View, provider: str, name: str, predicate: Callable[[pd.Serie
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Rows with a list item satisfying `predicate`, and that first item per row. The
     predicate sees each distinct item once."""
-    items = v.items(provider, name)
-    matched = np.zeros(v.size, dtype=bool)
+    matched, code, values = _first_codes(v, provider, name, predicate)
     first = np.full(v.size, None, dtype=object)
+    first[matched] = values[code[matched]]
+    return matched, first
+
+
+def _first_codes(v: View, provider: str, name: str, predicate: Callable[[pd.Series], pd.Series],
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`_first_item` as codes: the rows matched, per row its first item's index into the
+    distinct items (-1 for none), and the distinct items; texts of an item are then made once
+    per distinct item and taken by code, not made again for every row."""
+    items = v.items(provider, name)
+    code = np.full(v.size, -1, dtype=np.int64)
     if not items.rows.size:
-        return matched, first
+        return code >= 0, code, items.values
     accepted = predicate(pd.Series(items.values, dtype=object)).fillna(False).to_numpy(bool)
     hit = accepted[items.codes]
     rows, codes = items.rows[hit], items.codes[hit]
     leading = np.ones(rows.size, dtype=bool)
     leading[1:] = rows[1:] != rows[:-1]
-    matched[rows[leading]] = True
-    first[rows[leading]] = items.values[codes[leading]]
-    return matched, first
+    code[rows[leading]] = codes[leading]
+    return code >= 0, code, items.values
+
+
+def _by_code(texts: pa.Array, code: np.ndarray) -> Callable[[np.ndarray], pa.Array]:
+    """The text of each fired row's item, from one text per distinct item."""
+    return lambda rows: texts.take(pa.array(code[rows]))
 
 
 def _item_count(v: View, provider: str, name: str) -> np.ndarray:

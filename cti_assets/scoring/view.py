@@ -37,12 +37,15 @@ class View:
         self.size = len(self.frame)
         self._cache: dict = {}
         self.stix_ids = self.arrow("stix_id")
-        self.entity_types = _objects(self.frame, "entity_type")
         if "status" in self.frame.columns:
-            self.scored = _objects(self.frame, "status") == OBSERVABLE_OK
+            self.scored = self.equals("status", OBSERVABLE_OK)
         else:
             self.scored = np.ones(self.size, dtype=bool)
         self.providers = [p for p in ALL_PROVIDERS if column(p, "status") in self.frame.columns]
+
+    @property
+    def entity_types(self) -> np.ndarray:
+        return self.objects("entity_type")
 
     def in_scope(self, provider: str) -> np.ndarray:
         """Rows whose entity type the provider accepts."""
@@ -63,6 +66,19 @@ class View:
             codes, uniques = pd.factorize(self.frame[name], use_na_sentinel=True)
             return codes.astype(np.int64), np.asarray(list(uniques), dtype=object)
         return self._memo(("codes", name), load)
+
+    def objects(self, name: str) -> np.ndarray:
+        """A low-cardinality column as Python objects (None for null), one object per distinct
+        value; from the column's codes, so a column is factorised once however it is read."""
+        def load() -> np.ndarray:
+            if name in self.frame.columns and self.frame[name].dtype == object:
+                return self.frame[name].to_numpy(dtype=object, na_value=None)
+            codes, uniques = self.codes(name)
+            values = np.empty(len(uniques) + 1, dtype=object)
+            values[:-1] = uniques
+            values[-1] = None
+            return values[codes]
+        return self._memo(("objects", name), load)
 
     def equals(self, name: str, value: str) -> np.ndarray:
         """Rows whose (low-cardinality) column holds `value`, compared once per distinct value."""
@@ -113,7 +129,7 @@ class View:
         def load() -> np.ndarray:
             if not self.has(provider, name):
                 return np.full(self.size, None, dtype=object)
-            values = _objects(self.frame, column(provider, name)).copy()
+            values = self.objects(column(provider, name)).copy()
             values[~self.ok(provider)] = None
             return values
         return self._memo(("text", provider, name), load)
@@ -147,11 +163,12 @@ class View:
     def special_use(self) -> np.ndarray:
         return self.flag(NETWORK_CONTEXT, "is_special_use")
 
-    def unscored_sentences(self) -> np.ndarray:
-        """Why each row has no score: "observable skipped: ..." or "observable rejected: ..."."""
-        reasons = _objects(self.frame, "reason")
+    def unscored_sentences(self, rows: np.ndarray) -> np.ndarray:
+        """Why each of `rows` has no score: "observable skipped: ..." or "observable rejected:
+        ..." (only for those rows: the others need none)."""
+        reasons = self.objects("reason")[rows]
         reasons = np.where(pd.isna(reasons), "no reason given", reasons).astype(object)
-        skipped = _objects(self.frame, "status") == OBSERVABLE_SKIPPED
+        skipped = self.objects("status")[rows] == OBSERVABLE_SKIPPED
         verbs = np.where(skipped, "observable skipped: ", "observable rejected: ").astype(object)
         return (verbs + reasons).astype(object)
 
@@ -239,21 +256,6 @@ def _pandas_items(values: pd.Series, ok: np.ndarray) -> Items:
     exploded = exploded[exploded.notna()]
     return Items(exploded.index.to_numpy(dtype=np.int64), np.arange(len(exploded)),
                  exploded.to_numpy(dtype=object))
-
-
-def _objects(frame: pd.DataFrame, name: str) -> np.ndarray:
-    """A low-cardinality column as Python objects (None for null), sharing one object per
-    distinct value instead of creating one string per row."""
-    if name not in frame.columns:
-        return np.full(len(frame), None, dtype=object)
-    series = frame[name]
-    if series.dtype == object:
-        return series.to_numpy(dtype=object, na_value=None)
-    codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    values = np.empty(len(uniques) + 1, dtype=object)
-    values[:-1] = list(uniques)
-    values[-1] = None
-    return values[codes]
 
 
 def _status_text(status_codes: np.ndarray, statuses: np.ndarray, reason_codes: np.ndarray,
