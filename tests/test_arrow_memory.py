@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from cti_assets.arrow_memory import DECAY_MS
+
 REPO = Path(__file__).resolve().parent.parent
 
 POOL_AFTER_OUR_IMPORT = (
@@ -69,7 +71,7 @@ def test_an_operators_choice_is_kept():
 
 
 def test_freed_pages_are_kept_a_while_here_and_in_children():
-    assert _pool(DECAY_OF_A_CHILD) == "dirty_decay_ms:5000,muzzy_decay_ms:5000"
+    assert _pool(DECAY_OF_A_CHILD) == f"dirty_decay_ms:{DECAY_MS},muzzy_decay_ms:{DECAY_MS}"
 
 
 def test_an_operators_jemalloc_settings_are_kept():
