@@ -363,4 +363,14 @@ def section(result: dict) -> str:
             "| Code | Wall s, median (runs) | CPU s (user+sys, median run) | Peak GB | "
             "Load before each run |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
         )
+    counted = result.get("instructions")
+    if counted:  # from bench/rescore_cost.py, which the machine's load does not move
+        text += (
+            f"\nInstructions executed by the re-score of {counted['n']:,} observables in slices "
+            f"of {counted['rows']:,} (`python -m bench.rescore_cost instructions`, valgrind's "
+            "callgrind, every thread, interpreter imports excluded): "
+            + ", ".join(f"{side['code']} {side['rescore'] / 1e9:.2f} G"
+                        for side in counted["sides"])
+            + f"; now / before issue 14 **{counted['ratio']:.3f}**.\n"
+        )
     return text
