@@ -105,11 +105,13 @@ def _provider_columns(
 
 
 def _arrow_columns(provider: str, table: pa.Table) -> dict[str, pd.api.extensions.ExtensionArray]:
-    """`_provider_columns` of a lookup slice in the observables' order, read as Arrow: the
-    lookup columns made pandas as a frame of their own (as a whole slice's frame would make
-    them), the typed fields taken from the Arrow columns as pandas would have handed them on."""
+    """`_provider_columns` of a lookup slice in the observables' order, read as Arrow: lookup
+    columns stored as their usual Arrow type taken from Arrow directly, any other one made
+    pandas as a frame of its own (as a whole slice's frame would make it), the typed fields
+    taken from the Arrow columns as pandas would have handed them on."""
     direct = {meta for meta, dtype in MERGED_LOOKUP_COLUMNS.items()
-              if meta in table.column_names and table.schema.field(meta).type == _STORED[dtype]}
+              if meta in table.column_names
+              and table.schema.field(meta).type == _STORED.get(dtype)}
     present = [meta for meta in MERGED_LOOKUP_COLUMNS
                if meta in table.column_names and meta not in direct]
     metas = to_frame(table.select(present)) if present else None
