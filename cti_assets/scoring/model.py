@@ -41,6 +41,7 @@ from cti_assets.providers.base import (
 from cti_assets.providers.fields import column
 from cti_assets.scoring import rules, text
 from cti_assets.scoring.components import COMPONENT_TYPE
+from cti_assets.scoring.policy import scores_as_int64
 from cti_assets.scoring.rules import BENIGN_KIND, CAP_KINDS, LABEL_KIND, MALICIOUS_KIND, Hit
 from cti_assets.scoring.view import View
 from cti_assets.scoring.weights import ScoringWeights
@@ -101,7 +102,7 @@ def score_frame(
         )
         columns = _unscored_columns(view, summary)
         components, explanation = components.result(), explanation.result()
-    score_values = _whole_numbers(score, ~view.scored)
+    score_values = scores_as_int64(score, ~view.scored)
     return _output(columns, score_values, confidence, verdict, components, explanation)
 
 
@@ -403,20 +404,13 @@ def _unscored_columns(
     return columns
 
 
-def _whole_numbers(values: np.ndarray, missing: np.ndarray) -> pd.arrays.IntegerArray:
-    """Floats that are whole numbers (floored) as Int64, null where `missing` or NaN: straight
-    from the arrays, without pandas' checks of each value."""
-    missing = missing | np.isnan(values)
-    return pd.arrays.IntegerArray(np.where(missing, 0, values).astype(np.int64), missing)
-
-
 def _output(columns: dict[str, pd.api.extensions.ExtensionArray],
             score: pd.api.extensions.ExtensionArray, confidence: np.ndarray,
             verdict: np.ndarray, components: pa.ListArray, explanation: pa.Array,
             ) -> pd.DataFrame:
     scored = {
         "score": score,
-        "confidence": _whole_numbers(confidence, np.zeros(confidence.size, dtype=bool)),
+        "confidence": scores_as_int64(confidence),
         "verdict": text.to_pandas(text.labels(verdict)),
         "components": pd.arrays.ArrowExtensionArray(components),
         "explanation": text.to_pandas(explanation),

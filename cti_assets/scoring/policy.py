@@ -64,15 +64,17 @@ def apply_score_policy(scores: pd.DataFrame, policy: str = KEEP_HIGHER) -> pd.Da
     if policy == REPLACE:
         action[higher] = REPLACED
     out = scores.copy()
-    out["final_score"] = _int64(final)
+    out["final_score"] = scores_as_int64(final)
     out["policy_action"] = pd.array(action, dtype="string")
     return out
 
 
-def _int64(values: np.ndarray) -> pd.arrays.IntegerArray:
-    """Scores (floats, NaN for none) as Int64; whole numbers go straight from the arrays,
-    anything else through pandas' checked conversion, which refuses fractions."""
-    missing = np.isnan(values)
+def scores_as_int64(values: np.ndarray, missing: np.ndarray | None = None
+                    ) -> pd.arrays.IntegerArray:
+    """Scores (floats, NaN for none) as Int64, null also where `missing`; whole numbers go
+    straight from the arrays, anything else through pandas' checked conversion, which refuses
+    fractions."""
+    missing = np.isnan(values) if missing is None else missing | np.isnan(values)
     whole = np.where(missing, 0, values)
     if np.array_equal(whole, np.floor(whole)) and np.abs(whole).max(initial=0) < 2**53:
         return pd.arrays.IntegerArray(whole.astype(np.int64), missing)
