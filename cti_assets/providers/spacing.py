@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 
 # Share of the provider's documented rate the spacing aims at (the one owner of this margin).
 HEADROOM = 0.9
+# How late after its slot a request may still leave. A window of 1 s then holds the requests of
+# slots at most 1 + LATE_S apart: below the rate while (1 + LATE_S) x HEADROOM < 1, i.e. LATE_S
+# under 0.11 s; half of that is left for the send itself to reach the provider.
+LATE_S = 0.05
 _EPS = 1e-6  # slots are compared after a float round trip through SQLite or Redis
 
 
@@ -196,18 +200,27 @@ class RedisSpacer:
 
 
 def wait_for_slot(spacer: Spacer, max_wait_s: float,
-                  sleep: Callable[[float], None] = time.sleep) -> bool:
+                  sleep: Callable[[float], None] = time.sleep,
+                  clock: Callable[[], float] = time.monotonic) -> bool:
     """Reserve a slot and sleep until it; False when none is within `max_wait_s`. A caller
-    interrupted while sleeping (KeyboardInterrupt, a run's termination) gives the slot back."""
-    reserved = spacer.reserve(max_wait_s)
-    if reserved is None:
-        return False
-    slot, wait = reserved
-    if wait <= 0:
-        return True
-    try:
-        sleep(wait)
-    except BaseException:
-        spacer.release(slot)
-        raise
-    return True
+    interrupted while sleeping (KeyboardInterrupt, a run's termination) gives the slot back.
+
+    A caller that wakes more than LATE_S after its slot (a thread starved of CPU or of the
+    interpreter lock) does not use it: requests of slots that lay a second apart would otherwise
+    leave together, a burst above the rate. The late slot is spent (it lies in the past, no one
+    else can use it) and the caller reserves the next free one."""
+    gave_up_at = clock() + max_wait_s
+    while True:
+        reserved = spacer.reserve(max(0.0, gave_up_at - clock()))
+        if reserved is None:
+            return False
+        slot, wait = reserved
+        due = clock() + wait
+        if wait > 0:
+            try:
+                sleep(wait)
+            except BaseException:
+                spacer.release(slot)
+                raise
+        if clock() - due <= LATE_S:
+            return True

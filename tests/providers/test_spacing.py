@@ -102,6 +102,37 @@ def test_a_cancelled_wait_gives_its_slot_back(tmp_path):
         spacer.close()
 
 
+def test_a_slot_woken_too_late_is_spent_and_the_next_one_taken(tmp_path):
+    clock = FakeClock()
+    spacer = spacing.SqliteSpacer(tmp_path / "rl.sqlite", "p", 0.5, clock=clock)
+    assert spacer.reserve(1.0) == (1000.0, 0.0)  # another caller holds the first slot
+    late_by = [0.3]  # a starved thread: its first wake comes 0.3 s after its slot, then on time
+
+    def sleep(seconds: float) -> None:
+        clock.now += seconds + (late_by.pop() if late_by else 0.0)
+
+    assert spacing.wait_for_slot(spacer, 10.0, sleep=sleep, clock=clock)
+    # slot 1000.5 was reached at 1000.8, too late to be used beside the next slots: the caller
+    # left on slot 1001.0 instead, and the schedule goes on after it
+    assert clock.now == pytest.approx(1001.0)
+    following = spacer.reserve(10.0)
+    assert following is not None and following[0] == pytest.approx(1001.5)
+    spacer.close()
+
+
+def test_a_caller_always_woken_late_gives_up_at_its_max_wait(tmp_path):
+    clock = FakeClock()
+    spacer = spacing.SqliteSpacer(tmp_path / "rl.sqlite", "p", 0.5, clock=clock)
+    spacer.reserve(1.0)
+
+    def starved(seconds: float) -> None:
+        clock.now += seconds + 2 * spacing.LATE_S
+
+    assert not spacing.wait_for_slot(spacer, 2.0, sleep=starved, clock=clock)
+    assert clock.now <= 1000.0 + 2.0 + 0.5 + 2 * spacing.LATE_S
+    spacer.close()
+
+
 def test_limiter_sleeps_until_its_slot(tmp_path):
     limiter = SharedLimiter("spaced", {"second": 4}, path=tmp_path / "rl.sqlite")
     started = time.monotonic()
