@@ -6,6 +6,7 @@ Kept apart from the server so the contract of each error body is readable in one
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import threading
@@ -316,8 +317,10 @@ class SlidingWindowLimiter:
         with self._lock:
             self._accepted.clear()
 
-    def admit(self, provider: str) -> int | None:
-        """None if the request may proceed (and is counted), else seconds to wait."""
+    def admit(self, provider: str, at: float | None = None) -> int | None:
+        """None if the request may proceed (and is counted), else seconds to wait. `at` is when
+        the request arrived (default now): requests answered in another order than they came
+        are still counted in the window they arrived in."""
         with self._lock:
             rps = self._rates.get(provider)
             if rps is None:
@@ -325,12 +328,13 @@ class SlidingWindowLimiter:
             window = max(1.0, 1.0 / rps)
             capacity = max(1, int(rps * window + 1e-9))
             now = self._clock()
+            arrived = now if at is None else min(at, now)
             accepted = self._accepted[provider]
-            while accepted and accepted[0] <= now - window:
+            while accepted and accepted[0] <= arrived - window:
                 accepted.popleft()
-            if len(accepted) >= capacity:
+            if sum(1 for t in accepted if t > arrived - window) >= capacity:
                 return max(1, math.ceil(accepted[0] + window - now))
-            accepted.append(now)
+            accepted.insert(bisect.bisect_right(accepted, arrived), arrived)
             return None
 
 

@@ -85,6 +85,7 @@ class RequestRecord:
     started: float  # time.monotonic()
     ended: float | None  # when the reply was ready to send
     observable: str | None
+    arrived: float | None = None  # the sandbox clock's reading on arrival, for the rate limit
 
     def redacted(self) -> dict[str, Any]:
         """JSON-ready copy with API keys masked (for the admin endpoint)."""
@@ -128,6 +129,7 @@ class ProviderSandbox:
         self._keys: dict[str, str] = {}
         self._profiles: dict[str, str] = {}
         self._known_urls: dict[str, str] = {}  # sha256(url) -> url, for VT's second id form
+        self._clock = clock
         self._limiter = SlidingWindowLimiter(clock)
         self._quota = DailyQuota(wall_clock)
         self._faults = FaultBook()
@@ -396,7 +398,8 @@ class ProviderSandbox:
         invalid = routes.validate(call)
         if invalid is not None:
             return invalid
-        retry_after = self._limiter.admit(provider)
+        # counted at arrival, as a provider's edge counts them, not after the latency we add
+        retry_after = self._limiter.admit(provider, at=record.arrived)
         if retry_after is not None:
             return rate_limited(provider, retry_after, self._abuse_headers(provider),
                                 call.community)  # fmt: skip
@@ -514,7 +517,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {name.lower(): value for name, value in self.headers.items()}
         provider = routes.PREFIXES.get(prefix, "unknown")
         record = RequestRecord(provider, method, raw_path, query, headers, None,
-                               time.monotonic(), None, None)  # fmt: skip
+                               time.monotonic(), None, None, sandbox._clock())  # fmt: skip
         sandbox._record(record)
         sandbox._wait_latency(provider)
         if provider == "unknown":

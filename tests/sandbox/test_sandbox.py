@@ -253,6 +253,22 @@ def test_rate_limit_answers_429_with_retry_after_until_window_passes(sb, clock):
     assert abuse(sb, MAL_IP).status_code == 200
 
 
+def test_requests_are_counted_when_they_arrived_not_when_answered(sb, clock):
+    from cti_assets.sandbox.faults import SlidingWindowLimiter
+
+    limiter = SlidingWindowLimiter(clock)
+    limiter.set_rate("abuseipdb", 2)
+    clock.now = 10.0  # two requests that arrived 0.95 s apart, both answered only now
+    assert limiter.admit("abuseipdb", at=9.0) is None
+    assert limiter.admit("abuseipdb", at=9.95) is None
+    clock.now = 10.1  # the window before 10.05 holds one arrival (9.95): room for this one
+    assert limiter.admit("abuseipdb", at=10.05) is None
+    assert limiter.admit("abuseipdb", at=10.06) == 1  # 9.95 and 10.05 in its window: refused
+    # the handler stamps each request's arrival before the latency the sandbox adds
+    abuse(sb, MAL_IP)
+    assert sb.requests[-1].arrived == clock.now
+
+
 def test_slow_rate_widens_window(sb, clock):
     sb.set_rate_limit("virustotal", 4 / 60)  # the public API's 4 per minute
     assert vt(sb, "ip_addresses", MAL_IP).status_code == 200
