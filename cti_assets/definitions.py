@@ -17,6 +17,10 @@ import dagster as dg
 from cti_assets import settings
 from cti_assets.defs.resources import all_resources
 
+# What a forkserver imports once before forking steps (settings.step_start_method): this module,
+# so a step starts with Dagster, pandas and the definitions already loaded.
+PRELOADED = __name__
+
 
 class _EventShardsHeld(dg.Executor):
     """Dagster's executor, with the run's event-log databases held open while it executes when
@@ -64,17 +68,23 @@ def _shards_held_executor(init_context: dg.InitExecutorContext) -> dg.Executor:
 
 def run_executor() -> dg.ExecutorDefinition:
     """Dagster's multiprocess-or-in-process executor, defaulting to this deployment's choice:
-    CTI_EXECUTOR (multiprocess, CTI_MAX_CONCURRENT_STEPS steps at once, or in_process). A run
+    CTI_EXECUTOR (multiprocess, CTI_MAX_CONCURRENT_STEPS steps at once, each started as
+    CTI_STEP_START says, or in_process). A run
     may still ask for the other with `execution: {config: {in_process: true|false}}`, as the
     sensor does for a small day (one process: no step start-up). Either way the run's SQLite
     event-log databases, if the instance has them, are held open while it executes."""
     in_process = settings.executor() == "in_process"
     steps = settings.max_concurrent_steps()
+    start_method = settings.step_start_method()
 
     def choose(config: dict) -> dict:
         if config.get("in_process", in_process):
             return {"in_process": {}}
-        return {"multiprocess": {"max_concurrent": int(config.get("max_concurrent", steps))}}
+        start: dict = {"spawn": {}}
+        if start_method == "forkserver":
+            start = {"forkserver": {"preload_modules": [PRELOADED]}}
+        return {"multiprocess": {"max_concurrent": int(config.get("max_concurrent", steps)),
+                                 "start_method": start}}
 
     return _shards_held_executor.configured(
         choose,

@@ -1,15 +1,17 @@
 """A step process whose run process died stops at once, instead of calling providers for a run
 nobody will ever record.
 
-Dagster's multiprocess executor starts each step as a `spawn` child of the run's process. When
-that process is killed with SIGKILL nothing tells its children: they live on, keep calling
-providers and keep writing outputs (issue 20 item 4 counted 41 requests after such a kill; this
-project's suite counted 216 at 300 ms latency). `exit_with_parent()` watches the parent from a
-daemon thread: multiprocessing hands every spawned child a pipe (the parent's sentinel) whose
-other end only the parent holds, so it reads end-of-file the moment the parent is gone, however
-it died; the process then ends with `os._exit`, mid-request if need be (answers already
-received are in the response cache: each is stored the moment it arrives). A changed parent pid
-is checked too, in case the sentinel is unavailable.
+Dagster's multiprocess executor starts each step as a child of the run's process (`spawn`) or
+forked for it by a forkserver (`forkserver`, settings.step_start_method). When the run's
+process is killed with SIGKILL nothing tells the steps: they live on, keep calling providers and
+keep writing outputs (issue 20 item 4 counted 41 requests after such a kill; this project's
+suite counted 216 at 300 ms latency). `exit_with_parent()` watches the run's process from a
+daemon thread: multiprocessing hands every child a pipe (its parent's sentinel) whose other end
+only the run's process holds, for a forked step too, so it reads end-of-file the moment that
+process is gone, however it died; the step then ends with `os._exit`, mid-request if need be
+(answers already received are in the response cache: each is stored the moment it arrives). A
+changed parent pid is checked too, in case the sentinel is unavailable (a forked step's parent
+pid is the forkserver's, which ends with the run's process).
 
 PR_SET_PDEATHSIG was not chosen: Linux only, and it fires when the parent *thread* that started
 the child ends, which a thread pool may do while the run is alive. Outside a multiprocessing

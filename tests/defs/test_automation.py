@@ -50,6 +50,33 @@ def test_executor_follows_the_environment(monkeypatch, value, executor):
     assert list(asked.value["config"]) == ["in_process"]
 
 
+@pytest.mark.parametrize(("value", "start"), [
+    (None, "forkserver"), ("spawn", "spawn"), ("forkserver", "forkserver")])
+def test_steps_start_as_the_environment_says(monkeypatch, value, start):
+    from cti_assets.definitions import PRELOADED, build_defs
+
+    monkeypatch.delenv("CTI_EXECUTOR", raising=False)
+    if value is None:
+        monkeypatch.delenv("CTI_STEP_START", raising=False)
+    else:
+        monkeypatch.setenv("CTI_STEP_START", value)
+    schema = build_defs().resolve_job_def("enrichment").executor_def.config_schema
+    resolved = schema.resolve_config({"config": {}})
+    start_method = resolved.value["config"]["multiprocess"]["start_method"]
+    assert list(start_method) == [start]
+    if start == "forkserver":
+        assert start_method["forkserver"]["preload_modules"] == [PRELOADED]
+        assert PRELOADED == "cti_assets.definitions"
+
+
+def test_an_unknown_step_start_is_refused(monkeypatch):
+    from cti_assets.definitions import build_defs
+
+    monkeypatch.setenv("CTI_STEP_START", "fork")
+    with pytest.raises(ValueError, match="CTI_STEP_START"):
+        build_defs()
+
+
 def test_an_unknown_executor_is_refused(monkeypatch):
     from cti_assets.definitions import build_defs
 

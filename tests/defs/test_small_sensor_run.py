@@ -87,3 +87,54 @@ def test_the_executor_holds_the_run_event_log_open(in_process):
                             run_config=run_config) as result:
             assert result.success
             assert result.output_for_node("wal_after_a_close") is True
+
+
+@dg.op
+def how_the_step_started() -> dict:
+    """The step's own view: who forked it, and who its multiprocessing parent is."""
+    import multiprocessing
+    import os
+
+    parent = multiprocessing.parent_process()
+    return {"ppid": os.getppid(), "parent": parent.pid if parent is not None else None}
+
+
+def _start_probe() -> dg.JobDefinition:
+    from cti_assets.definitions import run_executor
+
+    @dg.job(executor_def=run_executor())
+    def start_probe():
+        how_the_step_started()
+
+    return start_probe
+
+
+# one target per start method: Dagster caches a reconstructed job per target in a process
+def start_probe_forkserver() -> dg.JobDefinition:
+    return _start_probe()
+
+
+def start_probe_spawn() -> dg.JobDefinition:
+    return _start_probe()
+
+
+@pytest.mark.parametrize("start", ["forkserver", "spawn"])
+def test_a_step_process_starts_as_configured_and_knows_its_run(monkeypatch, start):
+    """forkserver (the default): the step is forked by a server that imported the definitions
+    once, yet its multiprocessing parent, which cti_assets.lifeline watches, is the run's
+    process, so a killed run still ends its steps. spawn: the run's process is its parent."""
+    import os
+
+    monkeypatch.setenv("CTI_STEP_START", start)
+    with instance_for_test() as instance:
+        target = {"forkserver": start_probe_forkserver, "spawn": start_probe_spawn}[start]
+        with dg.execute_job(dg.reconstructable(target), instance,
+                            run_config={"execution": {"config": {"in_process": False}}}
+                            ) as result:
+            assert result.success
+            seen = result.output_for_node("how_the_step_started")
+    assert seen["parent"] == os.getpid()  # this test's process orchestrates the run
+    if start == "forkserver":
+        assert seen["ppid"] != os.getpid()  # the forkserver
+    else:
+        assert seen["ppid"] == os.getpid()
