@@ -9,13 +9,28 @@ whose AssetIn metadata says `columns` reads only those, and one that says `batch
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import dagster as dg
 import pandas as pd
 from upath import UPath
 
 from cti_assets import settings
-from cti_assets.storage.outputs import open_table, write_table
+from cti_assets.storage.outputs import TableReplacedError, open_table, write_table
 from cti_assets.storage.parquet import FrameBatches, StoredTable
+
+REPLACED_RETRIES = 3
+
+
+@contextmanager
+def retried_if_replaced() -> Iterator[None]:
+    """An input table replaced while the step read it (another run of the same day wrote it on
+    the object store) retries the step, which then reads the new table from the start."""
+    try:
+        yield
+    except TableReplacedError as replaced:
+        raise dg.RetryRequested(max_retries=REPLACED_RETRIES, seconds_to_wait=1.0) from replaced
 
 
 class ParquetIOManager(dg.UPathIOManager):
@@ -29,15 +44,17 @@ class ParquetIOManager(dg.UPathIOManager):
         if not isinstance(obj, FrameBatches):
             raise dg.Failure(
                 f"{context.asset_key.to_user_string()} must return a DataFrame or FrameBatches")
-        write_table(path, obj)  # a slice at a time, on disk or on an object store
+        with retried_if_replaced():  # the slices may come from an input read meanwhile
+            write_table(path, obj)  # a slice at a time, on disk or on an object store
         if obj.metadata is not None:
             context.add_output_metadata(obj.metadata())
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> pd.DataFrame | StoredTable:
         metadata = context.definition_metadata or {}
         columns = metadata.get("columns")
-        table = open_table(path, columns)
-        return table if metadata.get("batched") else table.read()
+        with retried_if_replaced():
+            table = open_table(path, columns)
+            return table if metadata.get("batched") else table.read()
 
 
 class ParquetIOManagerFactory(dg.ConfigurableIOManagerFactory):

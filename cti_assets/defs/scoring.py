@@ -14,6 +14,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from cti_assets import settings
+from cti_assets.defs.io import retried_if_replaced
 from cti_assets.defs.lookups import CHEAP_API_PROVIDERS
 from cti_assets.defs.metadata import (
     COLUMN_LINEAGE,
@@ -131,8 +132,9 @@ def threat_context(
         entities = cti_source.threat_entities()
     except SourceError as error:
         raise dg.Failure(description=str(error), allow_retries=False) from None
-    frame = build_threat_context(observables, links, entities,
-                                 merged_enrichment.frames(_batch_rows()))
+    with retried_if_replaced():
+        frame = build_threat_context(observables, links, entities,
+                                     merged_enrichment.frames(_batch_rows()))
     context.add_output_metadata(
         {
             **row_count(len(frame)),

@@ -10,9 +10,12 @@ not the size of the day."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 from upath import UPath
 
 from cti_assets import settings
@@ -30,13 +33,60 @@ READ_AHEAD = 1 << 20
 WRITE_PART = 5 << 20
 
 
+class TableReplacedError(Exception):
+    """The stored table was replaced while it was being read: another run of the same asset and
+    day finished writing it. On a local disk a reader keeps the file it opened (the writer
+    renames a new one into place); an object store serves only its newest version, so the read
+    cannot go on consistently and has to start again, on the new table."""
+
+
+def _replaced_errors() -> tuple[type[BaseException], ...]:
+    """What the object store clients raise when an object changed under an open handle."""
+    try:
+        from s3fs.utils import FileExpired
+    except ImportError:  # no s3 extra: no S3 handles either
+        return ()
+    return (FileExpired,)
+
+
+class _ObjectStoreTable(StoredTable):
+    """A stored table on an object store, whose replacement mid-read raises TableReplacedError."""
+
+    def __init__(self, path: UPath, columns: list[str] | None = None) -> None:
+        self.where = str(path)
+        path.fs.invalidate_cache(path.path)  # a cached ETag may be an older version's
+        handle = path.fs.open(path.path, "rb", block_size=READ_AHEAD, cache_type="readahead")
+        with self._replacement_noticed():
+            super().__init__(handle, columns)
+
+    @contextmanager
+    def _replacement_noticed(self) -> Iterator[None]:
+        try:
+            yield
+        except _replaced_errors() as exc:
+            raise TableReplacedError(f"{self.where} was replaced while it was being read (another "
+                                "run of the same day wrote it); read it again") from exc
+
+    def read(self) -> pd.DataFrame:
+        with self._replacement_noticed():
+            return super().read()
+
+    def column(self, name: str) -> pa.Array:
+        with self._replacement_noticed():
+            return super().column(name)
+
+    def tables(self, rows: int) -> Iterator[pa.Table]:
+        with self._replacement_noticed():
+            yield from super().tables(rows)
+
+
 def open_table(path: UPath, columns: list[str] | None = None) -> StoredTable:
-    """A stored table, local or on an object store, read as needed (never fetched whole)."""
+    """A stored table, local or on an object store, read as needed (never fetched whole). An
+    object replaced while it is read raises TableReplacedError."""
     local = local_path(path)
     if local is not None:
         return StoredTable(local, columns)
-    handle = path.fs.open(path.path, "rb", block_size=READ_AHEAD, cache_type="readahead")
-    return StoredTable(handle, columns)
+    return _ObjectStoreTable(path, columns)
 
 
 def write_table(path: UPath, batches: FrameBatches) -> None:

@@ -1,6 +1,7 @@
 """Outputs on an S3-compatible object store (moto's server, started here on loopback): the IO
-manager writes and reads through it a slice at a time, a failed output leaves no object, and a
-sliced read fetches a slice's bytes, not the table's."""
+manager writes and reads through it a slice at a time, a failed output leaves no object, a
+sliced read fetches a slice's bytes, not the table's, and a table replaced while it is read (another
+run of the same day) retries the reading step on the new table."""
 
 import secrets
 
@@ -116,3 +117,65 @@ def test_a_slice_fetches_its_own_bytes_not_the_table(s3_base):
     assert fetched < size / 4, (fetched, size)
 
     assert sum(len(frame) for frame in open_table(path, ["n"]).frames(rows)) == rows * slices
+
+
+def _noisy_frames(slices: int, rows: int, tag: str):
+    """Slices that do not compress, so a table of them spans many read-ahead blocks."""
+    return (pd.DataFrame({"n": range(i * rows, (i + 1) * rows), "tag": [tag] * rows,
+                          "blob": [secrets.token_hex(100) for _ in range(rows)]})
+            for i in range(slices))
+
+
+def test_a_table_replaced_while_read_says_so_and_a_new_read_gets_the_new_one(s3_base):
+    from cti_assets.storage.outputs import (
+        TableReplacedError,
+        open_table,
+        partition_path,
+        write_table,
+    )
+
+    path = partition_path("big", "2026-01-05", s3_base)
+    write_table(path, FrameBatches(_noisy_frames(12, 2000, "first run")))
+    reading = open_table(path).frames(2000)
+    assert set(next(reading)["tag"]) == {"first run"}
+    # another run of the same day finishes writing the same table meanwhile
+    write_table(path, FrameBatches(_noisy_frames(12, 2000, "second run")))
+    with pytest.raises(TableReplacedError, match="read it again"):
+        for _ in reading:
+            pass
+    again = open_table(path)
+    assert {tag for frame in again.frames(2000) for tag in set(frame["tag"])} == {"second run"}
+
+
+def test_a_step_whose_input_is_replaced_mid_read_is_retried_on_the_new_table(s3_base):
+    from cti_assets.defs.io import ParquetIOManagerFactory
+    from cti_assets.storage.outputs import partition_path, write_table
+
+    daily = dg.DailyPartitionsDefinition(start_date="2026-01-01")
+    day = "2026-01-06"
+
+    @dg.asset(partitions_def=daily)
+    def big() -> FrameBatches:
+        return FrameBatches(_noisy_frames(12, 2000, "first run"))
+
+    @dg.asset(partitions_def=daily, ins={"big": dg.AssetIn(metadata={"batched": True})})
+    def tags_seen(context: dg.AssetExecutionContext, big: StoredTable) -> FrameBatches:
+        def frames():
+            for number, frame in enumerate(big.frames(2000)):
+                if number == 1 and context.retry_number == 0:  # the other run finishes now
+                    write_table(partition_path("big", day, s3_base),
+                                FrameBatches(_noisy_frames(12, 2000, "second run")))
+                yield pd.DataFrame({"tag": sorted(set(frame["tag"]))})
+
+        return FrameBatches(frames())
+
+    io_manager = ParquetIOManagerFactory(base_path=s3_base)
+    result = dg.materialize([big, tags_seen], partition_key=day,
+                            resources={"io_manager": io_manager})
+    assert result.success
+    retried = [e.step_key for e in result.all_events
+               if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    assert retried == ["tags_seen"]
+    from cti_assets.storage.outputs import read_partition
+
+    assert set(read_partition("tags_seen", day, s3_base)["tag"]) == {"second run"}
