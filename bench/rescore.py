@@ -348,6 +348,11 @@ def section(result: dict) -> str:
             f"(target <= 10.5x for 10x the rows); peak at every size "
             f"**{result['peak_gb_every_size']:.2f} GB** (target <= 2 GB).\n"
         )
+    if result.get("carried_from"):
+        text += ("\nThe comparisons with older code below are carried over from an earlier "
+                 "results.json (bench/rescore_cost.py measured them against a checkout of the "
+                 "older commit, which this run does not make); they describe the commits they "
+                 "name.\n")
     compared = result.get("compared") or []
     if compared:
         rows = [
