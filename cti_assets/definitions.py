@@ -69,10 +69,10 @@ def _shards_held_executor(init_context: dg.InitExecutorContext) -> dg.Executor:
 def run_executor() -> dg.ExecutorDefinition:
     """Dagster's multiprocess-or-in-process executor, defaulting to this deployment's choice:
     CTI_EXECUTOR (multiprocess, CTI_MAX_CONCURRENT_STEPS steps at once, each started as
-    CTI_STEP_START says, or in_process). A run
-    may still ask for the other with `execution: {config: {in_process: true|false}}`, as the
-    sensor does for a small day (one process: no step start-up). Either way the run's SQLite
-    event-log databases, if the instance has them, are held open while it executes."""
+    CTI_STEP_START says, or in_process). A run may still ask for the other with
+    `execution: {config: {in_process: true|false}}`, as the sensor does for a small day (one
+    process: no step start-up). Either way the run's SQLite event-log databases, if the
+    instance has them, are held open while it executes."""
     in_process = settings.executor() == "in_process"
     steps = settings.max_concurrent_steps()
     start_method = settings.step_start_method()

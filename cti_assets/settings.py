@@ -161,10 +161,10 @@ STEP_START_METHODS = ("forkserver", "spawn")
 
 def step_start_method() -> str:
     """How a multiprocess run starts a step's process (CTI_STEP_START): `forkserver` (default
-    where the platform has it) forks each step from a server process that imported the
-    definitions once, so a step starts in a fraction of a second instead of importing Dagster,
-    pandas and the definitions again (seconds each, more when eight steps start at once on two
-    cores); `spawn` starts a fresh interpreter per step, Dagster's default."""
+    where the platform has it) forks each step from a server process that imported Dagster,
+    pandas and the definitions once, instead of each step importing them again (with eight
+    steps starting at once on two cores, a step's start-up went from about 7 s to 2-3 s:
+    bench/findings.md); `spawn` starts a fresh interpreter per step, Dagster's default."""
     import multiprocessing
 
     text = os.environ.get("CTI_STEP_START", "").strip().lower()
