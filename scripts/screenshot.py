@@ -132,8 +132,13 @@ def lineage(page, url: str) -> Page:
 def overview(page, url: str) -> Page:
     """The scores' asset page: status, description, and the column schema from tables.py."""
     page.goto(f"{url}/assets/{SCORES}")
+    from cti_assets.schemas import asset_descriptions
+
     page.get_by_role("cell", name="score", exact=True).wait_for(timeout=WAIT_MS)
     page.get_by_text("Row count").wait_for(timeout=WAIT_MS)
+    # the Description column can fill in after the names (a CI run read the page before it)
+    page.get_by_text(asset_descriptions(SCORES)["score"], exact=True).first.wait_for(
+        timeout=WAIT_MS)
     return Page(page.inner_text("body"))
 
 
