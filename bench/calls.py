@@ -21,6 +21,7 @@ from pathlib import Path
 from unittest import mock
 
 from bench import workload
+from bench.jobthroughput import JOB_PROVIDERS, job_rates, provider_env
 from bench.sandbox_proc import SandboxProcess
 from cti_assets.providers import base
 from cti_assets.providers.config import DEFAULTS
@@ -44,8 +45,6 @@ def _rates_that_never_bind(sandbox: SandboxProcess) -> None:
     to bind: this benchmark counts calls, and at the documented rates (VirusTotal's 4 a minute)
     the 30-day backfill waits over an hour for slots, while a spent daily budget would leave
     observables unsent and the count short."""
-    from bench.jobthroughput import job_rates, provider_env
-
     os.environ.update(provider_env(sandbox.base_urls, job_rates(workload.DEFAULT_RATE_LIMITS),
                                    latency_ms=sandbox.latency_ms))
 
@@ -119,11 +118,12 @@ def backfill(sandbox: SandboxProcess, folder: Path, days: int, pool: int, per_da
     failed = _materialise(plan)
     calls = sandbox.calls()
     per_observable = _requests_per_observable(sandbox)
+    providers = JOB_PROVIDERS  # every provider the job calls, not only the six API ones
     repeated = {p: sum(n - 1 for (q, _), n in per_observable.items() if q == p and n > 1)
-                for p in workload.API_PROVIDERS}  # fmt: skip
-    sent = Counter(p for p, _ in per_observable)
-    unique = expected_unique(plan)
-    total_calls = sum(calls.get(p, 0) for p in workload.API_PROVIDERS)
+                for p in providers}  # fmt: skip
+    sent = Counter(p for p, _ in per_observable if p in providers)
+    unique = expected_unique(plan, providers)
+    total_calls = sum(calls.get(p, 0) for p in providers)
     return {
         "days": days, "pool": pool, "per_day": per_day,
         "observables": days * per_day,
@@ -172,7 +172,7 @@ def section(result: dict) -> str:
         "| Provider | Unique in scope | Distinct sent | Calls | Paid twice | Not sent (triage) |",
         "|---|---|---|---|---|---|",
     ]
-    for provider in workload.API_PROVIDERS:
+    for provider in back["unique_in_scope"]:
         lines.append(
             f"| {provider} | {back['unique_in_scope'][provider]} | "
             f"{back['distinct_sent'].get(provider, 0)} | "
