@@ -330,11 +330,20 @@ class SlidingWindowLimiter:
             now = self._clock()
             arrived = now if at is None else min(at, now)
             accepted = self._accepted[provider]
-            while accepted and accepted[0] <= arrived - window:
+            while accepted and accepted[0] <= now - 2 * window:
                 accepted.popleft()
-            if sum(1 for t in accepted if t > arrived - window) >= capacity:
-                return max(1, math.ceil(accepted[0] + window - now))
-            accepted.insert(bisect.bisect_right(accepted, arrived), arrived)
+            # Admitted only if no window of the provider's length would then hold more than its
+            # rate: the edge's guarantee, whatever order the handler threads reach this in.
+            held = list(accepted)
+            index = bisect.bisect_right(held, arrived)
+            held.insert(index, arrived)
+            for last in range(index, len(held)):
+                if held[last] >= arrived + window:
+                    break
+                first = bisect.bisect_right(held, held[last] - window)
+                if last - first + 1 > capacity:
+                    return max(1, math.ceil(held[first] + window - now))
+            accepted.insert(index, arrived)
             return None
 
 

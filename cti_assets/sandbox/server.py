@@ -398,7 +398,7 @@ class ProviderSandbox:
         invalid = routes.validate(call)
         if invalid is not None:
             return invalid
-        # counted at arrival, as a provider's edge counts them, not after the latency we add
+        # counted at arrival, as a provider's edge counts them
         retry_after = self._limiter.admit(provider, at=record.arrived)
         if retry_after is not None:
             return rate_limited(provider, retry_after, self._abuse_headers(provider),
@@ -519,7 +519,6 @@ class _Handler(BaseHTTPRequestHandler):
         record = RequestRecord(provider, method, raw_path, query, headers, None,
                                time.monotonic(), None, None, sandbox._clock())  # fmt: skip
         sandbox._record(record)
-        sandbox._wait_latency(provider)
         if provider == "unknown":
             reply = json_reply(404, {"error": f"no provider at /{prefix}"})
         elif method != ("POST" if provider in ABUSE_CH else "GET"):
@@ -532,6 +531,9 @@ class _Handler(BaseHTTPRequestHandler):
             if provider == ABUSEIPDB and reply.status >= 400 and not wants_json:
                 if reply.content_type == "application/json" and not reply.hang:
                     reply = abuseipdb_html(reply)
+        # The request is judged (rate limit, quota, faults) as it arrives, in arrival order, as a
+        # provider's edge judges it; the latency is the time its answer then takes.
+        sandbox._wait_latency(provider)
         if reply.hang:
             sandbox._release.wait(HANG_SECONDS)
             self.close_connection = True

@@ -269,6 +269,23 @@ def test_requests_are_counted_when_they_arrived_not_when_answered(sb, clock):
     assert sb.requests[-1].arrived == clock.now
 
 
+def test_a_request_judged_late_counts_only_in_the_windows_it_arrived_in(clock):
+    from cti_assets.sandbox.faults import SlidingWindowLimiter
+
+    limiter = SlidingWindowLimiter(clock)
+    limiter.set_rate("abuseipdb", 2)
+    clock.now = 11.0  # two later arrivals reached the limiter before the one of 10.0
+    assert limiter.admit("abuseipdb", at=10.95) is None
+    assert limiter.admit("abuseipdb", at=11.0) is None
+    # An edge judging in arrival order admits all three: no 1 s window holds more than 2.
+    assert limiter.admit("abuseipdb", at=10.0) is None
+    # 10.5 would put three arrivals (10.5, 10.95, 11.0) into the window ending at 11.0.
+    assert limiter.admit("abuseipdb", at=10.5) == 1
+    # 10.02 fits no window: (9.02, 10.02] would hold 10.0 and 10.02, then 10.95 is the third
+    # arrival of (9.95, 10.95].
+    assert limiter.admit("abuseipdb", at=10.02) == 1
+
+
 def test_slow_rate_widens_window(sb, clock):
     sb.set_rate_limit("virustotal", 4 / 60)  # the public API's 4 per minute
     assert vt(sb, "ip_addresses", MAL_IP).status_code == 200
