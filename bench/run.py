@@ -71,6 +71,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="keep the other benchmarks' figures from the existing results.json")
     parser.add_argument("--out", type=Path, default=REPO / "bench",
                         help="folder of results.md and results.json")
+    parser.add_argument("--render", action="store_true",
+                        help="measure nothing: write results.md again from results.json and "
+                        "the current README and findings")
     return parser.parse_args(argv)
 
 
@@ -83,6 +86,15 @@ def main(argv=None) -> int:
         print(f"bench: unknown provider(s) in --rate-limits: {', '.join(sorted(unknown))}",
               file=sys.stderr)
         return 2
+    if args.render:
+        stored = args.out / "results.json"
+        if not stored.exists():
+            print(f"bench: --render needs {stored}, which does not exist", file=sys.stderr)
+            return 2
+        results = json.loads(stored.read_text())
+        report.write(results, args.out, sections_of(results))
+        print(f"bench: {args.out / 'results.md'} written from {stored}")
+        return 0
     results: dict = {
         "machine": report.machine(),
         "command": " ".join(["bench/run.py", *(argv if argv is not None else sys.argv[1:])]),

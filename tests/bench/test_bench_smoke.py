@@ -115,3 +115,29 @@ def test_backfill_expectation_counts_unique_values_per_provider():
     assert expected["virustotal"] == len(indexes)
     assert expected["greynoise"] == sum(workload.entity_type_of(i) == "IPv4-Addr"
                                         for i in indexes)
+
+
+def test_render_writes_results_md_again_from_results_json(tmp_path, capsys):
+    import json
+
+    from bench import run
+
+    stored = json.loads((Path(run.REPO) / "bench" / "results.json").read_text())
+    stored["summary"] = []  # recomputed from the figures, not copied
+    (tmp_path / "results.json").write_text(json.dumps(stored))
+    assert run.main(["--render", "--out", str(tmp_path)]) == 0
+    rendered = (tmp_path / "results.md").read_text()
+    assert f"Command: `{stored['command']}`" in rendered
+    assert "| Job, 10,000 observables: sandbox 429s |" in rendered
+    findings = (Path(run.REPO) / "bench" / "findings.md").read_text()
+    assert rendered.rstrip().endswith(findings.rstrip()[-200:])
+    assert json.loads((tmp_path / "results.json").read_text())["summary"]
+
+
+def test_render_without_results_json_is_one_line_and_exit_2(tmp_path, capsys):
+    from bench import run
+
+    assert run.main(["--render", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "results.json" in err
+    assert not any(tmp_path.iterdir())
