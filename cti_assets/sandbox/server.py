@@ -9,6 +9,7 @@ request log) is controlled from Python or, for another process, over `/_sandbox/
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import signal
 import socket
@@ -130,6 +131,8 @@ class ProviderSandbox:
         self._profiles: dict[str, str] = {}
         self._known_urls: dict[str, str] = {}  # sha256(url) -> url, for VT's second id form
         self._clock = clock
+        # On the real clock a request's arrival is the kernel's receive time (ArrivalReader).
+        self._kernel_arrival = clock is time.monotonic
         self._limiter = SlidingWindowLimiter(clock)
         self._quota = DailyQuota(wall_clock)
         self._faults = FaultBook()
@@ -453,11 +456,59 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 256
     sandbox: ProviderSandbox
 
+    def server_bind(self) -> None:
+        super().server_bind()
+        # Set on the listening socket, so connections inherit it and the kernel stamps their
+        # first request too (data that arrives before a socket asks for stamps has none).
+        enable_receive_stamps(self.socket)
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that gave up (timeout, closed session) is normal here, not a server bug.
         if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
             return
         super().handle_error(request, client_address)
+
+
+# Linux's SO_TIMESTAMPNS (asm-generic), which Python's socket module does not name.
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platform == "linux" else None)
+_TIMESPEC = struct.Struct("qq")
+
+
+def enable_receive_stamps(connection: socket.socket) -> bool:
+    """Ask the kernel for each read's receive time; False where the platform has none."""
+    if _SO_TIMESTAMPNS is None:
+        return False
+    try:
+        connection.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    except OSError:
+        return False
+    return True
+
+
+class ArrivalReader(io.RawIOBase):
+    """A connection's bytes, with the kernel's receive time (CLOCK_REALTIME) of the latest
+    read. A provider's edge counts a request when it reaches the host; the sandbox's handler
+    thread may only run tens of milliseconds later on a loaded machine, and stamping the
+    request then would bunch evenly spaced arrivals into a burst no provider would see."""
+
+    def __init__(self, connection: socket.socket) -> None:
+        super().__init__()
+        self.connection = connection
+        self.received_at: float | None = None
+        self.stamped = enable_receive_stamps(connection)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self.stamped:
+            return self.connection.recv_into(buffer)
+        size, ancillary, _, _ = self.connection.recvmsg_into([buffer], 64)
+        for level, kind, stamp in ancillary:
+            if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
+                seconds, nanoseconds = _TIMESPEC.unpack_from(stamp)
+                self.received_at = seconds + nanoseconds / 1e9
+        return size
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -469,6 +520,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        self.rfile.close()  # the socket's own reader, replaced by one that keeps arrival times
+        self.arrivals = ArrivalReader(self.connection)
+        self.rfile = io.BufferedReader(self.arrivals)
         sandbox = self.server.sandbox
         with sandbox._lock:
             sandbox._connections.add(self.connection)
@@ -500,7 +554,17 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._handle("DELETE")
 
+    def _arrived(self) -> float:
+        """When the request in hand reached this host, on the sandbox's clock."""
+        sandbox = self.server.sandbox
+        now = sandbox._clock()
+        received_at = self.arrivals.received_at
+        if not sandbox._kernel_arrival or received_at is None:
+            return now
+        return now - max(0.0, time.time() - received_at)
+
     def _handle(self, method: str) -> None:
+        arrived = self._arrived()  # before the body: the headers' packet is the arrival
         sandbox = self.server.sandbox
         length_header = self.headers.get("Content-Length") or "0"
         length = int(length_header) if length_header.isdigit() else 0
@@ -517,7 +581,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {name.lower(): value for name, value in self.headers.items()}
         provider = routes.PREFIXES.get(prefix, "unknown")
         record = RequestRecord(provider, method, raw_path, query, headers, None,
-                               time.monotonic(), None, None, sandbox._clock())  # fmt: skip
+                               time.monotonic(), None, None, arrived)  # fmt: skip
         sandbox._record(record)
         if provider == "unknown":
             reply = json_reply(404, {"error": f"no provider at /{prefix}"})

@@ -286,6 +286,43 @@ def test_a_request_judged_late_counts_only_in_the_windows_it_arrived_in(clock):
     assert limiter.admit("abuseipdb", at=10.02) == 1
 
 
+def _read_answer(reader) -> bytes:
+    """One HTTP/1.1 answer with a Content-Length, from a binary file over the socket."""
+    status = reader.readline()
+    length = 0
+    while (line := reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode().partition(":")
+        if name.lower() == "content-length":
+            length = int(value)
+    reader.read(length)
+    return status
+
+
+def test_arrival_is_when_the_request_reached_the_host_not_when_a_thread_took_it_up():
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    sandbox = ProviderSandbox()  # the real clock: arrivals are the kernel's receive times
+    sandbox.set_latency(300, "shodan_internetdb")
+    with sandbox:
+        url = urlsplit(sandbox.base_urls["SHODAN_INTERNETDB_URL"])
+        request = f"GET {url.path}/{MAL_IP} HTTP/1.1\r\nHost: {url.netloc}\r\n\r\n".encode()
+        with socket.create_connection((url.hostname, url.port), timeout=TIMEOUT) as conn:
+            # Two requests in one write: the connection's thread takes the second up only once
+            # it has answered the first, 300 ms later.
+            before = time.monotonic()
+            conn.sendall(request + request)
+            sent = time.monotonic()
+            with conn.makefile("rb") as reader:
+                statuses = [_read_answer(reader), _read_answer(reader)]
+    assert all(status.startswith(b"HTTP/1.1 200") for status in statuses), statuses
+    first, second = [r for r in sandbox.requests if r.provider == "shodan_internetdb"]
+    assert second.started - sent >= 0.3  # taken up after the first answer's latency
+    assert before - 0.005 <= second.arrived <= sent  # yet counted when it arrived
+    assert first.arrived <= second.arrived
+
+
 def test_slow_rate_widens_window(sb, clock):
     sb.set_rate_limit("virustotal", 4 / 60)  # the public API's 4 per minute
     assert vt(sb, "ip_addresses", MAL_IP).status_code == 200
