@@ -3,7 +3,9 @@ the tests and the benchmarks run offline against the documented contracts.
 
 One ThreadingHTTPServer serves every provider under its own prefix; `base_urls` gives the
 values that replace the real base URLs. State (keys, limits, quotas, faults, profiles, the
-request log) is controlled from Python or, for another process, over `/_sandbox/*`.
+request log) is controlled from Python or, for another process, over `/_sandbox/*`. As a
+provider's edge does, a request is judged (rate limit, quota, faults) when it arrives, the
+kernel's receive time, and only then waits the simulated latency.
 """
 
 from __future__ import annotations
