@@ -319,7 +319,10 @@ def test_arrival_is_when_the_request_reached_the_host_not_when_a_thread_took_it_
     assert all(status.startswith(b"HTTP/1.1 200") for status in statuses), statuses
     first, second = [r for r in sandbox.requests if r.provider == "shodan_internetdb"]
     assert second.started - sent >= 0.3  # taken up after the first answer's latency
-    assert before - 0.005 <= second.arrived <= sent  # yet counted when it arrived
+    # Yet counted when it arrived. (The arrival is converted from the kernel's real-time stamp
+    # by reading the sandbox's clock, then the real one: a thread switch between the two can
+    # only move it earlier, hence the lower bound's slack.)
+    assert before - 0.05 <= second.arrived <= sent
     # one write, one arrival: the same kernel stamp, read against the clocks a moment apart
     assert abs(second.arrived - first.arrived) < 0.005
 
