@@ -91,7 +91,11 @@ def main(argv=None) -> int:
         if not stored.exists():
             print(f"bench: --render needs {stored}, which does not exist", file=sys.stderr)
             return 2
-        results = json.loads(stored.read_text())
+        try:
+            results = json.loads(stored.read_text())
+        except (OSError, ValueError) as exc:
+            print(f"bench: --render cannot read {stored}: {exc}", file=sys.stderr)
+            return 2
         report.write(results, args.out, sections_of(results))
         print(f"bench: {args.out / 'results.md'} written from {stored}")
         return 0

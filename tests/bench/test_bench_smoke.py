@@ -141,3 +141,13 @@ def test_render_without_results_json_is_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "results.json" in err
     assert not any(tmp_path.iterdir())
+
+
+def test_render_of_a_broken_results_json_is_one_line_and_exit_2(tmp_path, capsys):
+    from bench import run
+
+    (tmp_path / "results.json").write_text('{"machine": ')
+    assert run.main(["--render", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot read" in err
+    assert not (tmp_path / "results.md").exists()
