@@ -12,7 +12,7 @@ import math
 import threading
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 VIRUSTOTAL = "virustotal"
@@ -261,7 +261,7 @@ def abuseipdb_html(reply: Reply) -> Reply:
     page = (f"<!DOCTYPE html><html><head><title>Error {reply.status}</title></head><body>"
             f"<h1>{reply.status}</h1><p>{reply.body.decode(errors='replace')}</p>"
             "</body></html>")  # fmt: skip
-    return Reply(reply.status, page.encode(), "text/html; charset=UTF-8", reply.headers)
+    return replace(reply, body=page.encode(), content_type="text/html; charset=UTF-8")
 
 
 def abuseipdb_headers(limit: int, remaining: int, reset_epoch: int) -> dict[str, str]:

@@ -21,7 +21,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote
@@ -390,6 +390,9 @@ class ProviderSandbox:
         elif isinstance(call, routes.Call):
             record.observable = call.observable
         fault = self._faults.take(provider) if take_fault else None
+        if fault == "slow_drip":  # the real answer, judged now like any request, sent slowly
+            answer = self._respond(provider, segments, query, headers, record, take_fault=False)
+            return replace(answer, delivery=fault)
         if fault in DELIVERY_FAULTS:
             return Reply(200, b"", delivery=fault)
         if fault is not None:
@@ -615,11 +618,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._write_chunked(huge_body_chunks(ip=record.observable or "45.83.65.1"))
             return
         if reply.delivery == "slow_drip":
-            record.status = 200
-            segments = [unquote(s) for s in raw_segments[1:]]
-            fields = query | _body_fields(body, headers) if method == "POST" else query
-            self._drip(sandbox._respond(provider, segments, fields, headers, record,
-                                        take_fault=False))
+            record.status = reply.status
+            self._drip(reply)
             record.ended = time.monotonic()
             return
         # Recorded before the reply goes out: a client that has its answer sees it in the log.
@@ -652,6 +652,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(reply.status)
         self.send_header("Content-Type", reply.content_type)
         self.send_header("Content-Length", str(len(reply.body)))
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.flush()
         self.close_connection = True

@@ -327,6 +327,31 @@ def test_arrival_is_when_the_request_reached_the_host_not_when_a_thread_took_it_
     assert abs(second.arrived - first.arrived) < 0.005
 
 
+def test_a_slow_drip_is_judged_when_it_arrives_like_any_request(sb):
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    sb.set_latency(1000, "shodan_internetdb")
+    sb.set_rate_limit("shodan_internetdb", 1)  # the fake clock stands still: one is admitted
+    sb.inject("shodan_internetdb", "slow_drip")
+    url = urlsplit(sb.base_urls["SHODAN_INTERNETDB_URL"])
+    request = f"GET {url.path}/{MAL_IP} HTTP/1.1\r\nHost: {url.netloc}\r\n\r\n".encode()
+    with socket.create_connection((url.hostname, url.port), timeout=TIMEOUT) as dripping:
+        dripping.sendall(request)
+        deadline = time.monotonic() + TIMEOUT
+        while sb.stats()["pending_faults"]:  # its handler has taken the fault up
+            assert time.monotonic() < deadline, "the slow drip never reached a handler"
+            time.sleep(0.005)
+        later = internetdb(sb, MAL_IP)  # arrives while the first waits its 1 s of latency
+        with dripping.makefile("rb") as reader:
+            status = reader.readline()
+    # the first to arrive is admitted and dripped; the second finds the window full
+    assert status.startswith(b"HTTP/1.1 200"), status
+    assert later.status_code == 429
+    assert [r.status for r in sb.requests] == [200, 429]
+
+
 def test_slow_rate_widens_window(sb, clock):
     sb.set_rate_limit("virustotal", 4 / 60)  # the public API's 4 per minute
     assert vt(sb, "ip_addresses", MAL_IP).status_code == 200
