@@ -216,6 +216,41 @@ def phase_bound(admitted: dict[str, int], rates: dict[str, float]) -> float:
     return slowest(base.CHEAP_PROVIDERS) + slowest(base.EXPENSIVE_PROVIDERS)
 
 
+def documented_quota_bounds(calls: dict[str, int]) -> dict:
+    """The job's bounds for the same calls at the providers' documented default quotas
+    (providers.config.DEFAULTS: VirusTotal 4 a minute and 500 a day, and so on): computed, not
+    measured. A call beyond a daily or monthly cap is not sent today (triage defers it), so a
+    provider needs min(calls, cap) / rate. `ordered` is the job's cheap-then-expensive bound;
+    `streamed` is what deciding each observable as soon as its cheap answers are in would allow:
+    exact only for a provider whose cap does not bind (the day's best N cannot be known before
+    the day's last cheap answer), so a capped expensive provider still starts after the cheap
+    phase."""
+    providers: dict[str, dict] = {}
+    for provider, wanted in calls.items():
+        chosen = DEFAULTS[provider]
+        rate = chosen.per_second or (chosen.per_minute / 60 if chosen.per_minute else None)
+        if not rate or not wanted:
+            continue
+        caps = [cap for cap in (chosen.per_day, chosen.per_month) if cap]
+        cap = min(caps) if caps else None
+        sent = min(wanted, cap) if cap is not None else wanted
+        providers[provider] = {"rate": round(rate, 4), "cap": cap, "calls": wanted,
+                               "sent": sent, "binds": cap is not None and wanted > cap,
+                               "seconds": round(sent / rate, 1)}
+
+    def slowest(group, binds: bool | None = None) -> float:
+        return max((row["seconds"] for p, row in providers.items()
+                    if p in group and (binds is None or row["binds"] == binds)), default=0.0)
+
+    cheap = slowest(base.CHEAP_PROVIDERS)
+    streamed = max(cheap + slowest(base.EXPENSIVE_PROVIDERS, binds=True),
+                   slowest(base.EXPENSIVE_PROVIDERS, binds=False), cheap)
+    return {"providers": providers,
+            "quota_bound_s": max((row["seconds"] for row in providers.values()), default=0.0),
+            "ordered_bound_s": cheap + slowest(base.EXPENSIVE_PROVIDERS),
+            "streamed_bound_s": streamed}
+
+
 def connector_per_call(sandbox, latency_ms: float, rates: dict[str, float],
                        sample: int) -> dict:
     """bench/baseline.py's connector model (one observable at a time, each provider in turn,
@@ -377,6 +412,7 @@ def section(result: dict) -> str:
                       f"last cheap lookup end to triage end {top['triage_launch_to_end_s']} s "
                       f"(triage body {top['triage_body_s']} s), expensive lookups "
                       f"{top['expensive_phase_s']} s after triage."]
+        lines += _documented_defaults(top)
     lines += [
         "",
         f"Connector model: bench/baseline.py (one observable at a time, each provider in turn,"
@@ -390,6 +426,29 @@ def section(result: dict) -> str:
         + ".",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _documented_defaults(top: dict) -> list[str]:
+    """results.md's lines on what the order costs at the documented default quotas."""
+    bounds = documented_quota_bounds(top["admitted_calls"])
+    quota = bounds["quota_bound_s"]
+    if not quota:
+        return []
+    lines = ["", f"The same {top['n']:,} observables' calls at the providers' documented "
+             "default quotas (providers.config.DEFAULTS), computed, not measured: a call past a "
+             "daily or monthly cap waits for a later day.", "",
+             "| Provider | Default rate (req/s) | Cap | Calls | Sent today | Seconds |",
+             "|---|---|---|---|---|---|"]
+    for provider, row in sorted(bounds["providers"].items(), key=lambda kv: -kv[1]["seconds"]):
+        cap = f"{row['cap']:,}" + (" (binds)" if row["binds"] else "") if row["cap"] else "-"
+        lines.append(f"| {provider} | {row['rate']:g} | {cap} | {row['calls']:,} | "
+                     f"{row['sent']:,} | {row['seconds']:,.0f} |")
+    ordered, streamed = bounds["ordered_bound_s"], bounds["streamed_bound_s"]
+    lines += ["", f"Quota bound {quota:,.0f} s; cheap then expensive {ordered:,.0f} s "
+              f"({ordered / quota:.2f} of it); deciding each observable as soon as its cheap "
+              f"answers are in, exact only where no cap binds, {streamed:,.0f} s "
+              f"({streamed / quota:.2f} of it)."]
+    return lines
 
 
 def _pools(result: dict) -> str:

@@ -64,6 +64,32 @@ def test_bounds_from_admitted_calls():
     assert jt.quota_bound({base.SHODAN: 0}, rates) == (0.0, None)
 
 
+def test_bounds_at_the_documented_default_quotas():
+    # OTX 2 a second; GreyNoise 100 a day; VirusTotal 4 a minute, 500 a day; Shodan 1 a second,
+    # no cap; CrowdSec 50 a day (providers.config.DEFAULTS, from providers.md)
+    calls = {base.OTX: 10_000, base.GREYNOISE: 5_000, base.VIRUSTOTAL: 4_000,
+             base.SHODAN: 5_500, base.CROWDSEC: 3_000, base.SECURITYTRAILS: 0}
+    bounds = jt.documented_quota_bounds(calls)
+    rows = bounds["providers"]
+    assert base.SECURITYTRAILS not in rows  # no call, no time
+    assert rows[base.VIRUSTOTAL] == {"rate": round(4 / 60, 4), "cap": 500, "calls": 4_000,
+                                     "sent": 500, "binds": True, "seconds": 7_500.0}
+    assert rows[base.GREYNOISE]["sent"] == 100 and rows[base.GREYNOISE]["seconds"] == 100.0
+    assert not rows[base.SHODAN]["binds"] and rows[base.SHODAN]["seconds"] == 5_500.0
+    assert bounds["quota_bound_s"] == 7_500.0
+    assert bounds["ordered_bound_s"] == 5_000.0 + 7_500.0
+    # VirusTotal's cap binds: even decided observable by observable it waits for the day's
+    # ranking, so streaming gains nothing here
+    assert bounds["streamed_bound_s"] == 5_000.0 + 7_500.0
+    # under its cap, VirusTotal could start with the cheap lookups: only the capped CrowdSec
+    # (50 s) still follows them
+    calls[base.VIRUSTOTAL] = 400
+    bounds = jt.documented_quota_bounds(calls)
+    assert bounds["quota_bound_s"] == 6_000.0
+    assert bounds["ordered_bound_s"] == 5_000.0 + 6_000.0
+    assert bounds["streamed_bound_s"] == 6_000.0
+
+
 def test_job_environment_sets_each_rate_and_opens_the_other_windows():
     rates = jt.job_rates(workload.DEFAULT_RATE_LIMITS)
     assert set(rates) == set(jt.JOB_PROVIDERS)
