@@ -111,11 +111,20 @@ def plan_sensor_tick(
     """Run requests, next cursor and skip reason for the observables new since the cursor.
 
     `new_items` come after the watermark; `behind` are those of the look-back window behind it,
-    of which the ones whose ids the cursor does not remember arrived late and are new too."""
+    of which the ones whose ids the cursor does not remember arrived late and are new too.
+    One dated after `current_time` (a source clock ahead of ours, a wrong import) waits for its
+    time: taken now, it would carry the watermark past everything created until then."""
     previous = Watermark.parse(cursor)
     late = [item for item in behind or [] if id_digest(item[1]) not in previous.recent]
-    fresh = sorted(set(new_items) | set(late))
+    arrived = set(new_items) | set(late)
+    fresh = sorted(item for item in arrived if item[0] <= current_time)
+    ahead = sorted(item for item in arrived if item[0] > current_time)
     if not fresh:
+        if ahead:
+            return [], cursor, (
+                f"{len(ahead)} observable(s) dated after now (the first "
+                f"{ahead[0][0].astimezone(UTC).isoformat()}, {ahead[0][1]}): taken once their "
+                "time has come")
         return [], cursor, "no observables created since the last tick"
     last_created, last_id = max([*fresh, *([(previous.created_at, previous.stix_id)]
                                           if previous.created_at else [])])
@@ -171,9 +180,18 @@ def _run_key(key: str, watermark: Watermark, late_ids: list[str]) -> str:
 def new_observables_sensor(context: dg.SensorEvaluationContext, source: SourceResource):
     """Start a run for each day that received observables since the cursor, or late ones
     within the look-back window behind it (CTI_SENSOR_LOOKBACK_S)."""
-    watermark = Watermark.parse(context.cursor)
+    cursor = context.cursor
+    watermark = Watermark.parse(cursor)
     lookback = timedelta(seconds=settings.sensor_lookback_s())
     limit = settings.sensor_batch_limit()
+    now = datetime.now(UTC)
+    if watermark.created_at is not None and watermark.created_at > now:
+        # carried past now by a future-dated observable before plan_sensor_tick held those
+        # back: read again from the look-back window before now
+        context.log.warning(f"sensor cursor at {watermark.created_at.isoformat()}, after now: "
+                            f"reading again from {(now - lookback).isoformat()}")
+        watermark = Watermark(now - lookback, "", frozenset())
+        cursor = watermark.to_cursor()
     try:
         cti_source = source.get()
         new_items = cti_source.created_since(watermark.created_at, watermark.stix_id, limit)
@@ -184,6 +202,5 @@ def new_observables_sensor(context: dg.SensorEvaluationContext, source: SourceRe
                                                              watermark.stix_id or "")]
     except SourceError as error:
         return dg.SkipReason(f"source unavailable: {error}")
-    requests, next_cursor, skip = plan_sensor_tick(
-        context.cursor, new_items, datetime.now(UTC), behind, lookback)
+    requests, next_cursor, skip = plan_sensor_tick(cursor, new_items, now, behind, lookback)
     return dg.SensorResult(run_requests=requests, cursor=next_cursor, skip_reason=skip)

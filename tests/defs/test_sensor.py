@@ -71,6 +71,23 @@ def test_days_outside_the_partitions_are_reported_not_requested():
     assert json.loads(cursor)["id"] == new[-1][1]
 
 
+def test_an_observable_dated_after_now_waits_and_never_carries_the_watermark_past_now():
+    new = items("2026-11-28", 3)
+    future = (datetime(2030, 1, 1, tzinfo=UTC), "ipv4-addr--from-the-future")
+    requests, cursor, skip = plan_sensor_tick(None, [*new, future], NOW)
+    assert [r.partition_key for r in requests] == ["2026-11-28"]
+    assert requests[0].tags["cti/new_observables"] == "3"
+    assert json.loads(cursor)["id"] == new[-1][1]  # not the future one
+    # alone, it is held back with a reason and the cursor stays
+    requests, again, skip = plan_sensor_tick(cursor, [future], NOW)
+    assert requests == [] and again == cursor
+    assert "dated after now" in skip and "2030-01-01" in skip
+    # once its time has come it is taken like any other
+    requests, later, _ = plan_sensor_tick(cursor, [future], future[0] + timedelta(days=1))
+    assert [r.partition_key for r in requests] == ["2030-01-01"]
+    assert json.loads(later)["id"] == future[1]
+
+
 # --- the real sensor on a real instance: late arrivals behind the watermark -----------------
 
 
@@ -173,3 +190,26 @@ def test_small_days_run_in_one_process_and_big_ones_per_step(monkeypatch):
     by_day = {r.partition_key: r for r in requests}
     assert by_day["2026-11-20"].run_config == IN_PROCESS_RUN
     assert by_day["2026-11-21"].run_config == {}
+
+
+def test_a_future_dated_import_does_not_stop_the_sensor_seeing_later_ones(sensor_world):
+    instance, store = sensor_world
+    now = datetime.now(UTC).replace(microsecond=0)
+    store.write_objects([_ipv4("198.51.100.40")], first_seen_at=datetime(2030, 1, 1, tzinfo=UTC))
+    requests, cursor = _tick(instance, store.path, None)
+    assert requests == []
+    store.write_objects([_ipv4("198.51.100.41")], first_seen_at=now - timedelta(seconds=5))
+    requests, cursor = _tick(instance, store.path, cursor)
+    assert [r.partition_key for r in requests] == [now.strftime("%Y-%m-%d")]
+    assert requests[0].tags["cti/new_observables"] == "1"
+
+
+def test_a_cursor_already_carried_past_now_reads_again_from_the_look_back(sensor_world):
+    instance, store = sensor_world
+    now = datetime.now(UTC).replace(microsecond=0)
+    poisoned = Watermark(datetime(2030, 1, 1, tzinfo=UTC), "ipv4-addr--x").to_cursor()
+    store.write_objects([_ipv4("198.51.100.42")], first_seen_at=now - timedelta(minutes=2))
+    requests, cursor = _tick(instance, store.path, poisoned)
+    assert [r.partition_key for r in requests] == [
+        (now - timedelta(minutes=2)).strftime("%Y-%m-%d")]
+    assert datetime.fromisoformat(json.loads(cursor)["created_at"]) <= now
