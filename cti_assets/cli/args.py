@@ -8,28 +8,40 @@ import json
 import re
 from datetime import date
 
+from cti_assets.cli.errors import quoted
+
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _whole(text: str) -> int | None:
+    """`text` as a whole number, or None. At most 18 ASCII digits: int() refuses 4,300 digits
+    and more, and accepts digits like '²' that are no number to type."""
+    digits = text.strip()
+    return int(digits) if digits.isascii() and digits.isdigit() and len(digits) <= 18 else None
 
 
 def port_number(text: str) -> int:
     """A TCP port, 0-65535 (0: any free port)."""
-    if not text.strip().isdigit() or not 0 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)")
-    return int(text)
+    port = _whole(text)
+    if port is None or port > 65535:
+        raise argparse.ArgumentTypeError(f"{quoted(text)} is not a port number (0-65535)")
+    return port
 
 
 def whole_number(text: str) -> int:
     """A whole number, 0 or more."""
-    if not text.strip().isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
-    return int(text)
+    number = _whole(text)
+    if number is None:
+        raise argparse.ArgumentTypeError(f"{quoted(text)} is not a whole number >= 0")
+    return number
 
 
 def positive_number(text: str) -> int:
     """A whole number, 1 or more."""
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
-    return int(text)
+    number = _whole(text)
+    if number is None or number < 1:
+        raise argparse.ArgumentTypeError(f"{quoted(text)} is not a whole number >= 1")
+    return number
 
 
 def parse_day(text: str) -> date:
@@ -39,7 +51,7 @@ def parse_day(text: str) -> date:
             raise ValueError
         return date.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+        raise ValueError(f"{quoted(text)} is not a date (YYYY-MM-DD)") from None
 
 
 def day(text: str) -> str:
@@ -58,15 +70,16 @@ def rate_limits(text: str) -> dict[str, float]:
     try:
         limits = json.loads(text)
     except json.JSONDecodeError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not JSON; e.g. {example}") from None
+        raise argparse.ArgumentTypeError(f"{quoted(text)} is not JSON; e.g. {example}") from None
     if not isinstance(limits, dict):
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a JSON object of provider to requests per second; e.g. {example}"
+            f"{quoted(text)} is not a JSON object of provider to requests per second; "
+            f"e.g. {example}"
         )
     for provider, rps in limits.items():
         if provider not in PROVIDERS:
             raise argparse.ArgumentTypeError(
-                f"unknown provider {provider!r}; known: {', '.join(sorted(PROVIDERS))}"
+                f"unknown provider {quoted(provider)}; known: {', '.join(sorted(PROVIDERS))}"
             )
         if isinstance(rps, bool) or not isinstance(rps, int | float) or not rps > 0:
             raise argparse.ArgumentTypeError(
@@ -80,8 +93,12 @@ def existing_file(text: str) -> str:
     from pathlib import Path
 
     path = Path(text).expanduser()
-    if not path.exists():
+    try:
+        exists, is_file = path.exists(), path.is_file()
+    except OSError as error:  # e.g. a name longer than the file system allows
+        raise argparse.ArgumentTypeError(f"{quoted(text)}: {error.strerror}") from None
+    if not exists:
         raise argparse.ArgumentTypeError(f"{text}: no such file")
-    if not path.is_file():
+    if not is_file:
         raise argparse.ArgumentTypeError(f"{text}: not a file")
     return text

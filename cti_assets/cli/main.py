@@ -24,24 +24,47 @@ from cti_assets.cli.args import (
     rate_limits,
     whole_number,
 )
-from cti_assets.cli.errors import CliError
+from cti_assets.cli.errors import CliError, quoted, readable_line
 
 
 def _parse_instant(text: str) -> datetime:
-    from datetime import UTC
-
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise CliError(f"not an ISO-8601 date or time: {text!r}") from None
+        raise CliError(f"not an ISO-8601 date or time: {quoted(text)}") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _creation_time(text: str) -> datetime:
+    """A --created-at a source could have recorded: not in the future, and not before the first
+    partition (no run could ever enrich an observable created then)."""
+    from cti_assets import settings
+    from cti_assets.cli.args import parse_day
+
+    moment = _parse_instant(text)
+    now = datetime.now(UTC)
+    if moment > now:
+        raise CliError(
+            f"--created-at {text} is in the future (now: {now:%Y-%m-%dT%H:%M:%SZ}): "
+            "no source created an observable then"
+        )
+    try:
+        first_day = parse_day(settings.partitions_start())
+    except ValueError as error:
+        raise CliError(f"CTI_PARTITIONS_START: {error}") from None
+    if moment.astimezone(UTC).date() < first_day:
+        raise CliError(
+            f"--created-at {text} is before the first partition, {first_day} "
+            "(CTI_PARTITIONS_START): no run could enrich its observables"
+        )
+    return moment
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     from cti_assets.sources.bundle_files import BundleError, import_bundles
     from cti_assets.sources.local import LocalStixStore
 
-    created_at = _parse_instant(args.created_at) if args.created_at else None
+    created_at = _creation_time(args.created_at) if args.created_at else None
     try:
         report = import_bundles(LocalStixStore(), [Path(p) for p in args.files], created_at)
     except BundleError as error:
@@ -85,7 +108,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     default_name = f"bundle-{args.partition}.json" if args.partition else "export.json"
     try:
-        out = export_target(args.out, default_name)
+        out = export_target(
+            args.out, settings.data_dir_path() / "bundles" / default_name, overwrite=args.force
+        )
     except BundleError as error:
         raise CliError(str(error)) from None
     if args.partition:
@@ -117,7 +142,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         bundle = bundle_of(objects)
         what = "of the local store"
     try:
-        write_bundle_file(bundle, out)
+        if args.out is None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        write_bundle_file(bundle, out, overwrite=args.force)
+    except OSError as error:
+        raise CliError(f"cannot create {out.parent}: {error.strerror or error}") from None
     except BundleError as error:
         raise CliError(str(error)) from None
     print(f"wrote {len(bundle['objects'])} objects {what} to {out}")
@@ -217,7 +246,7 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse whose usage errors are one line on stderr (exit 2), naming the command."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: {readable_line(message)} (see {self.prog} --help)\n")
 
 
 def version() -> str:
@@ -259,7 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--version", action="version", version=f"cti-assets {version()}",
         help="Print the installed version and exit",
     )  # fmt: skip
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # not required=True: argparse would then report a missing COMMAND before an unknown option
+    # given ahead of it (`--versionx`); main() asks for the command once the options are read
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str):
         command = sub.add_parser(name, help=help_text, description=help_text)
@@ -276,9 +307,14 @@ def build_parser() -> argparse.ArgumentParser:
         "export", cmd_export, "Write the local store, or one partition's enrichment, as a bundle"
     )
     p.add_argument(
-        "--out", default="export.json",
+        "--out",
         help="File to write, in an existing directory; a directory gets a file inside it "
-        "(default: export.json)",
+        "(default: <data directory>/bundles/export.json, or bundle-DAY.json with --partition)",
+    )  # fmt: skip
+    p.add_argument(
+        "--force", action="store_true",
+        help="Replace the file if it exists (without it, an existing file is left as it is "
+        "and the export refused)",
     )  # fmt: skip
     p.add_argument(
         "--partition", type=day, help="Day (YYYY-MM-DD) whose write-back bundle to export"
@@ -356,19 +392,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore", message=".*is currently in beta.*")
     warnings.filterwarnings("ignore", message=".*is currently in preview.*")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.error("the following arguments are required: COMMAND")
     try:
         return args.handler(args)
     except CliError as error:
-        print(f"cti-assets {args.command}: {error}", file=sys.stderr)
+        print(f"cti-assets {args.command}: {readable_line(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     except Exception as error:  # noqa: BLE001 - last line of defence: one line, no traceback
         from cti_assets.providers.http import redact
 
-        message = " ".join(redact(str(error)).split())
-        print(f"cti-assets {args.command}: {type(error).__name__}: {message}", file=sys.stderr)
+        message = readable_line(f"{type(error).__name__}: {redact(str(error))}")
+        print(f"cti-assets {args.command}: {message}", file=sys.stderr)
         return 2
 
 

@@ -6,12 +6,16 @@ in an import is the same object read twice when identical, and an error naming b
 not (which one should win is the author's call, not ours). A UTF-8 byte-order mark is accepted.
 Export writes a bundle OpenCTI's importer accepts, with an id derived from its content so that
 exporting the same store twice gives byte-identical files. An export goes to an existing
-directory only (a directory given as the target gets a file inside it) and replaces the file
-atomically; a failed write leaves no temporary file behind.
+directory only (a directory given as the target gets a file inside it) and never replaces a file
+unless told to. The bundle is written to a temporary file beside the target, then hard-linked to
+the target's name (which fails if that name exists, even when it appeared a moment ago) or, told
+to replace, renamed over it: the target is whole or untouched, and a failed write leaves no
+temporary file behind.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -148,31 +152,63 @@ def bundle_of(objects: list[dict]) -> dict:
     }
 
 
-def export_target(out: str | Path, default_name: str) -> Path:
-    """The file an export writes for `out`: `out` itself, or `default_name` inside it when it is
-    a directory. BundleError when its directory does not exist (none is created)."""
-    path = Path(out).expanduser()
-    if path.is_dir():
-        return path / default_name
-    if not str(out).strip() or path.name in ("", ".", ".."):
-        raise BundleError(f"--out {str(out)!r} is not a file name")
-    folder = path.parent
-    if not folder.exists():
-        raise BundleError(f"cannot write {path}: directory {folder} does not exist")
-    if not folder.is_dir():
-        raise BundleError(f"cannot write {path}: {folder} is not a directory")
+def export_target(out: str | Path | None, default: Path, *, overwrite: bool = False) -> Path:
+    """The file an export writes: `default` when `out` is None (its folder is the caller's to
+    create), else `out` itself, or a file named like `default` inside `out` when it is a
+    directory. BundleError when its directory does not exist (none is created), or when the file
+    exists and `overwrite` is not set, or exists and is not a regular file."""
+    if out is None:
+        path = default
+    else:
+        path = Path(out).expanduser()
+        try:
+            if path.is_dir():
+                path = path / default.name
+            elif not str(out).strip() or path.name in ("", ".", ".."):
+                raise BundleError(f"--out {str(out)!r} is not a file name")
+            elif not path.parent.exists():
+                raise BundleError(f"cannot write {path}: directory {path.parent} does not exist")
+            elif not path.parent.is_dir():
+                raise BundleError(f"cannot write {path}: {path.parent} is not a directory")
+        except OSError as error:  # e.g. a name longer than the file system allows
+            raise BundleError(f"cannot write {path}: {error.strerror or error}") from None
+    _refuse_to_replace(path, overwrite)
     return path
 
 
-def write_bundle_file(bundle: dict, path: str | Path) -> Path:
-    """Write a bundle as JSON, replacing `path` atomically; the temporary file is removed when
-    anything fails. BundleError when the file cannot be written."""
-    path = Path(path)
-    text = json.dumps(bundle, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def _refuse_to_replace(path: Path, overwrite: bool) -> None:
     try:
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
+        taken, regular = path.is_symlink() or path.exists(), path.is_file()
+    except OSError as error:
+        raise BundleError(f"cannot write {path}: {error.strerror or error}") from None
+    if taken and not overwrite:
+        raise _already_exists(path)
+    if taken and not regular:
+        raise BundleError(f"{path} exists and is not a regular file: not replaced")
+
+
+def _already_exists(path: Path) -> BundleError:
+    return BundleError(f"{path} already exists; --force replaces it")
+
+
+def write_bundle_file(bundle: dict, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write a bundle as JSON to a file that must not exist yet, or, with `overwrite`, replace
+    `path` atomically. BundleError when it exists (without `overwrite`) or cannot be written; the
+    temporary file is removed whatever happens."""
+    path = Path(path)
+    _refuse_to_replace(path, overwrite)
+    text = json.dumps(bundle, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    # beside the target (a rename or link never crosses file systems), its name within NAME_MAX
+    temporary = path.with_name(f".{path.name[:200]}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(temporary, "x", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        if overwrite:
+            os.replace(temporary, path)
+        else:
+            _link_new(temporary, path, text)
     except OSError as error:
         raise BundleError(f"cannot write {path}: {error.strerror or error}") from None
     finally:
@@ -180,11 +216,44 @@ def write_bundle_file(bundle: dict, path: str | Path) -> Path:
     return path
 
 
+# link() refused by the file system itself (FAT, some network and FUSE mounts), not by the name
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS}
+
+
+def _link_new(temporary: Path, path: Path, text: str) -> None:
+    """Give the complete `temporary` file the name `path`, which must not exist."""
+    try:
+        os.link(temporary, path)
+        return
+    except FileExistsError:
+        raise _already_exists(path) from None
+    except OSError as error:
+        if error.errno not in _NO_HARD_LINKS:
+            raise
+    try:  # without hard links: create `path` exclusively, and remove it if the write fails
+        stream = open(path, "x", encoding="utf-8")
+    except FileExistsError:
+        raise _already_exists(path) from None
+    try:
+        with stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
 def export_store(
-    store: LocalStixStore, path: str | Path, types: Iterable[str] | None = None
+    store: LocalStixStore,
+    path: str | Path,
+    types: Iterable[str] | None = None,
+    *,
+    overwrite: bool = False,
 ) -> int:
     """Write the store's objects (or those of the given STIX types) as one bundle file;
-    returns how many objects it holds. The file is replaced atomically."""
+    returns how many objects it holds. An existing file is replaced (atomically) only with
+    `overwrite`."""
     objects = store.all_objects(types)
-    write_bundle_file(bundle_of(objects), path)
+    write_bundle_file(bundle_of(objects), path, overwrite=overwrite)
     return len(objects)

@@ -106,6 +106,7 @@ def bundle_file(folder: Path) -> Path:
 
 BAD = [
     ([], 2, r"^cti-assets: the following arguments are required: COMMAND"),
+    (["--versionx"], 2, r"^cti-assets: unrecognized arguments: --versionx \(see cti-assets"),
     (["no-such-command"], 2, r"^cti-assets: argument COMMAND: invalid choice: 'no-such-command'"),
     (["import"], 2, r"^cti-assets import: the following arguments are required: FILE\.json"),
     (["import", "{tmp}/missing.json"], 2,
@@ -113,6 +114,11 @@ BAD = [
     (["import", "{tmp}"], 2, r"^cti-assets import: argument FILE\.json: .*: not a file"),
     (["import", "{tmp}/in.json", "--created-at", "banana"], 2,
      r"^cti-assets import: not an ISO-8601 date or time: 'banana'$"),
+    (["import", "{tmp}/in.json", "--created-at", "2030-01-01T00:00:00Z"], 2,
+     r"^cti-assets import: --created-at 2030-01-01T00:00:00Z is in the future \(now: "),
+    (["import", "{tmp}/in.json", "--created-at", "1990-01-01"], 2,
+     r"^cti-assets import: --created-at 1990-01-01 is before the first partition, 2026-01-01 "
+     r"\(CTI_PARTITIONS_START\)"),
     (["export", "--partition", "banana"], 2,
      r"^cti-assets export: argument --partition: 'banana' is not a date \(YYYY-MM-DD\)"),
     (["export", "--partition", "2026-02-30"], 2, r"'2026-02-30' is not a date \(YYYY-MM-DD\)"),
@@ -128,6 +134,8 @@ BAD = [
     (["export", "--out", "{tmp}/in.json/x.json"], 2,
      r"^cti-assets export: cannot write .*/in\.json/x\.json: .*/in\.json is not a directory$"),
     (["export", "--no-such-option"], 2, r"^cti-assets: unrecognized arguments: --no-such-option"),
+    (["export", "--out", "{tmp}/in.json"], 2,
+     r"^cti-assets export: .*/in\.json already exists; --force replaces it$"),
     (["sandbox", "--rate-limits", "[1,2]"], 2,
      r"^cti-assets sandbox: argument --rate-limits: '\[1,2\]' is not a JSON object of provider "
      r"to requests per second"),
@@ -275,10 +283,12 @@ def test_import_then_export_to_a_file_and_into_a_directory(capsys, env):
 
 
 def test_export_of_no_store_yet_is_an_empty_bundle_and_creates_no_store(capsys, env):
+    target = env / "data" / "bundles" / "export.json"
     code, out, _ = run(capsys, ["export"])
-    assert code == 0 and out == f"wrote 0 objects of the local store to {Path('export.json')}\n"
-    assert json.loads(Path("export.json").read_text())["objects"] == []
-    assert not (env / "data").exists()
+    assert code == 0 and out == f"wrote 0 objects of the local store to {target}\n"
+    assert json.loads(target.read_text())["objects"] == []
+    assert files_under(env / "data") == {target.parent, target}  # no store
+    assert files_under(env / "work") == set()  # nothing in the working directory
 
 
 def test_explain_with_a_data_dir_but_no_scores_says_where_it_searched(capsys, env):

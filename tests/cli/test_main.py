@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import stix2
@@ -278,7 +278,7 @@ def test_export_writes_the_store_as_a_bundle(capsys, data_dir, tmp_path, bundle_
     assert len(parsed.objects) == len(objects)
 
     first = out_file.read_bytes()
-    assert run(capsys, "export", "--out", str(out_file))[0] == 0
+    assert run(capsys, "export", "--out", str(out_file), "--force")[0] == 0
     assert out_file.read_bytes() == first
 
 
@@ -295,3 +295,185 @@ def test_export_of_a_partition_with_nothing_is_one_line(capsys, data_dir, tmp_pa
     line = one_line(err)
     assert code == 2 and line.startswith("cti-assets export: ") and "2026-11-19" in line
     assert not out_file.exists()
+
+
+def test_export_refuses_an_existing_file_unless_forced(capsys, data_dir, tmp_path, bundle_file):
+    path, objects = bundle_file
+    assert run(capsys, "import", str(path))[0] == 0
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    target = etc / "passwd"
+    target.write_text("root:x:0:0:root:/root:/bin/sh\n")
+
+    code, out, err = run(capsys, "export", "--out", str(target))
+    assert code == 2 and out == ""
+    assert one_line(err) == f"cti-assets export: {target} already exists; --force replaces it"
+    assert target.read_text() == "root:x:0:0:root:/root:/bin/sh\n"
+
+    code, out, err = run(capsys, "export", "--out", str(target), "--force")
+    assert (code, err) == (0, "")
+    assert len(json.loads(target.read_text())["objects"]) == len(objects)
+    assert list(etc.iterdir()) == [target]  # no temporary file left
+
+
+def test_export_refuses_a_file_that_appears_after_the_check(capsys, data_dir, tmp_path,
+                                                            monkeypatch):
+    from cti_assets.sources import bundle_files
+
+    target = tmp_path / "out" / "export.json"
+    target.parent.mkdir()
+    make_bundle = bundle_files.bundle_of
+
+    def bundle_of_while_another_writer_creates_the_file(objects):
+        target.write_text("the other writer's\n")
+        return make_bundle(objects)
+
+    monkeypatch.setattr(bundle_files, "bundle_of", bundle_of_while_another_writer_creates_the_file)
+    code, out, err = run(capsys, "export", "--out", str(target))
+    assert code == 2 and out == ""
+    assert one_line(err) == f"cti-assets export: {target} already exists; --force replaces it"
+    assert target.read_text() == "the other writer's\n"
+    assert list(target.parent.iterdir()) == [target]
+
+
+def test_export_with_force_never_replaces_what_is_not_a_regular_file(capsys, data_dir, tmp_path):
+    device_link = tmp_path / "export.json"
+    device_link.symlink_to("/dev/null")
+    code, _, err = run(capsys, "export", "--out", str(device_link), "--force")
+    assert code == 2
+    assert one_line(err) == (
+        f"cti-assets export: {device_link} exists and is not a regular file: not replaced")
+    assert device_link.is_symlink() and str(device_link.readlink()) == "/dev/null"
+
+
+def test_export_without_out_writes_into_the_data_directory(capsys, data_dir, tmp_path,
+                                                          monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    target = data_dir / "bundles" / "export.json"
+
+    code, out, err = run(capsys, "export")
+    assert (code, err) == (0, "")
+    assert out == f"wrote 0 objects of the local store to {target}\n"
+    assert json.loads(target.read_text())["objects"] == []
+    assert list(work.iterdir()) == []  # nothing in the working directory
+    assert [p.name for p in data_dir.iterdir()] == ["bundles"]  # and no store created
+
+    code, out, err = run(capsys, "export")
+    assert code == 2 and out == ""
+    assert one_line(err) == f"cti-assets export: {target} already exists; --force replaces it"
+    assert run(capsys, "export", "--force")[0] == 0
+    assert list((data_dir / "bundles").iterdir()) == [target]
+
+
+def test_a_partition_export_without_out_is_named_after_its_day(capsys, data_dir, tmp_path,
+                                                               monkeypatch):
+    from cti_assets.defs import writeback
+    from cti_assets.sources.bundle_files import bundle_of
+    from cti_assets.storage import outputs
+
+    monkeypatch.chdir(tmp_path)
+    data_dir.mkdir()
+    monkeypatch.setattr(outputs, "read_partition", lambda asset, key: None)
+    monkeypatch.setattr(writeback, "partition_bundle", lambda *frames: bundle_of([]))
+    code, out, err = run(capsys, "export", "--partition", "2026-11-19")
+    target = data_dir / "bundles" / "bundle-2026-11-19.json"
+    assert (code, err) == (0, "")
+    assert out == f"wrote 0 objects of partition 2026-11-19 to {target}\n"
+    assert target.exists() and not (tmp_path / "export.json").exists()
+
+
+# --- import --created-at: a time a source could have recorded ----------------------------------
+
+
+def test_import_refuses_a_creation_time_in_the_future(capsys, data_dir, bundle_file):
+    path, _ = bundle_file
+    in_five_minutes = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
+    for created_at in ("2030-01-01T00:00:00Z", in_five_minutes):
+        code, out, err = run(capsys, "import", str(path), "--created-at", created_at)
+        line = one_line(err)
+        assert code == 2 and out == ""
+        assert line.startswith(f"cti-assets import: --created-at {created_at} is in the future")
+    assert not data_dir.exists()  # nothing imported, no store created
+
+
+@pytest.mark.parametrize(
+    ("start", "created_at"),
+    [
+        (None, "1990-01-01"),
+        (None, "2026-01-01T00:30:00+01:00"),  # 2025-12-31 in UTC, the partitions' time zone
+        ("2026-06-01", "2026-05-31T23:59:59Z"),
+    ],
+)
+def test_import_refuses_a_creation_time_before_the_first_partition(
+    capsys, data_dir, bundle_file, monkeypatch, start, created_at
+):
+    if start:
+        monkeypatch.setenv("CTI_PARTITIONS_START", start)
+    path, _ = bundle_file
+    code, out, err = run(capsys, "import", str(path), "--created-at", created_at)
+    assert code == 2 and out == ""
+    assert one_line(err) == (
+        f"cti-assets import: --created-at {created_at} is before the first partition, "
+        f"{start or '2026-01-01'} (CTI_PARTITIONS_START): no run could enrich its observables")
+    assert not data_dir.exists()
+
+
+def test_import_accepts_the_first_instant_of_the_first_partition(capsys, data_dir, bundle_file):
+    path, objects = bundle_file
+    code, _, err = run(capsys, "import", str(path), "--created-at", "2026-01-01T00:00:00Z")
+    assert (code, err) == (0, "")
+    seen = store().first_seen([obj["id"] for obj in objects])
+    assert set(seen.values()) == {datetime(2026, 1, 1, tzinfo=UTC)}
+
+
+# --- hostile input: the error line stays readable ----------------------------------------------
+
+
+def test_a_long_value_in_an_error_is_shown_cut_with_its_length(capsys, data_dir, bundle_file):
+    path, _ = bundle_file
+    code, _, err = run(capsys, "import", str(path), "--created-at", "a" * 100_000)
+    assert code == 2
+    assert one_line(err) == (
+        f"cti-assets import: not an ISO-8601 date or time: '{'a' * 200}…' (100000 characters)")
+
+    code, _, err = run(capsys, "sandbox", "--port", "9" * 100_000)
+    assert code == 2
+    assert one_line(err) == (
+        f"cti-assets sandbox: argument --port: '{'9' * 200}…' (100000 characters) is not a port "
+        "number (0-65535) (see cti-assets sandbox --help)")
+
+
+def test_a_long_value_quoted_elsewhere_still_gives_a_short_line(capsys, data_dir, tmp_path):
+    hostile = tmp_path / "hostile.json"
+    hostile.write_text(json.dumps(
+        {"type": "bundle", "objects": [{"type": "ipv4-addr", "id": "x" * 100_000}]}))
+    code, _, err = run(capsys, "import", str(hostile))
+    line = one_line(err)
+    assert code == 2 and len(line) < 1_100
+    assert line.startswith(f"cti-assets import: {hostile}: object 0 (xxx")
+    assert line.endswith("' is not of the form <type>--<uuid>")
+    assert re.search(r"… \(\d+ characters left out\) …", line)
+
+    code, _, err = run(capsys, "enrich", "a" * 100_000)
+    line = one_line(err)
+    assert code == 2 and len(line) < 1_100
+    assert line.endswith("' is not an IP address, domain, URL or MD5/SHA-1/SHA-256 hash")
+
+
+# --- an unknown option before the command --------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv", [["--versionx"], ["--versionx", "where"], ["-x", "pools"]])
+def test_an_unknown_option_before_the_command_is_named(capsys, data_dir, argv):
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert one_line(err) == f"cti-assets: unrecognized arguments: {argv[0]} (see cti-assets --help)"
+
+
+def test_no_command_at_all_is_still_asked_for(capsys, data_dir):
+    code, _, err = run(capsys)
+    assert code == 2
+    assert one_line(err) == (
+        "cti-assets: the following arguments are required: COMMAND (see cti-assets --help)")
