@@ -6,15 +6,47 @@ path from here, so one variable moves the whole project. The Dagster home follow
 (DAGSTER_HOME, default <data dir>/dagster_home, as `make` sets it), so every entry point, make or
 a bare `cti-assets`, records runs and pool limits in one instance. Provider settings live with
 the providers (providers/config.py), read the same way.
+
+Every accessor refuses a value it cannot use with a `SettingsError` naming the variable, the value
+and what is allowed; `check_environment` reads them all at once, so a command can refuse a bad
+environment in one line before it starts anything.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 
 DEFAULT_DATA_DIR = "./data"
 DEFAULT_BATCH_ROWS = 100_000
+DEFAULT_PARTITIONS_START = "2026-01-01"
+SHOWN_LIMIT = 80  # characters of a bad value shown in a settings error
+
+
+class SettingsError(ValueError):
+    """An environment setting with a value the project cannot use; its message is one line
+    naming the variable, the value and what is allowed."""
+
+
+def shown(value: str, limit: int = SHOWN_LIMIT) -> str:
+    """`value` as repr() shows it, cut past `limit` characters with its length named:
+    `'aaaa…' (100000 characters)`. The one way a long value is shown in a one-line error."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit] + '…'!r} ({len(value)} characters)"
+
+
+def bad_setting(name: str, value: str, allowed: str) -> SettingsError:
+    """The error of variable `name` set to `value`: `NAME must be <allowed>, got 'value'`."""
+    return SettingsError(f"{name} must be {allowed}, got {shown(value)}")
+
+
+def _whole(text: str) -> int | None:
+    """`text` as a whole number (ASCII digits, at most 18 of them), or None."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
 
 
 def data_dir_path() -> Path:
@@ -76,24 +108,39 @@ def batch_rows() -> int:
     text = os.environ.get("CTI_BATCH_ROWS", "").strip()
     if not text:
         return DEFAULT_BATCH_ROWS
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"CTI_BATCH_ROWS must be a positive whole number, got {text!r}")
-    return int(text)
+    rows = _whole(text)
+    if rows is None or rows < 1:
+        raise bad_setting("CTI_BATCH_ROWS", text, "a positive whole number")
+    return rows
 
 
 def _whole_number(name: str, default: int, minimum: int = 0) -> int:
     text = os.environ.get(name, "").strip()
     if not text:
         return default
-    if not text.isdigit() or int(text) < minimum:
-        raise ValueError(f"{name} must be a whole number >= {minimum}, got {text!r}")
-    return int(text)
+    number = _whole(text)
+    if number is None or number < minimum:
+        raise bad_setting(name, text, f"a whole number >= {minimum}")
+    return number
+
+
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def partitions_start() -> str:
-    """First day of the daily partitions (CTI_PARTITIONS_START, default 2026-01-01). It shapes
-    the asset definitions, so it is read when the definitions are built."""
-    return os.environ.get("CTI_PARTITIONS_START", "").strip() or "2026-01-01"
+    """First day of the daily partitions (CTI_PARTITIONS_START, YYYY-MM-DD, default
+    2026-01-01). It shapes the asset definitions, so it is read when the definitions are
+    built."""
+    text = os.environ.get("CTI_PARTITIONS_START", "").strip()
+    if not text:
+        return DEFAULT_PARTITIONS_START
+    try:
+        if not _DAY.fullmatch(text):
+            raise ValueError(text)
+        date.fromisoformat(text)
+    except ValueError:
+        raise bad_setting("CTI_PARTITIONS_START", text, "a date, YYYY-MM-DD") from None
+    return text
 
 
 def sensor_batch_limit() -> int:
@@ -116,9 +163,17 @@ def sensor_interval_s() -> int:
     return _whole_number("CTI_SENSOR_INTERVAL_S", 5, minimum=1)
 
 
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
 def sensor_default_on() -> bool:
     """Whether the sensor starts switched on (CTI_SENSOR_DEFAULT_ON; `make dev` sets it)."""
-    return os.environ.get("CTI_SENSOR_DEFAULT_ON", "").strip().lower() in ("1", "true", "yes")
+    text = os.environ.get("CTI_SENSOR_DEFAULT_ON", "").strip()
+    if text.lower() not in (*TRUE_WORDS, *FALSE_WORDS, ""):
+        raise bad_setting("CTI_SENSOR_DEFAULT_ON", text,
+                          f"one of {', '.join(TRUE_WORDS)} or {', '.join(FALSE_WORDS)}")
+    return text.lower() in TRUE_WORDS
 
 
 def reenrich_days() -> int:
@@ -137,7 +192,7 @@ def lookup_error_rate_warn() -> float:
     except ValueError:
         value = -1.0
     if not 0.0 <= value <= 1.0:
-        raise ValueError(f"CTI_LOOKUP_ERROR_RATE_WARN must be a share from 0 to 1, got {text!r}")
+        raise bad_setting("CTI_LOOKUP_ERROR_RATE_WARN", text, "a share from 0 to 1")
     return value
 
 
@@ -148,11 +203,12 @@ def executor() -> str:
     """How a run executes its steps (CTI_EXECUTOR): `multiprocess` (default, one process per
     step, steps in parallel) or `in_process` (one process, steps in turn: no step start-up, for
     small runs and tests)."""
-    text = os.environ.get("CTI_EXECUTOR", "").strip().lower().replace("-", "_")
+    raw = os.environ.get("CTI_EXECUTOR", "").strip()
+    text = raw.lower().replace("-", "_")
     if not text:
         return "multiprocess"
     if text not in EXECUTORS:
-        raise ValueError(f"CTI_EXECUTOR must be one of {', '.join(EXECUTORS)}, got {text!r}")
+        raise bad_setting("CTI_EXECUTOR", raw, f"one of {', '.join(EXECUTORS)}")
     return text
 
 
@@ -167,13 +223,13 @@ def step_start_method() -> str:
     bench/findings.md); `spawn` starts a fresh interpreter per step, Dagster's default."""
     import multiprocessing
 
-    text = os.environ.get("CTI_STEP_START", "").strip().lower()
+    raw = os.environ.get("CTI_STEP_START", "").strip()
+    text = raw.lower()
     if not text:
         available = multiprocessing.get_all_start_methods()
         return "forkserver" if "forkserver" in available else "spawn"
     if text not in STEP_START_METHODS:
-        raise ValueError(f"CTI_STEP_START must be one of {', '.join(STEP_START_METHODS)}, "
-                         f"got {text!r}")
+        raise bad_setting("CTI_STEP_START", raw, f"one of {', '.join(STEP_START_METHODS)}")
     return text
 
 
@@ -201,3 +257,53 @@ def sensor_in_process_max() -> int:
     process (CTI_SENSOR_IN_PROCESS_MAX, default 200; 0: never): a handful of observables is
     scored sooner without a process per step."""
     return _whole_number("CTI_SENSOR_IN_PROCESS_MAX", 200)
+
+
+def _settings_kept_elsewhere() -> list[Callable[[], object]]:
+    """The accessors of the settings that other modules read, each validating its own (the
+    unmarked TLP policy, every provider's settings and TLP ceiling, the shared state's names)."""
+    from cti_assets.intake.observable import TLP_ORDER, canonical_tlp, unmarked_tlp
+    from cti_assets.providers.config import DEFAULTS, env_prefix, settings_from_env
+    from cti_assets.state import urls
+
+    def provider_settings(provider: str) -> None:
+        max_tlp = settings_from_env(provider).max_tlp
+        if canonical_tlp(max_tlp) is None:  # an unknown ceiling would silently send nothing
+            raise bad_setting(f"{env_prefix(provider)}_MAX_TLP", max_tlp,
+                              f"one of {', '.join(TLP_ORDER)}")
+
+    def state_name(name: str, default: str) -> Callable[[], object]:
+        return lambda: urls.check_identifier(urls.env(name) or default, name)
+
+    return [
+        unmarked_tlp,
+        *(lambda p=provider: provider_settings(p) for provider in DEFAULTS),
+        state_name(urls.SCHEMA_ENV, urls.DEFAULT_SCHEMA),
+        state_name(urls.KEY_PREFIX_ENV, urls.DEFAULT_KEY_PREFIX),
+    ]
+
+
+# The accessors of this module that validate a value (CTI_DATA_DIR, DAGSTER_HOME and
+# CTI_OUTPUTS_BASE take any path or URL).
+CHECKED_HERE: tuple[Callable[[], object], ...] = (
+    batch_rows, partitions_start, sensor_batch_limit, sensor_lookback_s, sensor_interval_s,
+    sensor_default_on, reenrich_days, lookup_error_rate_warn, executor, step_start_method,
+    max_concurrent_steps, writeback_workers, sensor_in_process_max,
+)
+
+
+def check_environment() -> None:
+    """Read every setting of the package through the accessors the code uses; one
+    SettingsError (one line, each bad variable with its value and what is allowed) when any is
+    unusable. Creates nothing, so a command can call it before it starts or writes anything."""
+    problems: list[str] = []
+    for accessor in (*CHECKED_HERE, *_settings_kept_elsewhere()):
+        try:
+            accessor()
+        except ValueError as error:
+            problems.append(" ".join(str(error).split()))
+    for name, path in (("CTI_DATA_DIR", data_dir_path()), ("DAGSTER_HOME", dagster_home_path())):
+        if path.exists() and not path.is_dir():
+            problems.append(f"{name} must be a directory, got {shown(str(path))}, a file")
+    if problems:
+        raise SettingsError("; ".join(problems))

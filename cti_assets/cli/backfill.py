@@ -2,8 +2,8 @@
 
 `dagster job backfill` ignores BackfillPolicy and `dagster asset materialize` bypasses the run
 queue; a daemon-managed asset backfill does neither. Backfills carry a lower priority than
-sensor runs, so fresh observables go first. Dates and asset names are checked here before
-anything is sent, and when the webserver refuses, its own reason is shown.
+sensor runs, so fresh observables go first. Settings, dates and asset names are checked here
+before anything is sent, and when the webserver refuses, its own reason is shown.
 """
 
 from __future__ import annotations
@@ -14,11 +14,7 @@ import requests
 
 from cti_assets import settings
 from cti_assets.cli.args import parse_day as parse_date
-from cti_assets.defs.automation import BACKFILL_PRIORITY, RESCORE_ASSETS
-
-JOB_ASSETS = {
-    "rescore": list(RESCORE_ASSETS),  # the rescore job's selection (defs.automation owns it)
-}
+from cti_assets.cli.errors import quoted
 
 LAUNCH_BACKFILL = """
 mutation LaunchBackfill($backfillParams: LaunchBackfillParams!) {
@@ -38,6 +34,22 @@ mutation LaunchBackfill($backfillParams: LaunchBackfillParams!) {
 
 class BackfillError(RuntimeError):
     """The webserver refused the backfill or could not be reached."""
+
+
+def job_assets() -> dict[str, list[str]]:
+    """Each job's selection (defs.automation owns them). Read when asked: the definitions are
+    built from the settings, which launch_backfill checks first."""
+    from cti_assets.defs.automation import RESCORE_ASSETS
+
+    return {"rescore": list(RESCORE_ASSETS)}
+
+
+def check_environment() -> None:
+    """The settings, checked before anything is sent; BackfillError naming a bad one."""
+    try:
+        settings.check_environment()
+    except settings.SettingsError as error:
+        raise BackfillError(str(error)) from None
 
 
 def parse_day(text: str, flag: str) -> date:
@@ -106,15 +118,18 @@ def server_reason(response: requests.Response) -> str:
 def backfill_params(
     date_from: str, date_to: str, assets: list[str] | None = None, job: str | None = None
 ) -> dict:
-    if job and job not in JOB_ASSETS:
-        raise BackfillError(f"unknown job {job!r}; known: {', '.join(JOB_ASSETS)}")
+    from cti_assets.defs.automation import BACKFILL_PRIORITY
+
+    jobs = job_assets()
+    if job and job not in jobs:
+        raise BackfillError(f"unknown job {quoted(job)}; known: {', '.join(jobs)}")
     if assets is not None and job:
         raise BackfillError("give --assets or --job, not both")
     partitions = day_keys(date_from, date_to)
     if assets is not None:
         selected = check_assets(assets)
     else:
-        selected = JOB_ASSETS[job] if job else known_assets()
+        selected = jobs[job] if job else known_assets()
     return {
         "assetSelection": [{"path": name.split("/")} for name in selected],
         "partitionNames": partitions,
@@ -136,6 +151,7 @@ def launch_backfill(
     timeout_s: float = 30.0,
 ) -> str:
     """Launch the backfill; return its id."""
+    check_environment()
     params = backfill_params(date_from, date_to, assets, job)
     try:
         response = requests.post(

@@ -10,11 +10,11 @@ class CliError(Exception):
 
 
 def quoted(value: str) -> str:
-    """`value` as repr() shows it; past VALUE_LIMIT characters cut, with its full length named:
-    `'aaaa…' (100000 characters)`."""
-    if len(value) <= VALUE_LIMIT:
-        return repr(value)
-    return f"{value[:VALUE_LIMIT] + '…'!r} ({len(value)} characters)"
+    """`value` as repr() shows it; past VALUE_LIMIT characters cut, with its full length named
+    (settings.shown, which core modules' errors use too)."""
+    from cti_assets.settings import shown
+
+    return shown(value, VALUE_LIMIT)
 
 
 def readable_line(message: str) -> str:

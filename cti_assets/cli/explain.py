@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from cti_assets.cli.errors import quoted
 from cti_assets.providers.base import ALL_PROVIDERS
 from cti_assets.storage.outputs import read_partition, stored_partitions
 
@@ -17,12 +18,34 @@ class NotScoredError(LookupError):
     """The value has no stored score."""
 
 
+def wanted_keys(value: str) -> tuple[set[str], set[str]]:
+    """(STIX ids, values) a stored score of `value` may carry: the text as given (a STIX id, or
+    a value stored as is), the value normalised the way enrich reads it with the id enrich
+    would give it (cti_assets.cli.enrich), and as a hostname (which enrich never creates, but a
+    source may hold)."""
+    from cti_assets.cli.enrich import UnknownValueError, guess_observable, typed_value
+    from cti_assets.intake.observable import normalize
+
+    text = value.strip()
+    ids, values = {text}, {text}
+    hostname = normalize("Hostname", text)
+    if hostname.ok and hostname.value:
+        values.add(hostname.value)
+    try:
+        _, normalized = typed_value(text)
+        ids.add(guess_observable(text)["id"])
+    except UnknownValueError:
+        return ids, values
+    if normalized.value:
+        values.add(normalized.value)
+    return ids, values
+
+
 def _matches(frame: pd.DataFrame, value: str) -> pd.Series:
-    wanted = value.strip()
-    mask = (frame["stix_id"] == wanted) | (frame["normalized_value"] == wanted)
-    mask |= frame["normalized_value"].str.lower() == wanted.lower().rstrip(".")
+    ids, values = wanted_keys(value)
+    mask = frame["stix_id"].isin(ids) | frame["normalized_value"].isin(values)
     if "value" in frame:
-        mask |= frame["value"] == wanted
+        mask |= frame["value"].isin(values)
     return mask.fillna(False)
 
 
@@ -44,7 +67,7 @@ def find_score(value: str, partition: str | None = None) -> tuple[str, dict]:
         if len(hits):
             return key, hits.iloc[0].to_dict()
     where = f"partition {partition}" if partition else f"{len(partitions)} scored partition(s)"
-    raise NotScoredError(f"{value!r} is not in {where}")
+    raise NotScoredError(f"{quoted(value)} is not in {where}")
 
 
 def provider_rows(partition: str, stix_id: str) -> dict[str, dict]:
@@ -77,6 +100,10 @@ def explain_value(value: str, partition: str | None = None, raw: bool = True) ->
     from cti_assets.cli.errors import CliError
     from cti_assets.scoring.explain import explain_text
 
+    try:
+        settings.check_environment()
+    except settings.SettingsError as error:
+        raise CliError(str(error)) from None
     if not os.environ.get("CTI_OUTPUTS_BASE") and not settings.data_dir_path().is_dir():
         raise CliError(f"no data directory at {searched_where()}: nothing has been scored yet")
     try:

@@ -48,10 +48,7 @@ def _creation_time(text: str) -> datetime:
             f"--created-at {text} is in the future (now: {now:%Y-%m-%dT%H:%M:%SZ}): "
             "no source created an observable then"
         )
-    try:
-        first_day = parse_day(settings.partitions_start())
-    except ValueError as error:
-        raise CliError(f"CTI_PARTITIONS_START: {error}") from None
+    first_day = parse_day(settings.partitions_start())  # main() has checked the setting
     if moment.astimezone(UTC).date() < first_day:
         raise CliError(
             f"--created-at {text} is before the first partition, {first_day} "
@@ -396,8 +393,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.error("the following arguments are required: COMMAND")
+    from cti_assets import settings
+
     try:
+        settings.check_environment()  # a bad setting: one line before anything starts
         return args.handler(args)
+    except settings.SettingsError as error:
+        print(f"cti-assets {args.command}: {readable_line(str(error))}", file=sys.stderr)
+        return 2
     except CliError as error:
         print(f"cti-assets {args.command}: {readable_line(str(error))}", file=sys.stderr)
         return 2

@@ -178,3 +178,63 @@ def test_enrich_of_garbage_raises_a_cli_error_before_any_run(live):
     with pytest.raises(CliError):
         enrich_now(["45.83.73.30", "no such thing"])
     assert live.request_count() == 0
+
+
+# --- bad settings, failed runs and no provider at all ----------------------------------------
+
+
+def ours(err: str) -> list[str]:
+    """enrich's own lines on stderr (not Dagster's log)."""
+    return [line for line in err.splitlines() if line.startswith("cti-assets enrich: ")]
+
+
+@pytest.mark.parametrize(("name", "value"), [("CTI_BATCH_ROWS", "abc"),
+                                             ("CTI_UNMARKED_TLP", "TLP:PURPLE")])
+def test_a_bad_setting_is_one_line_before_any_run(live, capsys, data_dir, monkeypatch, name,
+                                                  value):
+    monkeypatch.setenv(name, value)
+    assert cli.main(["enrich", "45.83.73.40"]) == 2
+    captured = capsys.readouterr()
+    line = one_line(captured.err)
+    assert line.startswith(f"cti-assets enrich: {name}") and repr(value) in line
+    assert captured.out == ""
+    assert not data_dir.exists()  # no store, no outputs, no Dagster home
+    assert live.request_count() == 0
+
+
+@pytest.mark.slow
+def test_a_failed_run_prints_no_score_of_an_earlier_run(live, capsys, monkeypatch):
+    from cti_assets import settings
+
+    ip = "45.83.73.41"
+    assert enrich_now([ip]) == 0
+    assert ip in printed(capsys.readouterr().out)  # a score is stored for the day
+
+    def broken() -> int:
+        raise ValueError("merging is broken")
+
+    monkeypatch.setattr(settings, "batch_rows", broken)  # merged_enrichment fails in the run
+    assert enrich_now([ip]) == 1
+    captured = capsys.readouterr()
+    assert ip not in printed(captured.out)  # the earlier run's score is not shown as new
+    assert "FAILED merged_enrichment" in captured.out
+    [line] = ours(captured.err)
+    assert " failed: no score shown for 45.83.73.41; " in line
+    assert "(run not found)" not in line and str(settings.dagster_home_path()) in line
+
+
+@pytest.mark.slow
+def test_without_any_provider_key_enrich_says_so_and_fails(live, capsys, monkeypatch):
+    from cti_assets.cli.demo import KEYED_PROVIDERS
+
+    for provider in KEYED_PROVIDERS:
+        monkeypatch.delenv(f"{provider}_API_KEY", raising=False)
+    domain = "no-key-enrich.net"
+    assert enrich_now([domain]) == 1
+    captured = capsys.readouterr()
+    assert "no provider API key is set (" in captured.out and "--sandbox-port" in captured.out
+    assert domain in printed(captured.out)  # its score, from this run
+    assert ours(captured.err) == [
+        f"cti-assets enrich: no provider answered for {domain}: none of the providers that "
+        "look it up has an API key set; set keys, or use --sandbox-port PORT"]
+    assert live.request_count() == 0

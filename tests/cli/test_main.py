@@ -459,7 +459,8 @@ def test_a_long_value_quoted_elsewhere_still_gives_a_short_line(capsys, data_dir
     code, _, err = run(capsys, "enrich", "a" * 100_000)
     line = one_line(err)
     assert code == 2 and len(line) < 1_100
-    assert line.endswith("' is not an IP address, domain, URL or MD5/SHA-1/SHA-256 hash")
+    assert line.endswith("…' (100000 characters) is not an IP address, domain, URL or "
+                         "MD5/SHA-1/SHA-256 hash")
 
 
 # --- an unknown option before the command --------------------------------------------------------
@@ -477,3 +478,15 @@ def test_no_command_at_all_is_still_asked_for(capsys, data_dir):
     assert code == 2
     assert one_line(err) == (
         "cti-assets: the following arguments are required: COMMAND (see cti-assets --help)")
+
+
+@pytest.mark.parametrize("command", [["where"], ["export"], ["pools"]])
+def test_a_bad_setting_is_one_line_before_any_command_starts(command, tmp_path, monkeypatch,
+                                                             capsys):
+    monkeypatch.setenv("CTI_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CTI_BATCH_ROWS", "abc")
+    assert cli.main(command) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(f"cti-assets {command[0]}: CTI_BATCH_ROWS must be")
+    assert not (tmp_path / "data").exists()  # nothing started, nothing created

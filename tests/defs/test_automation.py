@@ -21,13 +21,13 @@ def test_scores_carry_the_model_version_and_a_freshness_policy():
 
 
 def test_rescore_job_ends_with_the_write_back():
-    from cti_assets.cli.backfill import JOB_ASSETS
+    from cti_assets.cli.backfill import job_assets
     from cti_assets.definitions import defs
 
     job = defs.resolve_job_def("rescore")
     keys = {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
     assert keys == {"merged_enrichment", "observable_scores", "opencti_writeback"}
-    assert set(JOB_ASSETS["rescore"]) == keys  # a rescore backfill writes back too
+    assert set(job_assets()["rescore"]) == keys  # a rescore backfill writes back too
 
 
 @pytest.mark.parametrize(("value", "executor"), [
