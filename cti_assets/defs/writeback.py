@@ -149,7 +149,9 @@ def opencti_writeback(
     if plan.day_held_back:
         context.log.warning(
             f"write-back of {context.partition_key} held back: no provider answered for any "
-            f"of its {plan.evidence.failed} observables; rerun the day when providers recover")
+            f"of its {len(plan.held_ids)} observables ({plan.evidence.failed} failed at every "
+            f"provider asked, {plan.evidence.not_asked} sent to none); rerun the day when "
+            "providers recover")
     elif config.dry_run:
         path = dry_run(bundle, settings.bundles_dir() / f"writeback-{context.partition_key}.json")
         metadata["dry_run_path"] = dg.MetadataValue.path(str(path))

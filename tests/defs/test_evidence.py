@@ -112,6 +112,9 @@ def test_every_provider_failing_holds_the_day_back(pipeline, monkeypatch):  # no
     assert writeback["writeback"] == "held_back"
     assert writeback["observables_without_provider_evidence"] == len(observables)
     assert instance.get_run_by_id(result.run_id).tags["cti/writeback"] == "held_back"
+    warning = [entry.user_message for entry in instance.all_logs(result.run_id)
+               if "held back: no provider answered" in (entry.user_message or "")]
+    assert len(warning) == 1 and f"any of its {len(observables)} observables (" in warning[0]
 
     # nothing written, and every observable's row says so
     assert LocalStixStore().counts_by_type() == before
