@@ -13,8 +13,9 @@ about one timeout per run, not one per row. Each answer is cached by the worker 
 so a killed run loses at most the requests in flight; a lookup another run or worker is already
 fetching (its lease in the cache) is waited for and read from the cache, not fetched again.
 
-Decision order per row: rejected, out_of_scope, tlp, special_use, no_key, cache, deferred.
-A cache hit wins over a triage deferral because it costs no budget and carries the answer.
+Decision order per row: rejected, out_of_scope, tlp, special_use, cache, no_key, deferred.
+A cache hit wins over a missing key and over a triage deferral: it sends nothing, costs no
+budget and carries the answer (so a day re-run after a key was removed keeps its answers).
 """
 
 from __future__ import annotations
@@ -180,6 +181,11 @@ def _gate(provider: str, obs: dict[str, Any], settings: ProviderSettings) -> dic
     reason = special_use(entity_type, value)
     if reason:
         return _row(obs, provider, base.SKIPPED, base.SKIP_SPECIAL_USE, reason)
+    return None
+
+
+def _no_key(provider: str, obs: dict[str, Any], settings: ProviderSettings) -> dict | None:
+    """The skip row for an observable that would be sent without the key its provider needs."""
     if settings.needs_key and not settings.api_key:
         return _row(obs, provider, base.SKIPPED, base.SKIP_NO_KEY,
                     f"no API key configured for {provider}")
@@ -236,8 +242,10 @@ def lookup_frame(
         if refreshes(force_refresh, obs):
             forced.add(key)
         cached = None if key in forced else cache.get(provider, *key)
-        if cached is not None:
+        if cached is not None:  # an answer already paid for serves without the key too
             rows[i] = _result_row(obs, cached)
+        elif (no_key := _no_key(provider, obs, settings)) is not None:
+            rows[i] = no_key
         elif obs.get("stix_id") in deferred:
             rows[i] = _row(obs, provider, base.DEFERRED, deferred[obs["stix_id"]],
                            "deferred by triage; looked up in a later run")

@@ -152,6 +152,25 @@ def test_missing_key_skips_but_keyless_providers_still_run(sb, env, cache):
     assert sb.request_count() == 1
 
 
+def test_an_answer_already_cached_serves_after_the_key_is_removed(sb, env, cache):
+    observables = frame(observable("45.83.65.31"), observable("45.83.65.32"))
+    sb.set_profile("45.83.65.31", "malicious")
+    keyed = settings(env, base.VIRUSTOTAL)
+    first, _ = lookup_frame(base.VIRUSTOTAL, observables.iloc[:1], keyed, cache=cache)
+    assert first.loc[0, "status"] == base.OK and sb.request_count() == 1
+    keyless = settings(env, base.VIRUSTOTAL, api_key=None)
+    again, stats = lookup_frame(base.VIRUSTOTAL, observables, keyless, cache=cache)
+    # the day re-run without the key keeps the answer it paid for, sends nothing new
+    assert list(again["status"]) == [base.OK, base.SKIPPED]
+    assert again.loc[0, "fields"] == first.loc[0, "fields"]
+    assert again.loc[1, "reason"] == base.SKIP_NO_KEY
+    assert sb.request_count() == 1 and stats.calls == 0
+    # refreshing a value needs the key
+    forced, _ = lookup_frame(base.VIRUSTOTAL, observables.iloc[:1], keyless, cache=cache,
+                             force_refresh=True)
+    assert forced.loc[0, "reason"] == base.SKIP_NO_KEY and sb.request_count() == 1
+
+
 def test_rerun_is_served_from_cache_and_force_refresh_calls_again(sb, env, cache):
     values = ["45.83.65.40", "45.83.65.41", "45.83.65.42"]
     sb.set_profile(values[0], "malicious")
