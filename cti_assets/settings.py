@@ -20,33 +20,11 @@ from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
+from cti_assets.envvars import SettingsError, bad_setting, flag, shown, whole
+
 DEFAULT_DATA_DIR = "./data"
 DEFAULT_BATCH_ROWS = 100_000
 DEFAULT_PARTITIONS_START = "2026-01-01"
-SHOWN_LIMIT = 80  # characters of a bad value shown in a settings error
-
-
-class SettingsError(ValueError):
-    """An environment setting with a value the project cannot use; its message is one line
-    naming the variable, the value and what is allowed."""
-
-
-def shown(value: str, limit: int = SHOWN_LIMIT) -> str:
-    """`value` as repr() shows it, cut past `limit` characters with its length named:
-    `'aaaa…' (100000 characters)`. The one way a long value is shown in a one-line error."""
-    if len(value) <= limit:
-        return repr(value)
-    return f"{value[:limit] + '…'!r} ({len(value)} characters)"
-
-
-def bad_setting(name: str, value: str, allowed: str) -> SettingsError:
-    """The error of variable `name` set to `value`: `NAME must be <allowed>, got 'value'`."""
-    return SettingsError(f"{name} must be {allowed}, got {shown(value)}")
-
-
-def _whole(text: str) -> int | None:
-    """`text` as a whole number (ASCII digits, at most 18 of them), or None."""
-    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
 
 
 def data_dir_path() -> Path:
@@ -108,7 +86,7 @@ def batch_rows() -> int:
     text = os.environ.get("CTI_BATCH_ROWS", "").strip()
     if not text:
         return DEFAULT_BATCH_ROWS
-    rows = _whole(text)
+    rows = whole(text)
     if rows is None or rows < 1:
         raise bad_setting("CTI_BATCH_ROWS", text, "a positive whole number")
     return rows
@@ -118,7 +96,7 @@ def _whole_number(name: str, default: int, minimum: int = 0) -> int:
     text = os.environ.get(name, "").strip()
     if not text:
         return default
-    number = _whole(text)
+    number = whole(text)
     if number is None or number < minimum:
         raise bad_setting(name, text, f"a whole number >= {minimum}")
     return number
@@ -163,17 +141,28 @@ def sensor_interval_s() -> int:
     return _whole_number("CTI_SENSOR_INTERVAL_S", 5, minimum=1)
 
 
-TRUE_WORDS = ("1", "true", "yes", "on")
-FALSE_WORDS = ("0", "false", "no", "off")
-
-
 def sensor_default_on() -> bool:
     """Whether the sensor starts switched on (CTI_SENSOR_DEFAULT_ON; `make dev` sets it)."""
-    text = os.environ.get("CTI_SENSOR_DEFAULT_ON", "").strip()
-    if text.lower() not in (*TRUE_WORDS, *FALSE_WORDS, ""):
-        raise bad_setting("CTI_SENSOR_DEFAULT_ON", text,
-                          f"one of {', '.join(TRUE_WORDS)} or {', '.join(FALSE_WORDS)}")
-    return text.lower() in TRUE_WORDS
+    return flag("CTI_SENSOR_DEFAULT_ON")
+
+
+SOURCES = ("local", "opencti")
+
+
+def source_kind() -> str:
+    """The source and sink (CTI_SOURCE: local or opencti), opencti by itself when OPENCTI_URL is
+    set, local otherwise."""
+    text = os.environ.get("CTI_SOURCE", "").strip()
+    if not text:
+        return "opencti" if os.environ.get("OPENCTI_URL") else "local"
+    if text.lower() not in SOURCES:
+        raise bad_setting("CTI_SOURCE", text, f"one of {', '.join(SOURCES)}")
+    return text.lower()
+
+
+def opencti_ssl_verify() -> bool:
+    """Whether the OpenCTI client checks the platform's TLS certificate (OPENCTI_SSL_VERIFY)."""
+    return flag("OPENCTI_SSL_VERIFY", default=True)
 
 
 def reenrich_days() -> int:
@@ -287,8 +276,8 @@ def _settings_kept_elsewhere() -> list[Callable[[], object]]:
 # CTI_OUTPUTS_BASE take any path or URL).
 CHECKED_HERE: tuple[Callable[[], object], ...] = (
     batch_rows, partitions_start, sensor_batch_limit, sensor_lookback_s, sensor_interval_s,
-    sensor_default_on, reenrich_days, lookup_error_rate_warn, executor, step_start_method,
-    max_concurrent_steps, writeback_workers, sensor_in_process_max,
+    sensor_default_on, source_kind, opencti_ssl_verify, reenrich_days, lookup_error_rate_warn,
+    executor, step_start_method, max_concurrent_steps, writeback_workers, sensor_in_process_max,
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cti_assets import settings
+from cti_assets import envvars, settings
 
 
 def test_batch_rows_default_override_and_bad_values(monkeypatch):
@@ -71,6 +71,8 @@ def test_every_setting_of_the_module_is_checked_and_named(clean_env, monkeypatch
     ("VIRUSTOTAL_PER_MINUTE", "abc", "int"),
     ("VIRUSTOTAL_MAX_TLP", "TLP:PURPLE", "TLP:AMBER"),
     ("CTI_STATE_SCHEMA", "Bad-Schema", "lower-case identifier"),
+    ("GREYNOISE_PAID", "perhaps", "one of 1, true"),
+    ("OPENCTI_SSL_VERIFY", "maybe", "one of 1, true"),
 ])
 def test_settings_read_elsewhere_are_checked_too(clean_env, monkeypatch, name, value, allowed):
     monkeypatch.setenv(name, value)
@@ -115,5 +117,26 @@ def test_whole_numbers_name_their_variable_whatever_the_text(monkeypatch, bad):
         settings.reenrich_days()
     assert str(error.value).startswith("CTI_REENRICH_DAYS must be a whole number >= 0, got ")
     assert len(str(error.value)) < 200  # a long value is shortened, its length named
-    if len(bad) > settings.SHOWN_LIMIT:
+    if len(bad) > envvars.SHOWN_LIMIT:
         assert f"({len(bad)} characters)" in str(error.value)
+
+
+def test_the_source_is_local_or_opencti(clean_env, monkeypatch):
+    monkeypatch.delenv("OPENCTI_URL", raising=False)
+    assert settings.source_kind() == "local"
+    monkeypatch.setenv("OPENCTI_URL", "http://127.0.0.1:8080")
+    assert settings.source_kind() == "opencti"
+    monkeypatch.setenv("CTI_SOURCE", "Local")
+    assert settings.source_kind() == "local"
+    monkeypatch.setenv("CTI_SOURCE", "postgres")
+    with pytest.raises(settings.SettingsError, match="CTI_SOURCE must be one of local, opencti"):
+        settings.check_environment()
+
+
+def test_the_definitions_name_a_bad_provider_number(clean_env, monkeypatch):
+    from cti_assets.defs.resources import provider_resource
+
+    monkeypatch.setenv("SHODAN_PER_SECOND", "fast")
+    with pytest.raises(settings.SettingsError,
+                       match="SHODAN_PER_SECOND must be a valid float, got 'fast'"):
+        provider_resource("shodan")

@@ -12,7 +12,7 @@ class CliError(Exception):
 def quoted(value: str) -> str:
     """`value` as repr() shows it; past VALUE_LIMIT characters cut, with its full length named
     (settings.shown, which core modules' errors use too)."""
-    from cti_assets.settings import shown
+    from cti_assets.envvars import shown
 
     return shown(value, VALUE_LIMIT)
 

@@ -14,8 +14,9 @@ import os
 import dagster as dg
 from pydantic import Field
 
+from cti_assets import settings
 from cti_assets.providers import base
-from cti_assets.providers.config import KEY_VARS, URL_VARS
+from cti_assets.providers.config import KEY_VARS, URL_VARS, tuning_value
 from cti_assets.sources.base import Source, SourceError
 
 PROVIDER_ENV: dict[str, tuple[str | None, str | None]] = {
@@ -107,8 +108,7 @@ def _env_or_none(name: str | None) -> dg.EnvVar | None:
 
 
 def _env_number(name: str, cast):
-    raw = os.environ.get(name)
-    return cast(raw) if raw not in (None, "") else None
+    return tuning_value(name, cast)
 
 
 def provider_resource(provider: str) -> ProviderResource:
@@ -125,29 +125,18 @@ def provider_resource(provider: str) -> ProviderResource:
         per_month=_env_number(f"{prefix}_PER_MONTH", int),
         timeout_s=_env_number(f"{prefix}_TIMEOUT_S", float),
         max_workers=_env_number(f"{prefix}_MAX_WORKERS", int),
-        paid=os.environ.get("GREYNOISE_PAID", "").lower() in ("1", "true", "yes")
-        if provider == base.GREYNOISE
-        else False,
+        paid=settings.flag("GREYNOISE_PAID") if provider == base.GREYNOISE else False,
     )
 
 
-def source_kind() -> str:
-    """CTI_SOURCE, or opencti automatically when OPENCTI_URL is set; local otherwise."""
-    explicit = os.environ.get("CTI_SOURCE", "").strip().lower()
-    if explicit:
-        return explicit
-    return "opencti" if os.environ.get("OPENCTI_URL") else "local"
-
-
 def source_resource() -> SourceResource:
-    kind = source_kind()
+    kind = settings.source_kind()
     if kind == "opencti":
         return SourceResource(
             kind="opencti",
             opencti_url=dg.EnvVar("OPENCTI_URL"),
             opencti_token=dg.EnvVar("OPENCTI_TOKEN"),
-            opencti_ssl_verify=os.environ.get("OPENCTI_SSL_VERIFY", "true").lower()
-            not in ("0", "false", "no"),
+            opencti_ssl_verify=settings.opencti_ssl_verify(),
         )
     return SourceResource(kind=kind)
 

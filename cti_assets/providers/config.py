@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from cti_assets.envvars import bad_setting, flag
 from cti_assets.providers import base
 
 DAY_S = 86_400
@@ -169,6 +170,19 @@ def env_prefix(provider: str) -> str:
     return provider.upper()
 
 
+def tuning_value(name: str, parse: Callable[[str], Any],
+                 env: Mapping[str, str] | None = None) -> Any | None:
+    """A provider variable read with its TUNING_VARS parser; None when unset. A value the parser
+    refuses is a SettingsError naming the variable."""
+    raw = (os.environ if env is None else env).get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return parse(raw)
+    except ValueError:
+        raise bad_setting(name, raw, f"a valid {parse.__name__}") from None
+
+
 def settings_from_env(provider: str, env: Mapping[str, str] | None = None) -> ProviderSettings:
     """DEFAULTS[provider] overlaid with the provider's environment variables."""
     env = os.environ if env is None else env
@@ -181,15 +195,10 @@ def settings_from_env(provider: str, env: Mapping[str, str] | None = None) -> Pr
     if env.get(URL_VARS[provider], "").strip():
         overrides["base_url"] = env[URL_VARS[provider]].strip()
     for suffix, (attribute, parse, _) in TUNING_VARS.items():
-        name = f"{env_prefix(provider)}_{suffix}"
-        raw = env.get(name, "").strip()
-        if not raw:
-            continue
-        try:
-            overrides[attribute] = parse(raw)
-        except ValueError:
-            raise ValueError(f"{name}={raw!r} is not a valid {parse.__name__}") from None
-    if provider == base.GREYNOISE and env.get("GREYNOISE_PAID", "").lower() in ("1", "true", "yes"):
+        value = tuning_value(f"{env_prefix(provider)}_{suffix}", parse, env)
+        if value is not None:
+            overrides[attribute] = value
+    if provider == base.GREYNOISE and flag("GREYNOISE_PAID", env=env):
         overrides["paid"] = True
     defaults = DEFAULTS[provider]
     return replace(defaults, cache_ttl_s=dict(defaults.cache_ttl_s), **overrides)
