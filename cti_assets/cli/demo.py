@@ -1,9 +1,10 @@
-"""The demo, dev and on-demand runs: the whole graph on the embedded default, against the
-provider sandbox, from one command.
+"""The demo: the whole graph on the embedded default, against the provider sandbox, from one
+command (`cti-assets dev`, in cli/dev.py, and `enrich --sandbox-port` reuse its sandbox wiring).
 
-`make demo` starts the sandbox, imports the shipped sample over two days (or more: `--days`),
-materialises every asset for each day, prints the top scores with their explanations and where
-the outputs are, then stops the sandbox. Runs are recorded in $DAGSTER_HOME, so `make dev`
+`make demo` starts the sandbox, imports the shipped sample over two days (or more: `--days`,
+every one a partition), materialises every asset for each day the sample's observables fall on
+(an earlier demo's keep their days: plan_demo), prints the top scores with their explanations and
+where the outputs are, then stops the sandbox. Runs are recorded in $DAGSTER_HOME, so `make dev`
 shows them.
 """
 
@@ -11,16 +12,18 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 
 from cti_assets import settings
-from cti_assets.cli.runs import dagster_env, materialise, set_pool_limits
+from cti_assets.cli.errors import CliError
+from cti_assets.cli.runs import materialise
 from cti_assets.intake.observable import STIX_TO_ENTITY_TYPE
+from cti_assets.providers.base import ALL_PROVIDERS
 from cti_assets.providers.config import KEY_VARS
 
 DEMO_DAYS = ("2026-11-20", "2026-11-21")
@@ -32,7 +35,6 @@ DEMO_KEY = "demo-sandbox-key"  # the sandbox accepts any key; real keys never go
 # The prefixes of the providers' key variables (<PREFIX>_API_KEY), from the provider settings.
 KEYED_PROVIDERS = tuple(sorted({var.removesuffix("_API_KEY") for var in KEY_VARS.values()
                                 if var}))
-
 
 
 def sample_bundle_path() -> Path:
@@ -60,6 +62,35 @@ def demo_days(n: int = len(DEMO_DAYS), last: str = DEMO_DAYS[-1]) -> tuple[str, 
     return tuple((end - timedelta(days=n - 1 - i)).isoformat() for i in range(n))
 
 
+def first_partition() -> date:
+    """The first daily partition (CTI_PARTITIONS_START, a day: settings refuses anything else)."""
+    return date.fromisoformat(settings.partitions_start())
+
+
+def checked_demo_days(n: int, last: str = DEMO_DAYS[-1]) -> tuple[str, ...]:
+    """demo_days(n, last) when every one of them is a daily partition: on or after the first
+    (CTI_PARTITIONS_START) and not after today (UTC). CliError naming the limit otherwise,
+    decided before a day is listed (--days 100000 would list them back to 1753)."""
+    if n < 1:
+        raise CliError(f"--days must be at least 1, not {n}")
+    start, end, today = first_partition(), date.fromisoformat(last), datetime.now(UTC).date()
+    if end > today:
+        raise CliError(f"the demo's last day, {last}, is after today's partition, {today} (UTC)")
+    if end < start:
+        raise CliError(f"the demo's last day, {last}, is before the first partition, {start} "
+                       f"(CTI_PARTITIONS_START): set it to {last} or earlier")
+    most = (end - start).days + 1
+    if n > most:
+        try:
+            reach = f"would start on {end - timedelta(days=n - 1)},"
+        except OverflowError:
+            reach = "reaches back"
+        raise CliError(f"--days {n} {reach} before the first partition, {start} "
+                       f"(CTI_PARTITIONS_START): the demo ends on {last}, so --days is at most "
+                       f"{most}")
+    return demo_days(n, last)
+
+
 def day_shares(days: tuple[str, ...], total: int) -> list[int]:
     """How many of `total` observables each day receives, in proportion to its weekday's
     WEEKDAY_VOLUME (largest remainders; every day at least one when total allows)."""
@@ -76,13 +107,8 @@ def day_shares(days: tuple[str, ...], total: int) -> list[int]:
     return counts
 
 
-def split_sample(days: tuple[str, ...], folder: Path,
-                 by_weekday: bool = False) -> list[tuple[str, Path]]:
-    """Spread the sample's observables over the demo days; context objects go on the first.
-
-    Round robin by default (equal days); by_weekday gives each day its day_shares, the days'
-    observables interleaved through the sample so that every day gets a mix of types.
-    """
+def _sample_split(days: tuple[str, ...], by_weekday: bool) -> tuple[dict, list[list[dict]]]:
+    """The sample bundle and the objects of each day (see split_sample)."""
     bundle = json.loads(sample_bundle_path().read_text())
     observables = [o for o in bundle["objects"] if o["type"] in STIX_TO_ENTITY_TYPE]
     if by_weekday:
@@ -99,6 +125,17 @@ def split_sample(days: tuple[str, ...], folder: Path,
             observable_index += 1
         else:
             per_day[0].append(obj)
+    return bundle, per_day
+
+
+def split_sample(days: tuple[str, ...], folder: Path,
+                 by_weekday: bool = False) -> list[tuple[str, Path]]:
+    """Spread the sample's observables over the demo days; context objects go on the first.
+
+    Round robin by default (equal days); by_weekday gives each day its day_shares, the days'
+    observables interleaved through the sample so that every day gets a mix of types.
+    """
+    bundle, per_day = _sample_split(days, by_weekday)
     files = []
     for day, objects in zip(days, per_day, strict=True):
         path = folder / f"sample-{day}.json"
@@ -108,23 +145,145 @@ def split_sample(days: tuple[str, ...], folder: Path,
 
 
 def import_sample(days: tuple[str, ...] = DEMO_DAYS, by_weekday: bool = False) -> None:
+    """Import the split sample, each day's objects created at 09:00 UTC that day (a day the
+    split leaves empty, with more days than observables, is no import)."""
     from cti_assets.sources.bundle_files import import_bundles
     from cti_assets.sources.local import LocalStixStore
 
+    bundle, per_day = _sample_split(days, by_weekday)
     store = LocalStixStore()
     with tempfile.TemporaryDirectory() as folder:
-        for day, path in split_sample(days, Path(folder), by_weekday):
+        for day, objects in zip(days, per_day, strict=True):
+            if not objects:
+                continue
+            path = Path(folder) / f"sample-{day}.json"
+            path.write_text(json.dumps({**bundle, "objects": objects}))
             moment = datetime.fromisoformat(day).replace(hour=9, tzinfo=UTC)
             report = import_bundles(store, [path], moment)
             print(f"  {day}: {report.objects} objects ({report.created} new)")
 
 
-def print_scores(partition_keys, n: int = 12) -> None:
+@dataclass(frozen=True)
+class DemoPlan:
+    """The days a demo over the days asked for materialises and scores: those the sample's
+    observables fall on once imported; `note` says why when they are not the days asked for."""
+
+    asked: tuple[str, ...]
+    days: tuple[str, ...]
+    note: str | None = None
+
+
+def _stored_days(stix_ids: list[str]) -> dict[str, str]:
+    """The UTC creation day of those objects already in the local store; nothing is created."""
+    from cti_assets.sources.base import SourceError
+    from cti_assets.sources.local import LocalStixStore
+
+    path = settings.data_dir_path() / "store.sqlite"
+    if not path.is_file():
+        return {}
+    try:
+        seen = LocalStixStore(path).first_seen(stix_ids)
+    except SourceError as error:
+        raise CliError(str(error)) from None
+    return {stix_id: moment.astimezone(UTC).date().isoformat() for stix_id, moment in seen.items()}
+
+
+def _span(days: tuple[str, ...]) -> str:
+    return days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
+
+
+def plan_demo(asked: tuple[str, ...], by_weekday: bool = False) -> DemoPlan:
+    """Which days a demo over `asked` materialises, decided before anything is written.
+
+    An observable is created when it first enters the store, and importing it again never
+    changes that (sources/local.py): observables already there, from an earlier demo with
+    another --days or an import, stay on their days. So the demo runs the days the sample's
+    observables fall on, the new ones on their days of the split and the others where they
+    are, and says so when those are not the days asked for (a day the split leaves empty is not
+    run). CliError when one of them is no partition."""
+    _, per_day = _sample_split(asked, by_weekday)
+    split = {obj["id"]: day for day, objects in zip(asked, per_day, strict=True)
+             for obj in objects if obj["type"] in STIX_TO_ENTITY_TYPE}
+    stored = _stored_days(sorted(split))
+    days = tuple(sorted({stored.get(stix_id, day) for stix_id, day in split.items()}))
+    start, today = first_partition(), datetime.now(UTC).date()
+    outside = [day for day in days if not start <= date.fromisoformat(day) <= today]
+    if outside:
+        raise CliError(
+            f"the sample's observables are already in the store on {_span(tuple(outside))}, "
+            f"outside the partitions ({start}, CTI_PARTITIONS_START, to today, {today}), and "
+            "keep the creation time of their first import: use an empty CTI_DATA_DIR")
+    moved = sum(1 for stix_id, day in stored.items() if day != split[stix_id])
+    note = None
+    if moved:
+        note = (f"{moved} of the sample's {len(split)} observables were already in the store on "
+                f"other days (an object keeps the creation time of its first import, e.g. an "
+                f"earlier demo's): scoring the {len(days)} day(s) they fall on, {_span(days)}"
+                + (f", not the {len(asked)} asked for" if days != asked else "")
+                + "; an empty CTI_DATA_DIR gives a new split")
+    elif days != asked:
+        note = (f"{len(asked) - len(days)} of the {len(asked)} days get none of the sample's "
+                f"{len(split)} observables: they are not run")
+    return DemoPlan(asked, days, note)
+
+
+def cache_hits(partition_keys) -> int:
+    """Lookups the response cache answered in the stored lookups of these days: the rows
+    `from_cache` of every provider's table (the cache_hits each lookup reports)."""
+    from cti_assets.storage.outputs import read_partition
+
+    hits = 0
+    for key in partition_keys:
+        for provider in ALL_PROVIDERS:
+            try:
+                lookups = read_partition(f"{provider}_lookups", key)
+            except FileNotFoundError:
+                continue
+            if "from_cache" in lookups:
+                hits += int(lookups["from_cache"].fillna(False).astype(bool).sum())
+    return hits
+
+
+def provider_calls_line(calls: int, hits: int) -> str:
+    """The run's provider calls; the cache only when it answered something."""
+    line = f"provider calls this run: {calls}"
+    if hits:
+        line += f"; {hits} lookup(s) answered from the response cache, at no call"
+    return line
+
+
+def _why_no_scores(partition_key: str) -> str:
+    from cti_assets.storage.outputs import read_partition
+
+    try:
+        observables = read_partition("observables", partition_key)
+    except FileNotFoundError:
+        return "no observables were stored for it"
+    if observables.empty:
+        return "no observable in the store was created on that day (UTC)"
+    return f"its {len(observables)} observable(s) were read but none was scored (see the run above)"
+
+
+def print_scores(partition_keys, n: int = 12) -> int:
+    """The verdict counts and the top n scores of the days, with their explanations; a day
+    without scores is named, with the reason. How many scores there are (0: no table)."""
     import pandas as pd
 
     from cti_assets.storage.outputs import read_partition
 
-    frames = [read_partition("observable_scores", key) for key in partition_keys]
+    frames = []
+    for key in partition_keys:
+        try:
+            frame = read_partition("observable_scores", key)
+        except FileNotFoundError:
+            print(f"\nno scores for {key}: none were stored for it")
+            continue
+        if frame.empty:
+            print(f"\nno scores for {key}: {_why_no_scores(key)}")
+        else:
+            frames.append(frame)
+    if not frames:
+        return 0
     scores = pd.concat(frames, ignore_index=True)
     verdicts = scores["verdict"].value_counts().to_dict()
     print("\n== Scores: " + ", ".join(f"{v} {c}" for v, c in sorted(verdicts.items())))
@@ -137,14 +296,17 @@ def print_scores(partition_keys, n: int = 12) -> None:
             f"{score:>5} {conf:>4}  {row.verdict:<10} {row.entity_type:<12} {row.normalized_value}"
         )
         print(f"{'':>12}{row.explanation}")
+    return len(scores)
 
 
 def run_demo(sandbox_port: int = 8765, n_days: int = len(DEMO_DAYS)) -> int:
     """The demo over n_days consecutive days; more than the two demo days follow the weekday
-    volumes (day_shares)."""
+    volumes (day_shares). The days are checked, and those to run decided (plan_demo), before
+    anything is started or written."""
     from cti_assets.sandbox import ProviderSandbox
 
-    days = demo_days(n_days)
+    by_weekday = n_days > len(DEMO_DAYS)
+    plan = plan_demo(checked_demo_days(n_days), by_weekday)
 
     print(f"data directory: {settings.data_dir()}; Dagster home: {settings.dagster_home_path()}")
     sandbox = ProviderSandbox(port=sandbox_port)
@@ -156,35 +318,21 @@ def run_demo(sandbox_port: int = 8765, n_days: int = len(DEMO_DAYS)) -> int:
         print(f"provider sandbox on {sandbox.url}")
         point_providers_at(sandbox.base_urls)
         print("importing the sample bundle")
-        import_sample(days, by_weekday=n_days > len(DEMO_DAYS))
-        failed = materialise(days)
-        print(f"\nprovider calls this run: {sandbox.request_count()} (the cache answers the rest)")
+        import_sample(plan.asked, by_weekday=by_weekday)
+        if plan.note:
+            print(plan.note)
+        failed = materialise(plan.days)
+        hits = cache_hits([day for day in plan.days if day not in failed])
+        print("\n" + provider_calls_line(sandbox.request_count(), hits))
     finally:
         sandbox.stop()
     if failed:
         print(f"\nfailed partitions: {', '.join(failed)}", file=sys.stderr)
         return 1
-    print_scores(days)
+    if not print_scores(plan.days):
+        print(f"\nno scores for any of the demo's days ({_span(plan.days)})", file=sys.stderr)
+        return 1
     print(f"\noutputs (Parquet, one file per asset and day): {settings.outputs_base()}")
     print(f"local STIX store: {settings.store_path()}")
     print("explain a score: .venv/bin/cti-assets explain <value>   UI: make dev")
     return 0
-
-
-def run_dev(sandbox_port: int = 8765, ui_port: int = 3000) -> int:
-    """dagster dev with the sandbox in a child process and the sensor switched on."""
-    from cti_assets.sandbox import ProviderSandbox
-
-    sandbox = ProviderSandbox(port=sandbox_port).start()
-    point_providers_at(sandbox.base_urls)
-    os.environ["CTI_SENSOR_DEFAULT_ON"] = "1"
-    set_pool_limits()
-    print(f"provider sandbox on {sandbox.url}; pools set; sensor on")
-    command = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", str(ui_port)]
-    try:
-        # our own interpreter and fixed arguments, with the same data dir and Dagster home
-        return subprocess.call(command, env=dagster_env())  # noqa: S603
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        sandbox.stop()

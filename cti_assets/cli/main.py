@@ -200,7 +200,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from cti_assets.cli.demo import run_dev
+    from cti_assets.cli.dev import run_dev
 
     return run_dev(sandbox_port=args.sandbox_port, ui_port=args.port)
 
