@@ -158,6 +158,27 @@ def _wait_for_dev(dev: subprocess.Popen, stop: _DevStop) -> int:
     return 128 - code if code < 0 else code
 
 
+# Run in the child before `dagster dev` replaces it: the kernel sends it SIGINT (its graceful
+# stop) when this process dies, however (PR_SET_PDEATHSIG survives exec). It fires when the
+# thread that started the child ends: run_dev starts it from the main thread, which ends only
+# with the process. A parent already gone by then is seen by the pid check.
+_PARENT_DEATH_SIGINT = """\
+import ctypes, os, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(0)
+os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+"""
+
+
+def _until_this_process_dies() -> list[str]:
+    """The start of the command that runs a Python module as a child stopped by SIGINT when
+    this process dies, even by SIGKILL (Linux); elsewhere just the interpreter."""
+    if not sys.platform.startswith("linux"):
+        return [sys.executable]
+    return [sys.executable, "-c", _PARENT_DEATH_SIGINT, str(os.getpid())]
+
+
 def run_dev(sandbox_port: int = 8765, ui_port: int = 3000) -> int:
     """dagster dev with the sandbox in this process and the sensor switched on.
 
@@ -176,7 +197,7 @@ def run_dev(sandbox_port: int = 8765, ui_port: int = 3000) -> int:
         os.environ["CTI_SENSOR_DEFAULT_ON"] = "1"
         set_pool_limits()
         print(f"provider sandbox on {sandbox.url}; pools set; sensor on")
-        command = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml",
+        command = [*_until_this_process_dies(), "-m", "dagster", "dev", "-w", "workspace.yaml",
                    "-p", str(ui_port)]  # fmt: skip
         env = dagster_env()
         stop.install()
