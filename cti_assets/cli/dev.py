@@ -4,7 +4,8 @@ everything it started stopped on SIGTERM (docker stop, systemd, kill) as on Ctrl
 `dagster dev` makes SIGTERM do what SIGINT does, but a process started as a background job
 inherits SIGINT ignored, so its SIGTERM was ignored too and a terminated `cti-assets dev` left the
 webserver, daemon and code servers running. Here `dagster dev` runs in a process group of its
-own, and this process alone decides when it stops.
+own, and this process alone decides when it stops; if this process is killed outright, the
+kernel stops `dagster dev` the graceful way (Linux).
 """
 
 from __future__ import annotations
