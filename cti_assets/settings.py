@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from cti_assets.envvars import SettingsError, bad_setting, flag, shown, whole
@@ -118,6 +118,9 @@ def partitions_start() -> str:
         date.fromisoformat(text)
     except ValueError:
         raise bad_setting("CTI_PARTITIONS_START", text, "a date, YYYY-MM-DD") from None
+    today = datetime.now(UTC).date()
+    if date.fromisoformat(text) > today:  # no partition would exist, not even today's
+        raise bad_setting("CTI_PARTITIONS_START", text, f"a day no later than today, {today}")
     return text
 
 

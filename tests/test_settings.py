@@ -140,3 +140,15 @@ def test_the_definitions_name_a_bad_provider_number(clean_env, monkeypatch):
     with pytest.raises(settings.SettingsError,
                        match="SHODAN_PER_SECOND must be a valid float, got 'fast'"):
         provider_resource("shodan")
+
+
+def test_a_first_partition_after_today_is_refused(clean_env, monkeypatch):
+    from datetime import UTC, datetime, timedelta
+
+    tomorrow = (datetime.now(UTC).date() + timedelta(days=1)).isoformat()
+    monkeypatch.setenv("CTI_PARTITIONS_START", tomorrow)
+    with pytest.raises(settings.SettingsError,
+                       match="CTI_PARTITIONS_START must be a day no later than today"):
+        settings.partitions_start()
+    monkeypatch.setenv("CTI_PARTITIONS_START", datetime.now(UTC).date().isoformat())
+    assert settings.partitions_start() == datetime.now(UTC).date().isoformat()

@@ -41,8 +41,19 @@ def sample_bundle_path() -> Path:
     return Path(str(resources.files("cti_assets") / "data" / "sample_bundle.json"))
 
 
+def refuse_sandbox_with_opencti() -> None:
+    """CliError when the source and sink is OpenCTI: the sandbox's answers are made up, and its
+    scores must never reach a real platform. Checked before a sandbox starts."""
+    if settings.source_kind() == "opencti":
+        raise CliError(
+            "the provider sandbox answers with made-up data, so it never runs against OpenCTI "
+            "(OPENCTI_URL or CTI_SOURCE=opencti is set): set CTI_SOURCE=local to try the "
+            "sandbox, or run `cti-assets dev --no-sandbox` with real provider keys")
+
+
 def point_providers_at(base_urls: dict[str, str]) -> None:
     """Send every provider to the sandbox, with a placeholder key so each one runs."""
+    refuse_sandbox_with_opencti()
     os.environ.update(base_urls)
     for provider in KEYED_PROVIDERS:
         os.environ[f"{provider}_API_KEY"] = DEMO_KEY
@@ -305,6 +316,7 @@ def run_demo(sandbox_port: int = 8765, n_days: int = len(DEMO_DAYS)) -> int:
     anything is started or written."""
     from cti_assets.sandbox import ProviderSandbox
 
+    refuse_sandbox_with_opencti()
     by_weekday = n_days > len(DEMO_DAYS)
     plan = plan_demo(checked_demo_days(n_days), by_weekday)
 

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from cti_assets.cli.demo import point_providers_at
+from cti_assets import settings
+from cti_assets.cli.demo import point_providers_at, refuse_sandbox_with_opencti
 from cti_assets.cli.runs import dagster_env, set_pool_limits
 
 # `cti-assets dev` asked to stop (SIGTERM, SIGINT, SIGHUP): how long `dagster dev` gets for its
@@ -180,8 +181,9 @@ def _until_this_process_dies() -> list[str]:
     return [sys.executable, "-c", _PARENT_DEATH_SIGINT, str(os.getpid())]
 
 
-def run_dev(sandbox_port: int = 8765, ui_port: int = 3000) -> int:
-    """dagster dev with the sandbox in this process and the sensor switched on.
+def run_dev(sandbox_port: int = 8765, ui_port: int = 3000, sandbox: bool = True) -> int:
+    """dagster dev with the sensor switched on, and the sandbox in this process answering for
+    every provider (never against OpenCTI), or with `sandbox=False` the real providers.
 
     `dagster dev` runs in a process group of its own, which holds everything it starts: this
     process alone decides when it stops. SIGTERM (docker stop, systemd, kill), SIGINT (Ctrl-C)
@@ -190,14 +192,19 @@ def run_dev(sandbox_port: int = 8765, ui_port: int = 3000) -> int:
     DEV_LEFTOVER_GRACE_S, then killed), then the sandbox."""
     from cti_assets.sandbox import ProviderSandbox
 
-    sandbox = ProviderSandbox(port=sandbox_port).start()
+    if sandbox:
+        refuse_sandbox_with_opencti()
+    answering = ProviderSandbox(port=sandbox_port).start() if sandbox else None
     stop = _DevStop()
     dev: subprocess.Popen | None = None
     try:
-        point_providers_at(sandbox.base_urls)
+        if answering is not None:
+            point_providers_at(answering.base_urls)
         os.environ["CTI_SENSOR_DEFAULT_ON"] = "1"
         set_pool_limits()
-        print(f"provider sandbox on {sandbox.url}; pools set; sensor on")
+        providers = (f"provider sandbox on {answering.url}" if answering is not None
+                     else f"real providers; source {settings.source_kind()}")
+        print(f"{providers}; pools set; sensor on")
         command = [*_until_this_process_dies(), "-m", "dagster", "dev", "-w", "workspace.yaml",
                    "-p", str(ui_port)]  # fmt: skip
         env = dagster_env()
@@ -216,5 +223,6 @@ def run_dev(sandbox_port: int = 8765, ui_port: int = 3000) -> int:
                     print(f"cti-assets dev: killed {len(left)} process(es) dagster dev left "
                           "running", file=sys.stderr)
         finally:
-            sandbox.stop()
+            if answering is not None:
+                answering.stop()
             stop.uninstall()

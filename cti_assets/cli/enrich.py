@@ -241,8 +241,10 @@ def enrich_values(values: list[str], sandbox_port: int | None = None) -> int:
     checked_observables(values)  # refuse a bad setting or value before anything starts
     sandbox = None
     if sandbox_port is not None:
-        from cti_assets.cli.demo import point_providers_at
+        from cti_assets.cli.demo import point_providers_at, refuse_sandbox_with_opencti
         from cti_assets.sandbox import ProviderSandbox
+
+        refuse_sandbox_with_opencti()  # before a sandbox is started or found
 
         base_urls = running_sandbox_urls(sandbox_port) if sandbox_port else None
         if base_urls is None:

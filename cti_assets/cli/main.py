@@ -202,7 +202,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     from cti_assets.cli.dev import run_dev
 
-    return run_dev(sandbox_port=args.sandbox_port, ui_port=args.port)
+    return run_dev(sandbox_port=args.sandbox_port, ui_port=args.port,
+                   sandbox=not args.no_sandbox)
 
 
 def cmd_pools(args: argparse.Namespace) -> int:
@@ -369,7 +370,12 @@ def build_parser() -> argparse.ArgumentParser:
         "weekday volumes (default: 2)",
     )  # fmt: skip
 
-    p = add("dev", cmd_dev, "dagster dev with the sandbox running and the sensor on")
+    p = add("dev", cmd_dev, "dagster dev with the sensor on and the sandbox answering for every "
+            "provider (--no-sandbox: the real providers)")
+    p.add_argument(
+        "--no-sandbox", action="store_true",
+        help="Call the real providers with the keys in the environment (for OpenCTI)",
+    )  # fmt: skip
     p.add_argument(
         "--sandbox-port", type=port_number, default=8765,
         help="Port for the provider sandbox (default: 8765)",

@@ -69,7 +69,8 @@ def ui_answers(port: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("target", ["command", "process-group", "command-killed"])
+@pytest.mark.parametrize("target", ["command", "process-group", "command-killed",
+                                    "no-sandbox"])
 def test_sigterm_stops_dev_and_everything_it_started(tmp_path, target):
     data = tmp_path / "data"
     ui, sandbox = free_port(), free_port()
@@ -79,6 +80,8 @@ def test_sigterm_stops_dev_and_everything_it_started(tmp_path, target):
                 "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"})
     command = [sys.executable, "-m", "cti_assets.cli", "dev", "--port", str(ui),
                "--sandbox-port", str(sandbox)]  # fmt: skip
+    if target == "no-sandbox":  # the real providers: nothing may answer in their place
+        command.append("--no-sandbox")
     if target == "process-group":  # as a script's background job: SIGINT ignored, then exec
         command = ["sh", "-c", 'trap "" INT; exec "$@"', "sh", *command]
     log = tmp_path / "dev.log"
@@ -92,7 +95,9 @@ def test_sigterm_stops_dev_and_everything_it_started(tmp_path, target):
         tree = {dev.pid} | descendants(dev.pid) | marked(data)
         assert len(tree) >= 4, tree  # the command, dagster dev, its webserver and daemon at least
 
-        if target == "command":
+        if target == "no-sandbox":
+            assert port_free(sandbox) and "real providers; source local" in log.read_text()
+        if target in ("command", "no-sandbox"):
             dev.send_signal(signal.SIGTERM)
         elif target == "process-group":
             os.killpg(dev.pid, signal.SIGTERM)

@@ -490,3 +490,21 @@ def test_a_bad_setting_is_one_line_before_any_command_starts(command, tmp_path, 
     assert err.count("\n") == 1
     assert err.startswith(f"cti-assets {command[0]}: CTI_BATCH_ROWS must be")
     assert not (tmp_path / "data").exists()  # nothing started, nothing created
+
+
+@pytest.mark.parametrize(("argv", "env"), [
+    (["demo", "--sandbox-port", "0"], {"OPENCTI_URL": "http://127.0.0.1:9"}),
+    (["dev", "--sandbox-port", "0", "--port", "0"], {"CTI_SOURCE": "opencti"}),
+    (["enrich", "198.51.100.7", "--sandbox-port", "0"], {"OPENCTI_URL": "http://127.0.0.1:9"}),
+])
+def test_the_sandbox_never_runs_against_opencti(argv, env, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CTI_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("CTI_SOURCE", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(f"cti-assets {argv[0]}: the provider sandbox answers with made-up data")
+    assert "--no-sandbox" in err
+    assert not (tmp_path / "data").exists()  # nothing started, imported or written
