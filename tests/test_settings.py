@@ -68,7 +68,10 @@ def test_every_setting_of_the_module_is_checked_and_named(clean_env, monkeypatch
 
 @pytest.mark.parametrize(("name", "value", "allowed"), [
     ("CTI_UNMARKED_TLP", "TLP:PURPLE", "TLP:AMBER"),
-    ("VIRUSTOTAL_PER_MINUTE", "abc", "int"),
+    ("VIRUSTOTAL_PER_MINUTE", "abc", "a positive whole number"),
+    ("SHODAN_PER_SECOND", "0", "a positive number"),
+    ("ABUSEIPDB_TIMEOUT_S", "nan", "a positive number"),
+    ("VIRUSTOTAL_MAX_RETRIES", "-1", "a whole number"),
     ("VIRUSTOTAL_MAX_TLP", "TLP:PURPLE", "TLP:AMBER"),
     ("CTI_STATE_SCHEMA", "Bad-Schema", "lower-case identifier"),
     ("GREYNOISE_PAID", "perhaps", "one of 1, true"),
@@ -138,7 +141,7 @@ def test_the_definitions_name_a_bad_provider_number(clean_env, monkeypatch):
 
     monkeypatch.setenv("SHODAN_PER_SECOND", "fast")
     with pytest.raises(settings.SettingsError,
-                       match="SHODAN_PER_SECOND must be a valid float, got 'fast'"):
+                       match="SHODAN_PER_SECOND must be a positive number, got 'fast'"):
         provider_resource("shodan")
 
 

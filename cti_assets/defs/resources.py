@@ -16,7 +16,7 @@ from pydantic import Field
 
 from cti_assets import settings
 from cti_assets.providers import base
-from cti_assets.providers.config import KEY_VARS, URL_VARS, tuning_value
+from cti_assets.providers.config import KEY_VARS, TUNING_VARS, URL_VARS, tuning_value
 from cti_assets.sources.base import Source, SourceError
 
 PROVIDER_ENV: dict[str, tuple[str | None, str | None]] = {
@@ -107,8 +107,9 @@ def _env_or_none(name: str | None) -> dg.EnvVar | None:
     return dg.EnvVar(name) if name and os.environ.get(name) else None
 
 
-def _env_number(name: str, cast):
-    return tuning_value(name, cast)
+def _tuning(prefix: str, suffix: str):
+    """A provider variable read with the provider settings' own parser (TUNING_VARS)."""
+    return tuning_value(f"{prefix}_{suffix}", TUNING_VARS[suffix][1])
 
 
 def provider_resource(provider: str) -> ProviderResource:
@@ -119,12 +120,12 @@ def provider_resource(provider: str) -> ProviderResource:
         api_key=_env_or_none(key_var),
         base_url=_env_or_none(url_var),
         max_tlp=_env_or_none(f"{prefix}_MAX_TLP"),
-        per_second=_env_number(f"{prefix}_PER_SECOND", float),
-        per_minute=_env_number(f"{prefix}_PER_MINUTE", int),
-        per_day=_env_number(f"{prefix}_PER_DAY", int),
-        per_month=_env_number(f"{prefix}_PER_MONTH", int),
-        timeout_s=_env_number(f"{prefix}_TIMEOUT_S", float),
-        max_workers=_env_number(f"{prefix}_MAX_WORKERS", int),
+        per_second=_tuning(prefix, "PER_SECOND"),
+        per_minute=_tuning(prefix, "PER_MINUTE"),
+        per_day=_tuning(prefix, "PER_DAY"),
+        per_month=_tuning(prefix, "PER_MONTH"),
+        timeout_s=_tuning(prefix, "TIMEOUT_S"),
+        max_workers=_tuning(prefix, "MAX_WORKERS"),
         paid=settings.flag("GREYNOISE_PAID") if provider == base.GREYNOISE else False,
     )
 

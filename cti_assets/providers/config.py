@@ -7,6 +7,7 @@ Dagster resources build the same dataclass from their EnvVar-backed fields.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -146,23 +147,47 @@ URL_VARS: dict[str, str] = {
     base.OTX: "OTX_BASE_URL",
     base.CROWDSEC: "CROWDSEC_BASE_URL",
 }
+def positive_number(text: str) -> float:
+    """A finite number above 0 (a rate, a timeout): 0 would turn a rate limit off."""
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(text)
+    return value
+
+
+def positive_whole_number(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def whole_number(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
 # suffix -> (settings attribute, parser, description)
 TUNING_VARS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "MAX_TLP": ("max_tlp", str, "highest TLP sent to the provider"),
-    "PER_SECOND": ("per_second", float, "requests per second (shared by all processes)"),
-    "PER_MINUTE": ("per_minute", int, "requests per minute"),
-    "PER_DAY": ("per_day", int, "requests per day"),
-    "PER_MONTH": ("per_month", int, "requests per month (30-day window)"),
-    "TIMEOUT_S": ("timeout_s", float, "read timeout of one request, seconds"),
-    "CONNECT_TIMEOUT_S": ("connect_timeout_s", float, "connect timeout, seconds"),
-    "DEADLINE_S": ("deadline_s", float, "wall-clock limit of one request (slow drips too)"),
-    "MAX_BODY_BYTES": ("max_body_bytes", int, "largest answer read; longer is error/too_large"),
-    "BREAKER_FAILURES": ("breaker_failures", int,
+    "PER_SECOND": ("per_second", positive_number, "requests per second (shared by all processes)"),
+    "PER_MINUTE": ("per_minute", positive_whole_number, "requests per minute"),
+    "PER_DAY": ("per_day", positive_whole_number, "requests per day"),
+    "PER_MONTH": ("per_month", positive_whole_number, "requests per month (30-day window)"),
+    "TIMEOUT_S": ("timeout_s", positive_number, "read timeout of one request, seconds"),
+    "CONNECT_TIMEOUT_S": ("connect_timeout_s", positive_number, "connect timeout, seconds"),
+    "DEADLINE_S": ("deadline_s", positive_number,
+                   "wall-clock limit of one request (slow drips too)"),
+    "MAX_BODY_BYTES": ("max_body_bytes", positive_whole_number,
+                       "largest answer read; longer is error/too_large"),
+    "BREAKER_FAILURES": ("breaker_failures", positive_whole_number,
                          "consecutive timeouts/5xx that stop calls for the run"),
-    "BREAKER_COOLDOWN_S": ("breaker_cooldown_s", float,
+    "BREAKER_COOLDOWN_S": ("breaker_cooldown_s", positive_number,
                            "seconds the breaker stays open before one probe"),
-    "MAX_WORKERS": ("max_workers", int, "concurrent requests (thread pool size)"),
-    "MAX_RETRIES": ("max_retries", int, "retries on 429 and transient errors"),
+    "MAX_WORKERS": ("max_workers", positive_whole_number, "concurrent requests (thread pool size)"),
+    "MAX_RETRIES": ("max_retries", whole_number, "retries on 429 and transient errors"),
 }
 
 
@@ -180,7 +205,7 @@ def tuning_value(name: str, parse: Callable[[str], Any],
     try:
         return parse(raw)
     except ValueError:
-        raise bad_setting(name, raw, f"a valid {parse.__name__}") from None
+        raise bad_setting(name, raw, f"a {parse.__name__.replace('_', ' ')}") from None
 
 
 def settings_from_env(provider: str, env: Mapping[str, str] | None = None) -> ProviderSettings:
