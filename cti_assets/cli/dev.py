@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from types import FrameType
 
 from cti_assets import settings
 from cti_assets.cli.demo import point_providers_at, refuse_sandbox_with_opencti
+from cti_assets.cli.errors import CliError
 from cti_assets.cli.runs import dagster_env, set_pool_limits
 
 # `cti-assets dev` asked to stop (SIGTERM, SIGINT, SIGHUP): how long `dagster dev` gets for its
@@ -181,6 +183,21 @@ def _until_this_process_dies() -> list[str]:
     return [sys.executable, "-c", _PARENT_DEATH_SIGINT, str(os.getpid())]
 
 
+def check_ui_port(port: int) -> None:
+    """CliError unless the Dagster UI can listen on `port` (127.0.0.1, where `dagster dev`
+    serves): a taken port would leave the webserver's error buried in its log while the daemon
+    and sensor run on without a UI, and port 0 would quietly become 3000."""
+    if port == 0:
+        raise CliError("--port 0: the Dagster UI needs a fixed port (1-65535)")
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as error:
+            raise CliError(f"the Dagster UI cannot listen on port {port} "
+                           f"({error.strerror or error}): give another --port") from None
+
+
 def run_dev(sandbox_port: int = 8765, ui_port: int = 3000, sandbox: bool = True) -> int:
     """dagster dev with the sensor switched on, and the sandbox in this process answering for
     every provider (never against OpenCTI), or with `sandbox=False` the real providers.
@@ -194,7 +211,14 @@ def run_dev(sandbox_port: int = 8765, ui_port: int = 3000, sandbox: bool = True)
 
     if sandbox:
         refuse_sandbox_with_opencti()
-    answering = ProviderSandbox(port=sandbox_port).start() if sandbox else None
+    check_ui_port(ui_port)
+    answering = None
+    if sandbox:
+        try:
+            answering = ProviderSandbox(port=sandbox_port).start()
+        except OSError as error:
+            raise CliError(f"cannot serve the provider sandbox on port {sandbox_port} "
+                           f"({error.strerror or error}): give another --sandbox-port") from None
     stop = _DevStop()
     dev: subprocess.Popen | None = None
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -508,3 +509,34 @@ def test_the_sandbox_never_runs_against_opencti(argv, env, tmp_path, monkeypatch
     assert err.startswith(f"cti-assets {argv[0]}: the provider sandbox answers with made-up data")
     assert "--no-sandbox" in err
     assert not (tmp_path / "data").exists()  # nothing started, imported or written
+
+
+def _listening() -> socket.socket:
+    """A socket holding a free port of 127.0.0.1, listening."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    return holder
+
+
+@pytest.mark.parametrize("which", ["--port", "--sandbox-port"])
+def test_dev_names_a_taken_port_before_it_starts_anything(which, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CTI_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("OPENCTI_URL", raising=False)
+    monkeypatch.delenv("CTI_SOURCE", raising=False)
+    with _listening() as taken, _listening() as spare:
+        port = taken.getsockname()[1]
+        other = spare.getsockname()[1]
+        spare.close()  # free again: the other port may be used
+        argv = ["dev", which, str(port)]
+        argv += ["--sandbox-port", str(other)] if which == "--port" else ["--port", str(other)]
+        assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"port {port}" in err and f"give another {which}" in err
+    assert not (tmp_path / "data").exists()  # no pools set, no dagster dev started
+
+
+def test_dev_refuses_ui_port_zero(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CTI_DATA_DIR", str(tmp_path / "data"))
+    assert cli.main(["dev", "--port", "0", "--no-sandbox"]) == 2
+    assert "--port 0: the Dagster UI needs a fixed port" in capsys.readouterr().err
