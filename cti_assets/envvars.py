@@ -30,7 +30,8 @@ def bad_setting(name: str, value: str, allowed: str) -> SettingsError:
 
 
 def whole(text: str) -> int | None:
-    """`text` as a whole number (ASCII digits, at most 18 of them), or None."""
+    """`text` as a whole number, or None. At most 18 ASCII digits: int() refuses 4,300 digits
+    and more, and accepts digits like '²' that are no number to type."""
     return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
 
 

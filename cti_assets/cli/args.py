@@ -9,15 +9,13 @@ import re
 from datetime import date
 
 from cti_assets.cli.errors import quoted
+from cti_assets.envvars import whole
 
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def _whole(text: str) -> int | None:
-    """`text` as a whole number, or None. At most 18 ASCII digits: int() refuses 4,300 digits
-    and more, and accepts digits like '²' that are no number to type."""
-    digits = text.strip()
-    return int(digits) if digits.isascii() and digits.isdigit() and len(digits) <= 18 else None
+    return whole(text.strip())
 
 
 def port_number(text: str) -> int:
