@@ -2,9 +2,11 @@
 
 None of the OpenCTI connectors cached across messages, so every re-run paid the provider again.
 Here an answer (ok or not_found; errors are never cached) is keyed by (provider, entity type,
-normalised value) with an expiry; the raw body is stored once per sha256 digest so any score can
-be traced back to the exact bytes the provider sent, zlib-compressed (rows written before
-compression, with no encoding, are read as they are). No API key is ever written here.
+normalised value) with an expiry, and serves only lookups at the endpoint that gave it (its
+origin: the sandbox's made-up answers never serve a run against the real provider). The raw
+body is stored once per sha256 digest so any score can be traced back to the exact bytes the
+provider sent, zlib-compressed (rows written before compression, with no encoding, are read as
+they are). No API key is ever written here.
 
 Requests in flight are shared through leases: the worker about to fetch an observable claims it
 (one atomic upsert, the same statement on PostgreSQL), others wait for its answer instead of
@@ -37,7 +39,7 @@ CREATE TABLE IF NOT EXISTS answers (
     provider TEXT NOT NULL, entity_type TEXT NOT NULL, value TEXT NOT NULL,
     status TEXT NOT NULL, fields TEXT NOT NULL, fetched_at REAL NOT NULL,
     expires_at REAL NOT NULL, raw_digest TEXT, http_status INTEGER, message TEXT,
-    PRIMARY KEY (provider, entity_type, value));
+    origin TEXT NOT NULL DEFAULT '', PRIMARY KEY (provider, entity_type, value));
 CREATE TABLE IF NOT EXISTS raw_bodies (
     digest TEXT PRIMARY KEY, body BLOB NOT NULL, stored_at REAL NOT NULL, encoding TEXT);
 CREATE TABLE IF NOT EXISTS leases (
@@ -46,6 +48,8 @@ CREATE TABLE IF NOT EXISTS leases (
     PRIMARY KEY (provider, entity_type, value));
 """
 CACHEABLE = (base.OK, base.NOT_FOUND)
+ANSWER_COLUMNS = ("provider, entity_type, value, status, fields, fetched_at, expires_at, "
+                  "raw_digest, http_status, message, origin")
 ZLIB = "zlib"
 _HOST = socket.gethostname()
 
@@ -53,9 +57,11 @@ _HOST = socket.gethostname()
 class AnswerStore(Protocol):
     """What the runner needs from a response cache, whatever the database behind it."""
 
-    def get(self, provider: str, entity_type: str, value: str) -> base.LookupResult | None: ...
+    def get(self, provider: str, entity_type: str, value: str, *,
+            origin: str) -> base.LookupResult | None: ...
 
-    def put(self, result: base.LookupResult, raw_body: bytes | None, ttl_s: int) -> bool: ...
+    def put(self, result: base.LookupResult, raw_body: bytes | None, ttl_s: int, *,
+            origin: str) -> bool: ...
 
     def claim(self, provider: str, entity_type: str, value: str, lease_s: float) -> bool: ...
 
@@ -130,14 +136,21 @@ class ResponseCache:
             columns = {row[1] for row in self._conn.execute("PRAGMA table_info(raw_bodies)")}
             if "encoding" not in columns:  # a cache file from before compression
                 self._conn.execute("ALTER TABLE raw_bodies ADD COLUMN encoding TEXT")
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(answers)")}
+            if "origin" not in columns:  # answers from before origins: serve no lookup
+                self._conn.execute(
+                    "ALTER TABLE answers ADD COLUMN origin TEXT NOT NULL DEFAULT ''")
 
-    def get(self, provider: str, entity_type: str, value: str) -> base.LookupResult | None:
-        """The unexpired answer for this observable, marked from_cache; None when absent."""
+    def get(self, provider: str, entity_type: str, value: str, *,
+            origin: str) -> base.LookupResult | None:
+        """The unexpired answer for this observable from `origin`, marked from_cache; None
+        when absent."""
         with self._lock:
             row = self._conn.execute(
                 "SELECT status, fields, fetched_at, raw_digest, http_status, message FROM answers "
-                "WHERE provider = ? AND entity_type = ? AND value = ? AND expires_at > ?",
-                (provider, entity_type, value, self._clock()),
+                "WHERE provider = ? AND entity_type = ? AND value = ? AND expires_at > ? "
+                "AND origin = ?",
+                (provider, entity_type, value, self._clock(), origin),
             ).fetchone()
         if row is None:
             return None
@@ -155,8 +168,10 @@ class ResponseCache:
             message=message,
         )
 
-    def put(self, result: base.LookupResult, raw_body: bytes | None, ttl_s: int) -> bool:
-        """Store an ok/not_found answer for `ttl_s` seconds; errors and skips are refused."""
+    def put(self, result: base.LookupResult, raw_body: bytes | None, ttl_s: int, *,
+            origin: str) -> bool:
+        """Store an ok/not_found answer from `origin` for `ttl_s` seconds (it replaces one from
+        any origin); errors and skips are refused."""
         now = self._clock()
         stored = storable(result, raw_body, ttl_s, now)
         if stored is None:
@@ -172,11 +187,12 @@ class ResponseCache:
                     "VALUES (?, ?, ?, ?)", (digest, zlib.compress(raw_body, 6), now, ZLIB),
                 )
             self._conn.execute(
-                "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR REPLACE INTO answers ({ANSWER_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     result.provider, result.entity_type, result.value, result.status,
                     json.dumps(result.fields, sort_keys=True, default=str), fetched,
-                    now + ttl_s, digest, result.http_status, result.message,
+                    now + ttl_s, digest, result.http_status, result.message, origin,
                 ),
             )
         return True

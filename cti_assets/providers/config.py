@@ -7,11 +7,13 @@ Dagster resources build the same dataclass from their EnvVar-backed fields.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from cti_assets.envvars import bad_setting, flag
 from cti_assets.providers import base
@@ -71,6 +73,38 @@ class ProviderSettings:
         if not found:
             return self.not_found_ttl_s
         return int(self.cache_ttl_s.get(entity_type, DAY_S))
+
+    @property
+    def origin(self) -> str:
+        """The endpoint answers come from: the base URL with scheme and host in lower case, no
+        trailing slash. Cached answers are reused only for the origin that gave them."""
+        return endpoint_origin(self.base_url)
+
+    @property
+    def state_name(self) -> str:
+        """The name rate-limit and quota state is kept under: the provider's own for its
+        documented endpoint, else the provider's with a digest of the endpoint, so calls to the
+        sandbox (or any other endpoint) never spend or read the real account's counts."""
+        documented = DEFAULTS.get(self.name)
+        if documented is not None and endpoint_origin(documented.base_url) == self.origin:
+            return self.name
+        return f"{self.name}_{hashlib.sha256(self.origin.encode()).hexdigest()[:12]}"
+
+
+def endpoint_origin(base_url: str) -> str:
+    """`base_url` normalised: scheme and host lower-cased, the trailing slash dropped, and any
+    user or password left out (an origin is stored beside the answers)."""
+    parts = urlsplit(base_url.strip())
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    try:
+        port = parts.port
+    except ValueError:  # not a number: kept as written, so it still tells endpoints apart
+        port = None
+        netloc = parts.netloc.rpartition("@")[2].lower()
+    if port is not None:
+        netloc += f":{port}"
+    return urlunsplit((parts.scheme.lower(), netloc, parts.path.rstrip("/"), parts.query, ""))
 
 
 DEFAULTS: dict[str, ProviderSettings] = {

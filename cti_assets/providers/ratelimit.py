@@ -207,12 +207,17 @@ class SharedLimiter:
         max_wait_s: float = 120.0,
         key_prefix: str = DEFAULT_KEY_PREFIX,
         quota: QuotaFactory | None = None,
+        account: str | None = None,
     ) -> None:
-        if not re.fullmatch(r"[a-z][a-z0-9_]*", provider):
-            raise ValueError(f"provider name {provider!r} is not a plain identifier")
+        account = account or provider
+        for name in (provider, account):
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+                raise ValueError(f"provider name {name!r} is not a plain identifier")
         self.provider = provider
+        # what the buckets, spacing and quota records are kept under (ProviderSettings.state_name)
+        self.account = account
         self.limits = {w: limits.get(w) for w in WINDOW_MS}
-        self.path = Path(path) if path is not None else data_settings.ratelimit_path(provider)
+        self.path = Path(path) if path is not None else data_settings.ratelimit_path(account)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # the per-second pace is the spacing's (one request every interval); the buckets count
         # the minute/day/month budgets
@@ -221,8 +226,8 @@ class SharedLimiter:
         self.max_wait_s = max_wait_s
         self.key_prefix = key_prefix
         self._quota_factory = quota
-        self._file = SqliteQuotaLedger(self.path, provider)  # the embedded ledger, and counts
-        self.quota: QuotaLedger = quota(provider) if quota is not None else self._file
+        self._file = SqliteQuotaLedger(self.path, account)  # the embedded ledger, and counts
+        self.quota: QuotaLedger = quota(account) if quota is not None else self._file
         self._redis_url = redis_url
         self._bucket: AbstractBucket | None = None
         self._redis: redis.Redis | None = None
@@ -258,7 +263,8 @@ class SharedLimiter:
             "month": settings.per_month,
         }
         return cls(settings.name, limits, path=path, redis_url=redis_url,
-                   max_wait_s=settings.max_wait_s, key_prefix=key_prefix, quota=quota)
+                   max_wait_s=settings.max_wait_s, key_prefix=key_prefix, quota=quota,
+                   account=settings.state_name)
 
     def sibling(self, settings: ProviderSettings) -> SharedLimiter:
         """Another provider's limiter on the same backends (Shodan's InternetDB fallback)."""
@@ -276,18 +282,18 @@ class SharedLimiter:
 
     def _make_bucket(self) -> AbstractBucket:
         if self._redis is not None:
-            key = f"{self.key_prefix}:ratelimit:{self.provider}"
+            key = f"{self.key_prefix}:ratelimit:{self.account}"
             return RedisBucket.init(self.rates, self._redis, key)
         return SQLiteBucket.init_from_file(
-            self.rates, table=f"bucket_{self.provider}", db_path=str(self.path),
+            self.rates, table=f"bucket_{self.account}", db_path=str(self.path),
             create_new_table=True, use_file_lock=True,
         )
 
     def _make_spacer(self, interval: float) -> spacing.Spacer:
         if self._redis is not None:
-            key = f"{self.key_prefix}:spacing:{self.provider}"
+            key = f"{self.key_prefix}:spacing:{self.account}"
             return spacing.RedisSpacer(self._redis, key, interval)
-        return spacing.SqliteSpacer(self.path, self.provider, interval)
+        return spacing.SqliteSpacer(self.path, self.account, interval)
 
     # --- acquiring -------------------------------------------------------------------------
     def acquire(self) -> Blocked | None:
@@ -369,7 +375,7 @@ class SharedLimiter:
         since = now_ms - WINDOW_MS[window]
         if self._redis is not None and isinstance(self._bucket, RedisBucket):
             return int(self._redis.zcount(self._bucket.bucket_key, since, now_ms))
-        return self._file.count_bucket(self.provider, since)
+        return self._file.count_bucket(self.account, since)
 
     def remaining(self, window: str) -> int | None:
         """Requests left in `window` ("second", "minute", "day", "month"); None = no limit known.

@@ -241,7 +241,7 @@ def lookup_frame(
         key = (obs["entity_type"], obs["normalized_value"])
         if refreshes(force_refresh, obs):
             forced.add(key)
-        cached = None if key in forced else cache.get(provider, *key)
+        cached = None if key in forced else cache.get(provider, *key, origin=settings.origin)
         if cached is not None:  # an answer already paid for serves without the key too
             rows[i] = _result_row(obs, cached)
         elif (no_key := _no_key(provider, obs, settings)) is not None:
@@ -328,7 +328,8 @@ def _call_all(
                                        f"client error: {redact(exc)}"), None, 1)
         result = fetched.result
         if result.status in (base.OK, base.NOT_FOUND):  # kept the moment it arrives
-            cache.put(result, fetched.raw_body, settings.ttl_for(key[0], result.status == base.OK))
+            cache.put(result, fetched.raw_body, settings.ttl_for(key[0], result.status == base.OK),
+                      origin=settings.origin)
         cache.release(provider, *key)
         if result.reason in STOPPING_ERRORS:
             with stop_lock:
@@ -373,7 +374,7 @@ def _wait_for_lease(provider: str, key: tuple[str, str], settings: ProviderSetti
     fetched since this run began. An answer received just before this run started but stored
     just after its cache look (another host's body upload, say) is used, not paid again."""
     def fresh() -> base.LookupResult | None:
-        answered = cache.get(provider, *key)
+        answered = cache.get(provider, *key, origin=settings.origin)
         if answered is None or since is None:  # not refreshed: any unexpired answer will do
             return answered
         if answered.fetched_at is None:

@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS {s}.answers (
     status TEXT NOT NULL, fields TEXT NOT NULL, fetched_at DOUBLE PRECISION NOT NULL,
     expires_at DOUBLE PRECISION NOT NULL, raw_digest TEXT, http_status INTEGER, message TEXT,
     PRIMARY KEY (provider, entity_type, value));
+ALTER TABLE {s}.answers ADD COLUMN IF NOT EXISTS origin TEXT NOT NULL DEFAULT '';
 CREATE TABLE IF NOT EXISTS {s}.raw_bodies (
     digest TEXT PRIMARY KEY, body BYTEA NOT NULL, stored_at DOUBLE PRECISION NOT NULL,
     encoding TEXT);

@@ -1,9 +1,10 @@
 """The response cache on PostgreSQL, for several hosts: the answers index and in-flight leases.
 
 Same contract as the SQLite cache (cti_assets.providers.cache.ResponseCache): unexpired ok and
-not_found answers by (provider, entity type, value), one atomic upsert to claim a fetch, raw
-bodies by digest, zlib-compressed, either in the `raw_bodies` table or in an object store
-(`bodies`). An answer one host paid for is read by every other host instead of paid again.
+not_found answers by (provider, entity type, value) for the origin that gave them, one atomic
+upsert to claim a fetch, raw bodies by digest, zlib-compressed, either in the `raw_bodies`
+table or in an object store (`bodies`). An answer one host paid for is read by every other
+host instead of paid again.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from cti_assets.providers import base
 from cti_assets.providers.cache import (
+    ANSWER_COLUMNS,
     ZLIB,
     BodyStore,
     holder_id,
@@ -69,14 +71,16 @@ class PostgresResponseCache:
         self.holder = holder_id(self)
         self._t = self._db.tables
 
-    def get(self, provider: str, entity_type: str, value: str) -> base.LookupResult | None:
-        """The unexpired answer for this observable, marked from_cache; None when absent."""
+    def get(self, provider: str, entity_type: str, value: str, *,
+            origin: str) -> base.LookupResult | None:
+        """The unexpired answer for this observable from `origin`, marked from_cache; None
+        when absent."""
         def read(c: Any) -> Any:
             c.execute(
                 "SELECT status, fields, fetched_at, raw_digest, http_status, message "
                 f"FROM {self._t}.answers WHERE provider = %s AND entity_type = %s "
-                "AND value = %s AND expires_at > %s",
-                (provider, entity_type, value, self._clock()))
+                "AND value = %s AND expires_at > %s AND origin = %s",
+                (provider, entity_type, value, self._clock(), origin))
             return c.fetchone()
 
         row = self._db.run(read)
@@ -89,8 +93,10 @@ class PostgresResponseCache:
             raw_digest=raw_digest, from_cache=True, http_status=http_status, message=message,
         )
 
-    def put(self, result: base.LookupResult, raw_body: bytes | None, ttl_s: int) -> bool:
-        """Store an ok/not_found answer for `ttl_s` seconds; errors and skips are refused.
+    def put(self, result: base.LookupResult, raw_body: bytes | None, ttl_s: int, *,
+            origin: str) -> bool:
+        """Store an ok/not_found answer from `origin` for `ttl_s` seconds (it replaces one from
+        any origin); errors and skips are refused.
         The body is stored first, so an answer's digest always leads to its bytes."""
         now = self._clock()
         stored = storable(result, raw_body, ttl_s, now)
@@ -101,13 +107,15 @@ class PostgresResponseCache:
             self.bodies.put(digest, raw_body)
         row = (result.provider, result.entity_type, result.value, result.status,
                json.dumps(result.fields, sort_keys=True, default=str), fetched, now + ttl_s,
-               digest, result.http_status, result.message)
+               digest, result.http_status, result.message, origin)
         self._db.run(lambda c: c.execute(
-            f"INSERT INTO {self._t}.answers VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            f"INSERT INTO {self._t}.answers ({ANSWER_COLUMNS}) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (provider, entity_type, value) DO UPDATE SET status = EXCLUDED.status, "
             "fields = EXCLUDED.fields, fetched_at = EXCLUDED.fetched_at, "
             "expires_at = EXCLUDED.expires_at, raw_digest = EXCLUDED.raw_digest, "
-            "http_status = EXCLUDED.http_status, message = EXCLUDED.message", row))
+            "http_status = EXCLUDED.http_status, message = EXCLUDED.message, "
+            "origin = EXCLUDED.origin", row))
         return True
 
     def claim(self, provider: str, entity_type: str, value: str, lease_s: float) -> bool:

@@ -116,6 +116,25 @@ def test_default_path_is_in_the_data_dir(tmp_path, monkeypatch):
     limiter.close()
 
 
+def test_calls_to_another_endpoint_never_spend_the_real_accounts_quota(tmp_path, monkeypatch):
+    """The demo's calls to the sandbox are counted apart: a later run against the real
+    VirusTotal has its whole day's budget, and its triage is not cut short by made-up calls."""
+    monkeypatch.setenv("CTI_DATA_DIR", str(tmp_path))
+    real = replace(settings_from_env(base.VIRUSTOTAL, {}), per_day=500)
+    sandbox = replace(real, base_url="http://127.0.0.1:8765/virustotal/api/v3")
+    assert real.state_name == base.VIRUSTOTAL and sandbox.state_name != real.state_name
+    with SharedLimiter.for_settings(sandbox) as demo:
+        for _ in range(3):
+            assert demo.acquire() is None
+        demo.mark_exhausted("day", "the sandbox said 429")
+        assert demo.remaining("day") == 0
+    with SharedLimiter.for_settings(real) as production:
+        assert production.remaining("day") == 500 and production.exhausted_until() is None
+        assert production.path == tmp_path / "ratelimit" / "virustotal.sqlite"
+    same_place = replace(real, base_url="https://WWW.virustotal.com/api/v3/")
+    assert same_place.state_name == base.VIRUSTOTAL  # the same endpoint, written otherwise
+
+
 def _redis_url():
     try:
         import redis

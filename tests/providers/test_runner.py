@@ -191,6 +191,29 @@ def test_rerun_is_served_from_cache_and_force_refresh_calls_again(sb, env, cache
     assert sb.request_count() == 2 * calls and not third["from_cache"].any()
 
 
+def test_answers_from_one_endpoint_never_serve_lookups_at_another(sb, env, cache):
+    """A data directory the demo used keeps the sandbox's answers; a run at another endpoint
+    (here a second server standing in for the real provider) asks that endpoint, and its
+    answers then replace the first's."""
+    from cti_assets.sandbox import ProviderSandbox
+
+    values = ["45.83.65.43", "45.83.65.44"]
+    observables = frame(*[observable(v) for v in values])
+    demo = settings(env, base.GREYNOISE)
+    lookup_frame(base.GREYNOISE, observables, demo, cache=cache)
+    assert sb.request_count() == 2
+    with ProviderSandbox() as elsewhere:
+        other = replace(demo, base_url=elsewhere.base_urls["GREYNOISE_BASE_URL"])
+        assert other.origin != demo.origin
+        out, stats = lookup_frame(base.GREYNOISE, observables, other, cache=cache)
+        assert elsewhere.request_count() == 2 and stats.cache_hits == 0
+        assert not out["from_cache"].any()
+        again, stats = lookup_frame(base.GREYNOISE, observables, other, cache=cache)
+        assert elsewhere.request_count() == 2 and stats.cache_hits == 2
+    lookup_frame(base.GREYNOISE, observables, demo, cache=cache)
+    assert sb.request_count() == 4  # the other endpoint's answers replaced the demo's
+
+
 def test_errors_are_not_cached(sb, env, cache):
     observables = frame(observable("45.83.65.50"))
     conf = settings(env, base.ABUSEIPDB, max_retries=0)

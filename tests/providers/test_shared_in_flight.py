@@ -94,12 +94,13 @@ def test_an_answer_stored_after_the_run_looked_is_used_an_older_one_is_refreshed
                                fetched_at=datetime.now(UTC))  # fmt: skip
     with ResponseCache(tmp_path / "cache.sqlite") as other, \
             ResponseCache(tmp_path / "cache.sqlite") as mine:
-        other.put(answer, b"{}", ttl_s=600)  # fetched and released between look and claim
+        other.put(answer, b"{}", ttl_s=600, origin=conf.origin)  # released before the claim
         since = answer.fetched_at.timestamp() - 1
         assert _wait_for_lease(base.INTERNETDB, key, conf, mine, since).from_cache
         assert mine.claim(base.INTERNETDB, *key, 1.0)  # the lease was given back
         mine.release(base.INTERNETDB, *key)
-        other.put(with_fields(answer, fetched_at=datetime(2020, 1, 1, tzinfo=UTC)), b"{}", 600)
+        other.put(with_fields(answer, fetched_at=datetime(2020, 1, 1, tzinfo=UTC)), b"{}", 600,
+                  origin=conf.origin)
         assert _wait_for_lease(base.INTERNETDB, key, conf, mine, since) is None  # forced: fetch
 
 
@@ -118,8 +119,9 @@ def test_an_answer_received_before_the_run_but_stored_after_its_look_is_not_paid
                                fetched_at=since - timedelta(milliseconds=40))  # fmt: skip
     with ResponseCache(tmp_path / "cache.sqlite") as other, \
             ResponseCache(tmp_path / "cache.sqlite") as mine:
-        assert mine.get(base.INTERNETDB, *key) is None  # this run's look: nothing yet
-        other.put(answer, b"{}", ttl_s=600)
+        # this run's look: nothing yet
+        assert mine.get(base.INTERNETDB, *key, origin=conf.origin) is None
+        other.put(answer, b"{}", ttl_s=600, origin=conf.origin)
         used = _wait_for_lease(base.INTERNETDB, key, conf, mine, None)  # not refreshed
         assert used is not None and used.from_cache
         assert _wait_for_lease(base.INTERNETDB, key, conf, mine, since.timestamp()) is None

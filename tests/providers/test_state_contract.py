@@ -23,6 +23,9 @@ from tests.shared_services import make_bucket, postgres_schema, redis_prefix, s3
 pytestmark = pytest.mark.services
 
 
+ORIGIN = "https://api.abuseipdb.com/api/v2"  # where the answers in these tests came from
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1_800_000_000.0
@@ -89,25 +92,46 @@ def _answer(value: str = "45.83.12.7", status: str = base.OK) -> base.LookupResu
 def test_an_answer_stored_by_one_host_is_read_by_the_other(caches):
     first, second, clock = caches
     body = b'{"data": {"abuseConfidenceScore": 66}}'
-    assert first.put(_answer(), body, ttl_s=60)
-    got = second.get(base.ABUSEIPDB, "IPv4-Addr", "45.83.12.7")
+    assert first.put(_answer(), body, ttl_s=60, origin=ORIGIN)
+    got = second.get(base.ABUSEIPDB, "IPv4-Addr", "45.83.12.7", origin=ORIGIN)
     assert got is not None and got.from_cache and got.status == base.OK
     assert got.fields == {"abuse_confidence_score": 66}
     assert got.raw_digest is not None and second.raw_body(got.raw_digest) == body
     assert second.raw_body("0" * 64) is None
     clock.now += 61
-    assert second.get(base.ABUSEIPDB, "IPv4-Addr", "45.83.12.7") is None
+    assert second.get(base.ABUSEIPDB, "IPv4-Addr", "45.83.12.7", origin=ORIGIN) is None
 
 
 def test_errors_are_never_cached_and_a_later_answer_replaces_the_earlier(caches):
     first, second, _ = caches
-    assert not first.put(_answer(status=base.ERROR), b"{}", ttl_s=60)
-    assert second.get(base.ABUSEIPDB, "IPv4-Addr", "45.83.12.7") is None
-    first.put(_answer(status=base.NOT_FOUND), None, ttl_s=60)
-    second.put(_answer(), b'{"n": 2}', ttl_s=60)
-    got = first.get(base.ABUSEIPDB, "IPv4-Addr", "45.83.12.7")
+    assert not first.put(_answer(status=base.ERROR), b"{}", ttl_s=60, origin=ORIGIN)
+    assert second.get(base.ABUSEIPDB, "IPv4-Addr", "45.83.12.7", origin=ORIGIN) is None
+    first.put(_answer(status=base.NOT_FOUND), None, ttl_s=60, origin=ORIGIN)
+    second.put(_answer(), b'{"n": 2}', ttl_s=60, origin=ORIGIN)
+    got = first.get(base.ABUSEIPDB, "IPv4-Addr", "45.83.12.7", origin=ORIGIN)
     assert got is not None and got.status == base.OK
     assert first.raw_body(got.raw_digest) == b'{"n": 2}'
+
+
+def test_an_answer_serves_only_lookups_at_the_endpoint_that_gave_it(caches):
+    """The sandbox's made-up answer never serves a run against the real provider, and back."""
+    first, second, _ = caches
+    sandbox = "http://127.0.0.1:8765/abuseipdb/api/v2"
+    first.put(_answer(), b'{"made": "up"}', ttl_s=60, origin=sandbox)
+    assert second.get(base.ABUSEIPDB, "IPv4-Addr", "45.83.12.7", origin=ORIGIN) is None
+    assert second.get(base.ABUSEIPDB, "IPv4-Addr", "45.83.12.7", origin=sandbox) is not None
+    second.put(_answer(), b'{"real": 1}', ttl_s=60, origin=ORIGIN)  # replaces the sandbox's
+    got = first.get(base.ABUSEIPDB, "IPv4-Addr", "45.83.12.7", origin=ORIGIN)
+    assert got is not None and first.raw_body(got.raw_digest) == b'{"real": 1}'
+    assert first.get(base.ABUSEIPDB, "IPv4-Addr", "45.83.12.7", origin=sandbox) is None
+
+
+def test_answers_stored_before_origins_serve_no_lookup(caches):
+    """A cache written before answers carried their origin is opened as it is; its answers,
+    of unknown origin, are fetched again rather than trusted."""
+    first, second, _ = caches
+    first.put(_answer(), b"{}", ttl_s=60, origin="")  # what the added column gives old rows
+    assert second.get(base.ABUSEIPDB, "IPv4-Addr", "45.83.12.7", origin=ORIGIN) is None
 
 
 def test_a_fetch_in_flight_is_claimed_by_one_host_at_a_time(caches):
@@ -126,11 +150,37 @@ def test_a_fetch_in_flight_is_claimed_by_one_host_at_a_time(caches):
 
 def test_purge_drops_expired_answers(caches):
     first, second, clock = caches
-    first.put(_answer("45.83.12.7"), b"a", ttl_s=10)
-    first.put(_answer("45.83.12.8"), b"b", ttl_s=100)
+    first.put(_answer("45.83.12.7"), b"a", ttl_s=10, origin=ORIGIN)
+    first.put(_answer("45.83.12.8"), b"b", ttl_s=100, origin=ORIGIN)
     clock.now += 11
     assert second.purge_expired() == 1
-    assert first.get(base.ABUSEIPDB, "IPv4-Addr", "45.83.12.8") is not None
+    assert first.get(base.ABUSEIPDB, "IPv4-Addr", "45.83.12.8", origin=ORIGIN) is not None
+
+
+def test_a_postgres_cache_from_before_origins_gains_the_column_and_refetches(pg):
+    import psycopg2
+
+    from cti_assets.state.pg_cache import PostgresResponseCache
+
+    with psycopg2.connect(pg.url) as conn, conn.cursor() as cursor:
+        cursor.execute(f'CREATE SCHEMA "{pg.schema}"')
+        cursor.execute(
+            f'CREATE TABLE "{pg.schema}".answers (provider TEXT NOT NULL, '
+            "entity_type TEXT NOT NULL, value TEXT NOT NULL, status TEXT NOT NULL, "
+            "fields TEXT NOT NULL, fetched_at DOUBLE PRECISION NOT NULL, "
+            "expires_at DOUBLE PRECISION NOT NULL, raw_digest TEXT, http_status INTEGER, "
+            "message TEXT, PRIMARY KEY (provider, entity_type, value))")
+        cursor.execute(f'INSERT INTO "{pg.schema}".answers VALUES '
+                       "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                       (base.ABUSEIPDB, "IPv4-Addr", "45.83.12.7", base.OK, "{}", 1.0,
+                        4_000_000_000.0, None, 200, None))
+    cache = PostgresResponseCache(pg.url, schema=pg.schema)
+    try:
+        assert cache.get(base.ABUSEIPDB, "IPv4-Addr", "45.83.12.7", origin=ORIGIN) is None
+        assert cache.put(_answer(), b"{}", ttl_s=60, origin=ORIGIN)
+        assert cache.get(base.ABUSEIPDB, "IPv4-Addr", "45.83.12.7", origin=ORIGIN) is not None
+    finally:
+        cache.close()
 
 
 def test_bodies_in_the_object_store_are_compressed_by_digest(pg, s3_bodies):
@@ -141,8 +191,8 @@ def test_bodies_in_the_object_store_are_compressed_by_digest(pg, s3_bodies):
 
     body = b'{"data": "' + b"x" * 5000 + b'"}'
     with PostgresResponseCache(pg.url, schema=pg.schema, bodies=ObjectBodies(s3_bodies)) as cache:
-        cache.put(_answer(), body, ttl_s=60)
-        digest = cache.get(base.ABUSEIPDB, "IPv4-Addr", "45.83.12.7").raw_digest
+        cache.put(_answer(), body, ttl_s=60, origin=ORIGIN)
+        digest = cache.get(base.ABUSEIPDB, "IPv4-Addr", "45.83.12.7", origin=ORIGIN).raw_digest
     stored = s3fs.S3FileSystem().cat_file(f"{s3_bodies}/{digest[:2]}/{digest}.zlib")
     assert len(stored) < 200 and zlib.decompress(stored) == body
 
@@ -262,13 +312,13 @@ def test_a_dropped_postgres_connection_is_reopened(pg):
     from cti_assets.state.pg_cache import PostgresResponseCache
 
     with PostgresResponseCache(pg.url, schema=pg.schema) as cache:
-        cache.put(_answer(), b"{}", ttl_s=600)
+        cache.put(_answer(), b"{}", ttl_s=600, origin=ORIGIN)
         pid = cache._db._conn.get_backend_pid()  # noqa: SLF001 - the session to end
         admin = psycopg2.connect(pg.url)
         admin.autocommit = True
         with admin.cursor() as cursor:
             cursor.execute("SELECT pg_terminate_backend(%s)", (pid,))
         admin.close()
-        got = cache.get(base.ABUSEIPDB, "IPv4-Addr", "45.83.12.7")
+        got = cache.get(base.ABUSEIPDB, "IPv4-Addr", "45.83.12.7", origin=ORIGIN)
         assert got is not None and got.status == base.OK
         assert cache._db._conn.get_backend_pid() != pid  # noqa: SLF001
