@@ -63,11 +63,27 @@ def find_score(value: str, partition: str | None = None) -> tuple[str, dict]:
             scores = read_partition("observable_scores", key)
         except FileNotFoundError:
             continue
-        hits = scores[_matches(scores, value)]
+        as_read = _values_as_read(key, value)
+        hits = scores[_matches(scores, value) | scores["stix_id"].isin(as_read)]
         if len(hits):
-            return key, hits.iloc[0].to_dict()
+            row = hits.iloc[0].to_dict()
+            if row["stix_id"] in as_read:
+                row.setdefault("value", as_read[row["stix_id"]])
+            return key, row
     where = f"partition {partition}" if partition else f"{len(partitions)} scored partition(s)"
     raise NotScoredError(f"{quoted(value)} is not in {where}")
+
+
+def _values_as_read(partition: str, value: str) -> dict[str, str]:
+    """{STIX id: value as the source gave it} of the day's observables given as `value`: a
+    rejected observable has no normalised value, and its score row says why it was rejected."""
+    try:
+        observables = read_partition("observables", partition)
+    except FileNotFoundError:
+        return {}
+    given = observables["value"].astype("string").str.strip()
+    found = observables[(given == value.strip()).fillna(False)]
+    return dict(zip(found["stix_id"].astype(str), found["value"].astype(str), strict=True))
 
 
 def provider_rows(partition: str, stix_id: str) -> dict[str, dict]:
@@ -112,7 +128,8 @@ def explain_value(value: str, partition: str | None = None, raw: bool = True) ->
         raise CliError(f"{error} (searched {searched_where()})") from None
     lookups = provider_rows(key, row["stix_id"])
     raw_bodies = stored_bodies(lookups) if raw else None
-    header = f"partition {key} · {row['entity_type']} {row['normalized_value']} · {row['stix_id']}"
+    shown = row["normalized_value"] if pd.notna(row["normalized_value"]) else row.get("value")
+    header = f"partition {key} · {row['entity_type']} {shown} · {row['stix_id']}"
     return header + "\n" + explain_text(row, lookups, raw_bodies)
 
 

@@ -112,6 +112,8 @@ def verdict_counts(scores: pd.DataFrame) -> dict[str, int]:
 def _headline(row: dict) -> str:
     value = next((row[k] for k in ("normalized_value", "value", "stix_id") if _present(row.get(k))),
                  "?")
+    if not _present(row.get("score")):
+        return f"{value} ({row.get('entity_type')}, {row.get('stix_id')}): no score"
     return (
         f"{value} ({row.get('entity_type')}, {row.get('stix_id')}): "
         f"{row.get('verdict')} — score {_show(row.get('score'))}/100, "

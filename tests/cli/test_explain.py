@@ -135,6 +135,21 @@ def test_explain_finds_a_value_by_stix_id_and_by_a_differently_written_domain(en
     assert "Raw answers:" not in by_value
 
 
+def test_a_rejected_value_is_found_as_the_source_gave_it_with_the_reason(env):
+    """The sample's CIDR range is rejected on intake: it has no normalised value, yet explain
+    finds it as written and says why nothing was scored, rather than "not scored"."""
+    from cti_assets.storage.outputs import read_partition
+
+    observables = read_partition("observables", DAY)
+    rejected = observables[observables["status"] == "rejected"].iloc[0]
+    text = explain_value(f" {rejected['value']} ", raw=False)
+    header, headline = text.splitlines()[:2]
+    assert f"partition {DAY}" in header and rejected["stix_id"] in header
+    assert rejected["value"] in header and headline.endswith(": no score")
+    assert f"observable rejected: {rejected['reason']}" in text
+    assert env.sandbox.request_count() == 0
+
+
 def test_main_explain_prints_the_derivation_and_no_raw_leaves_answers_out(env, capsys):
     row = top_row(env.scores)
     assert cli.main(["explain", row["normalized_value"]]) == 0
