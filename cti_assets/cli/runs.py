@@ -8,16 +8,26 @@ Every run goes to the one Dagster home settings resolves (DAGSTER_HOME, default
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Protocol
 
 import cti_assets
 from cti_assets import settings
-from cti_assets.cli.errors import CliError
+from cti_assets.cli.errors import CliError, readable_line
+
+
+class ErrorInfo(Protocol):
+    """What a step failure event records of its error (Dagster's SerializableErrorInfo)."""
+
+    message: str
+    cls_name: str | None
+    cause: ErrorInfo | None
 
 # The instance settings of the project (run queue, pool default, retries), beside the package.
 PROJECT_DAGSTER_YAML = Path(cti_assets.__file__).resolve().parent.parent / "dagster.yaml"
@@ -188,7 +198,9 @@ def materialise(partition_keys, run_config: dict | None = None, job_name: str = 
     failed = []
     for key in partition_keys:
         print(f"\n== {job_name} {key}")
-        quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+        # the run's whole log, stack traces included, stays in the instance for the UI; here the
+        # warnings and one line per failed step are printed below
+        quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
         result = job.execute_in_process(
             partition_key=key,
             instance=instance,
@@ -204,14 +216,33 @@ def materialise(partition_keys, run_config: dict | None = None, job_name: str = 
                 if name in meta
             )
             print(f"  ok  {mat.asset_key.to_user_string():<28} {detail}")
+        for entry in instance.all_logs(result.run_id):
+            if entry.level == logging.WARNING and entry.dagster_event is None:
+                where = entry.step_key or job_name
+                print(f"  warning {where}: {readable_line(entry.user_message)}")
         for event in result.all_events:
             if event.event_type == dg.DagsterEventType.STEP_FAILURE:
-                print(
-                    f"  FAILED {event.step_key}: {event.event_specific_data.error.message.strip()}"
-                )
+                print(f"  FAILED {event.step_key}: {failure_line(event.event_specific_data.error)}")
         if not result.success:
             failed.append(key)
     return failed
+
+
+def failure_line(error: ErrorInfo | None) -> str:
+    """What made a step fail, in one line: the innermost cause (Dagster wraps an output's error
+    in its own), with any key or token redacted; the stack trace is in the run's log."""
+    from cti_assets.providers.http import redact
+
+    if error is None:
+        return "no error recorded"
+    while error.cause is not None:
+        error = error.cause
+    message = error.message.strip()
+    if error.cls_name:
+        message = re.sub(rf"^(?:[\w.]+\.)?{re.escape(error.cls_name)}: ", "", message)
+        if error.cls_name != "Failure":  # dg.Failure's message is the step's own, for people
+            message = f"{error.cls_name}: {message}"
+    return readable_line(redact(message))
 
 
 def _dagster_cli(*args: str) -> subprocess.CompletedProcess:

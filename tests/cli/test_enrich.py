@@ -217,7 +217,10 @@ def test_a_failed_run_prints_no_score_of_an_earlier_run(live, capsys, monkeypatc
     assert enrich_now([ip]) == 1
     captured = capsys.readouterr()
     assert ip not in printed(captured.out)  # the earlier run's score is not shown as new
-    assert "FAILED merged_enrichment" in captured.out
+    [failed] = [line for line in captured.out.splitlines() if "FAILED" in line]
+    assert failed == "  FAILED merged_enrichment: merging is broken"
+    assert "Traceback" not in captured.out + captured.err  # the stack is in the run's log
+    assert "Stack Trace" not in captured.out + captured.err
     [line] = ours(captured.err)
     assert " failed: no score shown for 45.83.73.41; " in line
     assert "(run not found)" not in line and str(settings.dagster_home_path()) in line
