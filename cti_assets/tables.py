@@ -36,7 +36,8 @@ OBSERVABLE_DESCRIPTIONS: dict[str, str] = {
     "hash_type": "StixFile only: MD5, SHA-1 or SHA-256",
     "tlp": "Effective TLP: TLP:CLEAR ... TLP:RED",
     "tlp_reason": "Why that TLP: null when from its markings; \"unmarked\"; "
-                  "\"tlp_unresolved: <ids>\"",
+                  "\"tlp_unresolved: <ids>\"; \"stricter_copy: <stix id>\" when another "
+                  "observable of the same value (another id or day) is marked higher",
     "marking_ids": "STIX ids of all its markings (TLP, PAP, statements)",
     "labels": "OpenCTI labels on the observable",
     "existing_score": "x_opencti_score already on the observable",
@@ -192,7 +193,8 @@ WRITEBACK_COLUMNS: dict[str, str] = {
 WRITEBACK_DESCRIPTIONS: dict[str, str] = {
     "stix_id": "STIX id of the observable",
     "writeback_status": "written, dry_run, held_back or not_written",
-    "reason": "held_back: no_provider_evidence; not_written: the observable's status",
+    "reason": "held_back: no_provider_evidence; not_written: the observable's status, or "
+              "no_provider_asked (no provider was asked and nothing else gave evidence)",
 }
 WRITEBACK_WRITTEN = "written"
 WRITEBACK_DRY_RUN = "dry_run"  # in the dry-run bundle file, not sent
@@ -201,3 +203,4 @@ WRITEBACK_NOT_WRITTEN = "not_written"  # rejected, out of scope or no score
 WRITEBACK_STATUSES = (WRITEBACK_WRITTEN, WRITEBACK_DRY_RUN, WRITEBACK_HELD_BACK,
                       WRITEBACK_NOT_WRITTEN)
 WRITEBACK_NO_EVIDENCE = "no_provider_evidence"
+WRITEBACK_NOT_ASKED = "no_provider_asked"  # TLP, keys or budget kept it from every provider

@@ -1,7 +1,8 @@
 """On-demand enrichment: enrich given values now, with a forced refresh of just those values.
 
-The values are imported into the local store when new (so they belong to today's partition),
-then their day's pipeline runs with `refresh_values` set on every lookup asset: the given
+The values are imported into the local store when new (so they belong to today's partition); a
+value the store already holds, under any id, is enriched as it is there, markings included.
+Then their day's pipeline runs with `refresh_values` set on every lookup asset: the given
 values are fetched anew, the rest of the day comes from the cache at no cost.
 
 Providers are reached through their settings (keys and base URLs from the environment), or,
@@ -11,8 +12,8 @@ provider key set at all, enrich says so before it runs.
 
 Settings and values are checked before anything starts or is written. Only scores stored by
 this command's own run are printed: a day whose run failed gets one line naming the run, and a
-value no provider answered about (every one asked failed, or none had a key) gets one line; both
-make the exit status 1.
+value no provider answered about (every one asked failed, none had a key, or its TLP allows
+none) gets one line; both make the exit status 1.
 """
 
 from __future__ import annotations
@@ -39,12 +40,17 @@ def typed_value(value: str) -> tuple[str, Normalized]:
     it; UnknownValueError otherwise. enrich types what it imports with it, and explain finds a
     stored score with it, so both read a value the same way."""
     text = value.strip()
+    reasons: dict[str, str] = {}
     for entity_type in _GUESS_ORDER:
         if entity_type == "Url" and "://" not in text and "[:]//" not in text:
             continue
         result = normalize(entity_type, text)
         if result.ok:
             return entity_type, result
+        reasons[entity_type] = str(result.reason)
+    if all(reason.startswith("too_long") for reason in reasons.values()):
+        longest = reasons.get("Url") or reasons["Domain-Name"]  # the URL's limit is the largest
+        raise UnknownValueError(f"{quoted(value)} is too long for any observable type: {longest}")
     raise UnknownValueError(
         f"{quoted(value)} is not an IP address, domain, URL or MD5/SHA-1/SHA-256 hash"
     )
@@ -111,13 +117,23 @@ def enrich_now(values: list[str]) -> int:
         print(notice)
     store = LocalStixStore()
     now = datetime.now(UTC)
-    store.write_bundle({"type": "bundle", "id": "bundle--ondemand", "objects": objects})
-    ids = {obj["id"] for obj in objects}
+    held = store.copies_of(value_key(value) for value in values)
+    # a value the store holds (under any id, with its markings) is enriched as it is there: a
+    # new unmarked copy would let providers see a value another copy marks TLP:RED
+    targets: dict[str, dict] = {}
+    new = []
+    for value, obj in zip(values, objects, strict=True):
+        copies = held.get(value_key(value), [])
+        targets.update({copy.stix_id: obj for copy in copies} or {obj["id"]: obj})
+        if not copies:
+            new.append(obj)
+    if new:
+        store.write_bundle({"type": "bundle", "id": "bundle--ondemand", "objects": new})
+    ids = set(targets)
     created = store.first_seen(sorted(ids))
     days = {sid: partition_key_for(created.get(sid, now)) for sid in ids}
     partitions = sorted(set(days.values()))
-    refresh = [obj["id"] for obj in objects]
-    failed = materialise(partitions, run_config=run_config_refreshing(refresh), job_name=JOB)
+    failed = materialise(partitions, run_config=run_config_refreshing(sorted(ids)), job_name=JOB)
     instance = dagster_instance()
     status = 0
     for key in partitions:
@@ -131,7 +147,7 @@ def enrich_now(values: list[str]) -> int:
         if scores is None:
             what = "failed" if key in failed else "left no scores of its own"
             print(f"cti-assets enrich: the {JOB} run of {key} (run {run_id or 'not found'}) "
-                  f"{what}: no score shown for {', '.join(_values_of(objects, wanted))}; see "
+                  f"{what}: no score shown for {', '.join(_values_of(targets, wanted))}; see "
                   f"the FAILED steps above, or the run in the Dagster UI (`cti-assets dev`, "
                   f"Dagster home {settings.dagster_home_path()})", file=sys.stderr)
             status = 1
@@ -145,10 +161,17 @@ def enrich_now(values: list[str]) -> int:
     return status
 
 
-def _values_of(objects: list[dict], ids: set[str]) -> list[str]:
-    """The values of the SCOs whose ids are given (a file by its hash)."""
-    return [obj.get("value") or next(iter(obj.get("hashes", {}).values()), obj["id"])
-            for obj in objects if obj["id"] in ids]
+def _values_of(targets: dict[str, dict], ids: set[str]) -> list[str]:
+    """The values asked for, of the observables whose ids are given (a file by its hash)."""
+    shown = [obj.get("value") or next(iter(obj.get("hashes", {}).values()), obj["id"])
+             for stix_id, obj in sorted(targets.items()) if stix_id in ids]
+    return list(dict.fromkeys(shown))
+
+
+def value_key(value: str) -> tuple[str, str]:
+    """(entity type, normalised value) of a checked value, as the store indexes it."""
+    entity_type, normalized = typed_value(value)
+    return entity_type, str(normalized.value)
 
 
 def _run_of(instance, key: str, since: datetime) -> str | None:
@@ -175,6 +198,7 @@ def _scores_run(instance, key: str) -> str | None:
 def unanswered(key: str, scores, keys_set: bool) -> dict[str, str]:
     """value -> why, for the scored rows no provider answered about in day `key`'s run
     (scoring.evidence decides): every provider asked failed, or none could be asked."""
+    from cti_assets.providers.base import SKIP_NO_KEY, SKIP_TLP
     from cti_assets.scoring.evidence import FAILED, NOT_ASKED, evidence_states, status_columns
     from cti_assets.storage.outputs import open_table, partition_path
 
@@ -191,17 +215,22 @@ def unanswered(key: str, scores, keys_set: bool) -> dict[str, str]:
             why[row.normalized_value] = (
                 "every provider asked about it failed (their statuses are on its line); "
                 "enrich it again when they recover")
-        elif state == NOT_ASKED and not keys_set and _skipped_for_no_key(
-                merged[merged["stix_id"] == row.stix_id]):
-            why[row.normalized_value] = (
-                "none of the providers that look it up has an API key set; set keys, or use "
-                "--sandbox-port PORT")
+        elif state == NOT_ASKED:
+            rows = merged[merged["stix_id"] == row.stix_id]
+            if not keys_set and _skipped_for(rows, SKIP_NO_KEY):
+                why[row.normalized_value] = (
+                    "none of the providers that look it up has an API key set; set keys, or "
+                    "use --sandbox-port PORT")
+            elif _skipped_for(rows, SKIP_TLP):
+                why[row.normalized_value] = (
+                    f"its TLP ({row.tlp}) is above what the providers that look it up may see "
+                    "(<PROVIDER>_MAX_TLP): nothing was sent, and no score was written back")
     return why
 
 
-def _skipped_for_no_key(rows) -> bool:
-    """Whether a provider skipped the merged row(s) for want of an API key."""
-    from cti_assets.providers.base import SKIP_NO_KEY, SKIPPED
+def _skipped_for(rows, skip_reason: str) -> bool:
+    """Whether a provider skipped the merged row(s) for `skip_reason` (no_key, tlp)."""
+    from cti_assets.providers.base import SKIPPED
     from cti_assets.providers.fields import column
     from cti_assets.scoring.evidence import EVIDENCE_PROVIDERS
 
@@ -209,7 +238,7 @@ def _skipped_for_no_key(rows) -> bool:
         status, reason = column(provider, "status"), column(provider, "reason")
         if status in rows and reason in rows:
             hit = (rows[status].astype("string").fillna("") == SKIPPED) & (
-                rows[reason].astype("string").fillna("") == SKIP_NO_KEY)
+                rows[reason].astype("string").fillna("") == skip_reason)
             if hit.any():
                 return True
     return False

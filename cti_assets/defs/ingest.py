@@ -24,16 +24,23 @@ from cti_assets.sources.base import SourceError
 def observables(context: dg.AssetExecutionContext, source: SourceResource) -> pd.DataFrame:
     """Observables the source created in [day 00:00, next day 00:00) UTC, one row each, with
     type, raw and normalised value, TLP, existing score, labels and a status (ok / rejected)."""
-    from cti_assets.intake.observables import counts_by_type_and_status, observables_frame
+    from cti_assets.intake.observables import (
+        STRICTER_COPY,
+        counts_by_type_and_status,
+        observables_frame,
+        value_keys,
+        with_strictest_tlp_per_value,
+    )
 
     start, end = partition_window(context.partition_key)
     try:
         cti_source = source.get()
         cti_source.check()
-        records = cti_source.observables_created_between(start, end)
+        frame = observables_frame(cti_source.observables_created_between(start, end))
+        copies = cti_source.copies_of(value_keys(frame))
     except SourceError as error:
         raise dg.Failure(description=str(error), allow_retries=False) from None
-    frame = observables_frame(records)
+    frame = with_strictest_tlp_per_value(frame, copies)
     counts = counts_by_type_and_status(frame)
     context.add_output_metadata(
         {
@@ -43,6 +50,8 @@ def observables(context: dg.AssetExecutionContext, source: SourceResource) -> pd
             "counts": dg.MetadataValue.json(counts),
             **numeric("status_", frame["status"].value_counts().to_dict()),
             "rejected": int((frame["status"] == "rejected").sum()),
+            "tlp_raised_by_copies": int(
+                frame["tlp_reason"].fillna("").str.startswith(STRICTER_COPY).sum()),
         }
     )
     return frame

@@ -129,7 +129,7 @@ def opencti_writeback(
         by_type[obj["type"]] = by_type.get(obj["type"], 0) + 1
     written_ids = {obj["id"] for obj in bundle["objects"]}
     statuses = writeback_statuses(observable_scores, written_ids, plan.held_ids,
-                                  config.dry_run)
+                                  config.dry_run, plan.unasked_ids)
     outcome = ("held_back" if plan.day_held_back else "dry_run" if config.dry_run
                else "written")
     metadata: dict = {
@@ -140,6 +140,7 @@ def opencti_writeback(
         "objects_by_type": dg.MetadataValue.json(by_type),
         "bundle_id": bundle["id"],
         "held_back": len(plan.held_ids),
+        "not_written_no_provider_asked": len(plan.unasked_ids),
         **plan.evidence.as_metadata(),
     }
     context.instance.add_run_tags(context.run.run_id, {

@@ -7,6 +7,7 @@ decided, so every later asset can trust `normalized_value` and `tlp` and filter 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 
 import pandas as pd
 
@@ -18,6 +19,7 @@ from cti_assets.intake.observable import (
     TlpDecision,
     decide_tlp,
     normalize,
+    tlp_rank,
 )
 from cti_assets.sources.base import ObservableRecord
 from cti_assets.tables import (
@@ -65,6 +67,53 @@ def observables_frame(
                                  else OBSERVABLE_OK if result.ok else OBSERVABLE_REJECTED)
         columns["reason"].append(result.reason)
     return _typed_frame(columns)
+
+
+STRICTER_COPY = "stricter_copy"  # tlp_reason prefix: the TLP of another observable of the value
+
+
+def value_keys(frame: pd.DataFrame) -> set[tuple[str, str]]:
+    """(entity type, normalised value) of the accepted rows."""
+    ok = frame[frame["status"] == OBSERVABLE_OK]
+    return set(zip(ok["entity_type"].astype(str), ok["normalized_value"].astype(str),
+                   strict=True))
+
+
+def with_strictest_tlp_per_value(
+    frame: pd.DataFrame, copies: Mapping[tuple[str, str], list[ObservableRecord]],
+    unmarked_tlp: str | None = None,
+) -> pd.DataFrame:
+    """Every accepted row takes the most restrictive TLP of any observable holding its value:
+    the day's other rows of the value and the source's `copies` (other ids, other days). STIX
+    allows one value under several ids, and a provider may see a value only if every copy
+    allows it. A raised row's tlp_reason names the copy: "stricter_copy: <stix id>"."""
+    unmarked = unmarked_tlp or observable.unmarked_tlp()
+    strictest: dict[tuple[str, str], tuple[int, str, str]] = {}  # key -> (rank, tlp, stix_id)
+
+    def consider(key: tuple[str, str], tlp: str, stix_id: str) -> None:
+        candidate = (tlp_rank(tlp), tlp, stix_id)
+        best = strictest.get(key)
+        if best is None or (candidate[0], best[2]) > (best[0], candidate[2]):
+            strictest[key] = candidate
+
+    ok = (frame["status"] == OBSERVABLE_OK).to_numpy()
+    keys = list(zip(frame["entity_type"].astype(str), frame["normalized_value"].astype(str),
+                    strict=True))
+    for index in range(len(frame)):
+        if ok[index]:
+            consider(keys[index], str(frame["tlp"].iat[index]), str(frame["stix_id"].iat[index]))
+    for key, records in copies.items():
+        for record in records:
+            consider(key, decide_tlp(record.markings, unmarked).tlp, record.stix_id)
+    raised = frame.copy()
+    for index in range(len(frame)):
+        if not ok[index]:
+            continue
+        rank, tlp, stix_id = strictest[keys[index]]
+        if rank > tlp_rank(str(frame["tlp"].iat[index])):
+            raised.iat[index, raised.columns.get_loc("tlp")] = tlp
+            raised.iat[index, raised.columns.get_loc("tlp_reason")] = f"{STRICTER_COPY}: {stix_id}"
+    return raised
 
 
 def _typed_frame(columns: dict[str, list]) -> pd.DataFrame:

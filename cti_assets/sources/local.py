@@ -22,6 +22,7 @@ from cti_assets.intake.observable import (
     STIX_TO_ENTITY_TYPE,
     MarkingRef,
     marking_ref,
+    normalize,
 )
 from cti_assets.sources.base import (
     REMOVE_LABELS,
@@ -69,7 +70,17 @@ CREATE TABLE IF NOT EXISTS relationships (
 );
 CREATE INDEX IF NOT EXISTS relationships_source ON relationships (source_ref);
 CREATE INDEX IF NOT EXISTS relationships_target ON relationships (target_ref);
+CREATE TABLE IF NOT EXISTS value_keys (
+    entity_type TEXT NOT NULL,
+    value_key TEXT NOT NULL,
+    id TEXT NOT NULL,
+    PRIMARY KEY (entity_type, value_key, id)
+);
+CREATE INDEX IF NOT EXISTS value_keys_id ON value_keys (id);
 """
+# PRAGMA user_version of a store whose value_keys hold every observable (older stores are indexed
+# once when opened)
+_VALUE_KEYS_BUILT = 1
 
 
 def utc_text(moment: datetime) -> str:
@@ -153,6 +164,8 @@ class LocalStixStore:
             connection.execute("PRAGMA busy_timeout = 30000")
             if not self._schema_ready:
                 connection.executescript(_SCHEMA)
+                if connection.execute("PRAGMA user_version").fetchone()[0] < _VALUE_KEYS_BUILT:
+                    _index_all_values(connection)
                 self._schema_ready = True
             connection.execute("PRAGMA synchronous = NORMAL")
             yield connection
@@ -223,6 +236,8 @@ class LocalStixStore:
             (final["id"], final["type"], _dump(final), _stix_time(final.get("modified")),
              seen_at),
         )
+        if final["type"] in _ENTITY_TYPE_OF:
+            _index_values(connection, final)
         if final["type"] == "relationship":
             connection.execute(
                 "INSERT OR REPLACE INTO relationships VALUES (?, ?, ?, ?)",
@@ -276,6 +291,26 @@ class LocalStixStore:
             ).fetchall()
             markings = self._marking_refs(connection)
         return [_record(json.loads(text), parse_utc(seen), markings) for text, seen in rows]
+
+    def copies_of(
+        self, keys: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], list[ObservableRecord]]:
+        wanted = sorted(set(keys))
+        found: dict[tuple[str, str], list[ObservableRecord]] = {}
+        with self._connect() as connection:
+            markings = self._marking_refs(connection)
+            for entity_type in sorted({entity_type for entity_type, _ in wanted}):
+                values = [value for kind, value in wanted if kind == entity_type]
+                for chunk in _chunks(values):
+                    rows = connection.execute(
+                        "SELECT k.value_key, o.json, o.first_seen_at FROM value_keys k"
+                        " JOIN objects o ON o.id = k.id WHERE k.entity_type = ?"
+                        f" AND k.value_key IN ({', '.join('?' * len(chunk))})"
+                        " ORDER BY k.value_key, o.id", [entity_type, *chunk])
+                    for value_key, text, seen in rows:
+                        record = _record(json.loads(text), parse_utc(seen), markings)
+                        found.setdefault((entity_type, value_key), []).append(record)
+        return found
 
     def created_since(
         self, after: datetime | None, after_id: str | None, limit: int
@@ -349,6 +384,42 @@ class LocalStixStore:
             )
             if entity_id in entities
         ]
+
+
+def _value_keys(obj: dict) -> set[tuple[str, str]]:
+    """(entity type, normalised value) of an observable: each of a file's hashes; none for a
+    value the pipeline would reject."""
+    entity_type = _ENTITY_TYPE_OF[obj["type"]]
+    values = list(_hashes(obj).values()) if obj["type"] == "file" else [obj.get("value")]
+    keys = set()
+    for value in values:
+        normalized = normalize(entity_type, value)
+        if normalized.ok and normalized.value:
+            keys.add((entity_type, normalized.value))
+    return keys
+
+
+def _index_values(connection: sqlite3.Connection, obj: dict) -> None:
+    connection.execute("DELETE FROM value_keys WHERE id = ?", (obj["id"],))
+    connection.executemany(
+        "INSERT OR IGNORE INTO value_keys (entity_type, value_key, id) VALUES (?, ?, ?)",
+        [(entity_type, value, obj["id"]) for entity_type, value in sorted(_value_keys(obj))])
+
+
+def _index_all_values(connection: sqlite3.Connection) -> None:
+    """Index every observable of a store written before value_keys existed, once."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        if connection.execute("PRAGMA user_version").fetchone()[0] < _VALUE_KEYS_BUILT:
+            rows = connection.execute(
+                f"SELECT json FROM objects WHERE type IN ({_OBSERVABLE_TYPES_SQL})")
+            for (text,) in rows.fetchall():
+                _index_values(connection, json.loads(text))
+            connection.execute(f"PRAGMA user_version = {_VALUE_KEYS_BUILT}")
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
 
 
 def _shape_problem(obj: object) -> str | None:

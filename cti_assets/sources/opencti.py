@@ -21,7 +21,7 @@ import copy
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -147,6 +147,17 @@ def _utc(moment: datetime) -> datetime:
 
 def _iso(moment: datetime) -> str:
     return _utc(moment).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def platform_markings(node: Mapping[str, Any]) -> tuple[MarkingRef, ...]:
+    """The markings of an entity as the platform returns them (`objectMarking`), by id; the
+    enrichment connector reads an entity's TLP with them too."""
+    return tuple(sorted(
+        (MarkingRef(str(m.get("standard_id") or m.get("id") or ""), m.get("definition_type"),
+                    m.get("definition"))
+         for m in node.get("objectMarking") or []
+         if m.get("standard_id") or m.get("id") or m.get("definition_type")),
+        key=lambda ref: ref.id))
 
 
 def _parse_time(text: str) -> datetime:
@@ -413,6 +424,16 @@ class OpenCTISource:
             if len(found) > limit and key[0] > sorted(found)[limit - 1][0]:
                 break
         return sorted(found)[:limit]
+
+    def copies_of(
+        self, keys: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], list[ObservableRecord]]:
+        """None beyond the observable itself: the platform keeps one observable per value (its
+        standard id is built from the value's keys, pycti.md section 9): a second import of a
+        value is merged into the first, and the markings the platform keeps on that one
+        observable are the value's. Copies written differently (a domain's case) within a day
+        are grouped by the observables table itself."""
+        return {}
 
     def threat_entities(self) -> list[ThreatEntity]:
         api = self._client()
@@ -688,18 +709,13 @@ def _observable_record(node: dict) -> ObservableRecord:
         value = value or node.get("observable_value") or ""
     else:
         value = node.get("observable_value") or ""
-    markings = node.get("objectMarking") or []
     return ObservableRecord(
         internal_id=node["id"],
         stix_id=node["standard_id"],
         entity_type=node["entity_type"],
         value=str(value),
         created_at=_parse_time(node["created_at"]),
-        markings=tuple(sorted(
-            (MarkingRef(str(m.get("standard_id") or m.get("id")), m.get("definition_type"),
-                        m.get("definition"))
-             for m in markings if m.get("standard_id") or m.get("id")),
-            key=lambda ref: ref.id)),
+        markings=platform_markings(node),
         labels=tuple(sorted(label["value"] for label in node.get("objectLabel") or []
                             if label.get("value"))),
         score=node.get("x_opencti_score"),

@@ -3,7 +3,10 @@
 An observable every asked provider failed on has no evidence: its "unknown" verdict and score
 would read in OpenCTI as if the providers had looked and found nothing. Such rows are held back
 (status `held_back`, reason `no_provider_evidence`) and written by a later run once a provider
-answers; when no provider answered anything all day, the whole day is held back. Every row of
+answers; when no provider answered anything all day, the whole day is held back. An observable
+no provider was asked about (TLP above every provider's, no key, budget) and with no other
+evidence (threat links) is not written either (`not_written`, reason `no_provider_asked`): a
+score of 0 and `cti:unknown` would claim a look nobody took. Every row of
 the day's scores gets a status here (`written`, `dry_run`, `held_back` or `not_written` with
 the observable's own status as reason), so nothing leaves the write-back unaccounted for.
 """
@@ -14,11 +17,13 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from cti_assets.scoring.evidence import FAILED, EvidenceSummary, evidence_states
+from cti_assets.scoring.evidence import FAILED, NOT_ASKED, EvidenceSummary, evidence_states
 from cti_assets.tables import (
+    OBSERVABLE_OK,
     WRITEBACK_DRY_RUN,
     WRITEBACK_HELD_BACK,
     WRITEBACK_NO_EVIDENCE,
+    WRITEBACK_NOT_ASKED,
     WRITEBACK_NOT_WRITTEN,
     WRITEBACK_WRITTEN,
 )
@@ -26,11 +31,13 @@ from cti_assets.tables import (
 
 @dataclass
 class HoldPlan:
-    """The scores to write, the ids held back and the day's evidence counts."""
+    """The scores to write, the ids held back, those nobody asked about and the day's
+    evidence counts."""
 
     to_write: pd.DataFrame
     held_ids: frozenset[str]
     evidence: EvidenceSummary
+    unasked_ids: frozenset[str] = frozenset()
 
     @property
     def day_held_back(self) -> bool:
@@ -50,12 +57,27 @@ def plan_hold(scores: pd.DataFrame, merged: pd.DataFrame | None) -> HoldPlan:
     held = frozenset(merged.loc[(states == FAILED).to_numpy(), "stix_id"].astype(str))
     if summary.hold_back:
         held = frozenset(scores["stix_id"].astype(str))
-    to_write = scores[~scores["stix_id"].astype(str).isin(held)] if held else scores
-    return HoldPlan(to_write, held, summary)
+    not_asked = set(merged.loc[(states == NOT_ASKED).to_numpy(), "stix_id"].astype(str))
+    unasked = frozenset(_without_evidence(scores, not_asked) - held)
+    kept_out = held | unasked
+    to_write = scores[~scores["stix_id"].astype(str).isin(kept_out)] if kept_out else scores
+    return HoldPlan(to_write, held, summary, unasked)
+
+
+def _without_evidence(scores: pd.DataFrame, ids: set[str]) -> set[str]:
+    """The accepted observables among `ids` whose score rests on no evidence at all."""
+    if not ids or not {"components", "observable_status"} <= set(scores.columns):
+        return set()
+    stix_ids = scores["stix_id"].astype(str)
+    accepted = (scores["observable_status"].astype("string") == OBSERVABLE_OK).fillna(False)
+    empty = scores["components"].map(lambda items: items is None or len(items) == 0)
+    chosen = stix_ids.isin(ids) & accepted & empty.astype(bool)
+    return set(stix_ids[chosen])
 
 
 def writeback_statuses(
-    scores: pd.DataFrame, written_ids: set[str], held_ids: frozenset[str], dry_run: bool
+    scores: pd.DataFrame, written_ids: set[str], held_ids: frozenset[str], dry_run: bool,
+    unasked_ids: frozenset[str] = frozenset(),
 ) -> pd.DataFrame:
     """One row per score row: stix_id, writeback_status and reason (tables.WRITEBACK_COLUMNS)."""
     ids = scores["stix_id"].astype(str)
@@ -70,6 +92,7 @@ def writeback_statuses(
     not_written = status == WRITEBACK_NOT_WRITTEN
     own = observable_status.where(observable_status != "ok").fillna("nothing_to_write")
     reason[not_written] = own[not_written]
+    reason[not_written & ids.isin(unasked_ids)] = WRITEBACK_NOT_ASKED
     return pd.DataFrame({
         "stix_id": ids.astype("string").to_numpy(),
         "writeback_status": status.astype("string").to_numpy(),

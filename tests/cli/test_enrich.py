@@ -81,6 +81,15 @@ def test_garbage_is_refused(text):
     assert repr(text) in str(error.value)
 
 
+@pytest.mark.parametrize("text, limit", [("http://x.example/" + "a" * 70_000, 8192),
+                                         ("a" * 2000 + ".example", 1024)])
+def test_an_over_long_value_is_refused_as_too_long(text, limit):
+    with pytest.raises(UnknownValueError) as error:
+        guess_observable(text)
+    assert str(error.value).endswith(f"is too long for any observable type: too_long: "
+                                     f"{len(text)} characters (max {limit})")
+
+
 def test_main_enrich_of_garbage_is_one_line_and_touches_nothing(capsys, data_dir):
     assert cli.main(["enrich", "8.8.4.4", "garbage value"]) == 2
     captured = capsys.readouterr()
@@ -241,3 +250,29 @@ def test_without_any_provider_key_enrich_says_so_and_fails(live, capsys, monkeyp
         f"cti-assets enrich: no provider answered for {domain}: none of the providers that "
         "look it up has an API key set; set keys, or use --sandbox-port PORT"]
     assert live.request_count() == 0
+
+
+@pytest.mark.slow
+def test_a_value_the_store_holds_under_another_id_is_enriched_as_it_is_there(live, capsys):
+    """The store holds the value marked TLP:RED under a random id: enrich makes no unmarked
+    copy under the standard id (which the providers could then be sent), sends nothing, writes
+    no score, and says why in one line."""
+    from cti_assets.intake.observable import TLP2_MARKING_IDS
+    from cti_assets.sources.local import LocalStixStore
+
+    ip = "45.83.73.60"
+    red = {"type": "ipv4-addr", "spec_version": "2.1", "value": ip,
+           "id": "ipv4-addr--0f0c6f7e-1111-4a2b-9c3d-000000000060",
+           "object_marking_refs": [TLP2_MARKING_IDS["TLP:RED"]]}
+    store = LocalStixStore()
+    store.write_bundle({"type": "bundle", "id": "bundle--0f0c6f7e-1111-4a2b-9c3d-000000000061",
+                        "objects": [red]})
+    before = store.counts_by_type()
+    assert enrich_now([ip]) == 1
+    captured = capsys.readouterr()
+    assert asked(live, ip) == {}
+    assert store.counts_by_type() == before  # no copy under guess_observable's standard id
+    assert store.get(guess_observable(ip)["id"]) is None
+    assert store.get(red["id"]) == red  # no score, no label written on it
+    [line] = ours(captured.err)
+    assert line.startswith(f"cti-assets enrich: no provider answered for {ip}: its TLP (TLP:RED)")

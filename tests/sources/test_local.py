@@ -288,3 +288,40 @@ def test_a_changed_verdict_replaces_the_stale_verdict_label(store):
     stored = store.get(ip["id"])
     assert stored["labels"] == ["feed", "cti:benign"]
     assert REMOVE_LABELS not in stored
+
+
+def test_copies_of_a_value_are_found_under_any_id_day_or_spelling(store, clock):
+    """STIX allows one value under several ids; the store finds them all by the value the
+    pipeline reads (normalised), a file by any of its hashes, and nothing for other values."""
+    sha256, md5 = "a" * 64, "b" * 32
+    store.write_bundle(bundle(
+        {"type": "domain-name", "spec_version": "2.1", "value": "Quillmere-Ops.com",
+         "id": f"domain-name--{uuid.uuid4()}", "object_marking_refs": [AMBER]},
+        {"type": "file", "spec_version": "2.1", "id": f"file--{uuid.uuid4()}",
+         "hashes": {"SHA-256": sha256, "MD5": md5}},
+        ipv4("198.51.100.77"),
+    ))
+    clock.now += timedelta(days=3)
+    later = {"type": "domain-name", "spec_version": "2.1", "value": "quillmere-ops.com",
+             "id": sid("domain-name", "quillmere-ops.com")}
+    store.write_bundle(bundle(later))
+    found = store.copies_of([("Domain-Name", "quillmere-ops.com"), ("StixFile", md5),
+                             ("IPv4-Addr", "203.0.113.250")])
+    domains = found[("Domain-Name", "quillmere-ops.com")]
+    assert sorted(r.value for r in domains) == ["Quillmere-Ops.com", "quillmere-ops.com"]
+    assert [m.id for r in domains for m in r.markings] == [AMBER]
+    assert [r.value for r in found[("StixFile", md5)]] == [sha256]  # its strongest hash
+    assert ("IPv4-Addr", "203.0.113.250") not in found
+
+
+def test_a_store_from_before_the_value_index_is_indexed_once_when_opened(tmp_path):
+    path = tmp_path / "store.sqlite"
+    LocalStixStore(path).write_bundle(bundle(ipv4("198.51.100.78")))
+    with sqlite3.connect(path) as old:  # as a store written before value_keys existed
+        old.execute("DROP TABLE value_keys")
+        old.execute("PRAGMA user_version = 0")
+    reopened = LocalStixStore(path)
+    assert [r.value for r in reopened.copies_of([("IPv4-Addr", "198.51.100.78")])[
+        ("IPv4-Addr", "198.51.100.78")]] == ["198.51.100.78"]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
