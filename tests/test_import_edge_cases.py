@@ -121,20 +121,41 @@ def test_a_skipped_observable_is_never_sent_even_with_a_value(monkeypatch):
     assert _gate(base.VIRUSTOTAL, {**row, "status": "ok"}, settings) is None
 
 
-def test_import_says_which_days_are_already_materialised(tmp_path, monkeypatch, capsys):
+def test_import_says_which_days_need_a_run(tmp_path, monkeypatch, capsys):
+    """Backdated observables are out of the sensor's reach, whether their day has outputs or
+    not; re-imported ones keep their day and need nothing; new ones of today on a day with
+    outputs are the sensor's when it runs."""
+    from datetime import UTC, datetime
+
     from cti_assets.storage.outputs import partition_path
 
     monkeypatch.setenv("CTI_DATA_DIR", str(tmp_path / "data"))
-    stored = Path(partition_path("observables", "2026-03-02").path)
-    stored.parent.mkdir(parents=True)
-    stored.write_bytes(b"")  # the day has outputs
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    for day in ("2026-03-02", today):
+        stored = Path(partition_path("observables", day).path)
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        stored.write_bytes(b"")  # the day has outputs
     path = write_bundle(tmp_path / "b.json", sco("ipv4-addr", value="198.51.100.50"),
                         sco("email-addr", value="x@example.org"))
     assert main(["import", str(path), "--created-at", "2026-03-02T10:00:00Z"]) == 0
     out = capsys.readouterr().out
-    assert "2 observable(s) fall on 1 day(s) already materialised: 2026-03-02" in out
+    assert "2 new observable(s) were created before the sensor's look-back" in out
+    assert "on 2026-03-02: no sensor run will pick them up" in out
     assert "cti-assets backfill --from 2026-03-02 --to 2026-03-02" in out
 
     path = write_bundle(tmp_path / "c.json", sco("ipv4-addr", value="198.51.100.51"))
     assert main(["import", str(path), "--created-at", "2026-03-03T10:00:00Z"]) == 0
-    assert "already materialised" not in capsys.readouterr().out
+    out = capsys.readouterr().out  # a day never materialised: still out of the sensor's reach
+    assert "1 new observable(s) were created before" in out and "--from 2026-03-03" in out
+
+    assert main(["import", str(path), "--created-at", "2026-03-05T10:00:00Z"]) == 0
+    out = capsys.readouterr().out
+    assert "0 new, 1 already present" in out
+    assert "1 observable(s) were already in the store and keep their creation time" in out
+    assert "backfill" not in out and "2026-03-05" not in out
+
+    path = write_bundle(tmp_path / "d.json", sco("ipv4-addr", value="198.51.100.52"))
+    assert main(["import", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"new observables fall on day(s) already materialised ({today})" in out
+    assert "before the sensor's look-back" not in out

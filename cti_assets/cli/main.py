@@ -72,26 +72,45 @@ def cmd_import(args: argparse.Namespace) -> int:
     )
     for stix_type, count in sorted(report.by_type.items()):
         print(f"  {stix_type:<22} {count}")
-    _say_which_days_are_already_materialised(report.observable_days)
+    if created_at is not None and report.kept_observables:
+        print(f"  {report.kept_observables} observable(s) were already in the store and keep "
+              "their creation time: --created-at applies to new ones only")
+    _say_which_days_need_a_run(report.new_observables)
     return 0
 
 
-def _say_which_days_are_already_materialised(observable_days: dict[str, int]) -> None:
-    """Observables on a day whose outputs exist are not in them until that day runs again."""
+def _say_which_days_need_a_run(created: list[datetime]) -> None:
+    """Where the new observables will be enriched: the sensor sees only those created within
+    its look-back behind its watermark; older ones (backdated) wait for a run of their day,
+    and a day already materialised holds them only once it runs again."""
     from cti_assets import settings
     from cti_assets.storage.outputs import stored_partitions
 
-    done = sorted(set(observable_days) & set(stored_partitions("observables")))
-    if not done:
+    if not created:
         return
-    count = sum(observable_days[day] for day in done)
-    hours = settings.sensor_lookback_s() / 3600
-    print(
-        f"{count} observable(s) fall on {len(done)} day(s) already materialised: "
-        f"{', '.join(done)}.\n  The sensor picks up those created within its look-back "
-        f"({hours:g} h, CTI_SENSOR_LOOKBACK_S) behind its watermark; for the others re-run "
-        f"the day: cti-assets backfill --from {done[0]} --to {done[-1]}"
-    )
+    lookback_s = settings.sensor_lookback_s()
+    oldest_seen = datetime.now(UTC).timestamp() - lookback_s
+    backdated = sorted({_day(moment) for moment in created if moment.timestamp() < oldest_seen})
+    done = set(stored_partitions("observables"))
+    recent_done = sorted({_day(m) for m in created if m.timestamp() >= oldest_seen} & done)
+    if backdated:
+        count = sum(1 for moment in created if moment.timestamp() < oldest_seen)
+        print(f"{count} new observable(s) were created before the sensor's look-back "
+              f"({lookback_s / 3600:g} h, CTI_SENSOR_LOOKBACK_S), on {_days(backdated)}: no "
+              "sensor run will pick them up; run their days: cti-assets backfill --from "
+              f"{backdated[0]} --to {backdated[-1]}")
+    if recent_done:
+        print(f"new observables fall on day(s) already materialised ({_days(recent_done)}): "
+              "the sensor, when on (make dev), runs them again; otherwise: cti-assets backfill "
+              f"--from {recent_done[0]} --to {recent_done[-1]}")
+
+
+def _day(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d")
+
+
+def _days(days: list[str]) -> str:
+    return ", ".join(days) if len(days) <= 5 else f"{len(days)} days, {days[0]} to {days[-1]}"
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -262,7 +281,7 @@ def cmd_connector(args: argparse.Namespace) -> int:
     import logging
 
     from cti_assets.connector.config import ConnectorConfigError, settings_from_env
-    from cti_assets.connector.service import run_connector
+    from cti_assets.connector.service import ConnectorStartError, run_connector
 
     try:
         settings = settings_from_env()
@@ -270,7 +289,10 @@ def cmd_connector(args: argparse.Namespace) -> int:
         raise CliError(str(error)) from None
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    run_connector(settings)
+    try:
+        run_connector(settings)
+    except ConnectorStartError as error:
+        raise CliError(str(error)) from None
     return 0
 
 

@@ -8,6 +8,7 @@ so a deployment configured like any other connector works unchanged.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -85,12 +86,18 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> ConnectorSettings
     missing = [n for n in ("OPENCTI_URL", "OPENCTI_TOKEN", "CONNECTOR_ID") if not env.get(n)]
     if missing:
         raise ConnectorConfigError(f"set {', '.join(missing)}")
+    connector_id = env["CONNECTOR_ID"].strip()
+    if not _is_uuid4(connector_id):
+        raise ConnectorConfigError(
+            f"CONNECTOR_ID must be a UUIDv4 (the platform registers a connector under it), not "
+            f"{connector_id[:60]!r}: make one with "
+            "`python -c 'import uuid; print(uuid.uuid4())'` and keep it across restarts")
     scope_text = env.get("CONNECTOR_SCOPE", "").strip()
     scope = tuple(s.strip() for s in scope_text.split(",") if s.strip()) or OBSERVABLE_TYPES
     return ConnectorSettings(
         opencti_url=env["OPENCTI_URL"],
         opencti_token=env["OPENCTI_TOKEN"],
-        connector_id=env["CONNECTOR_ID"],
+        connector_id=connector_id,
         name=env.get("CONNECTOR_NAME", "").strip() or DEFAULT_NAME,
         scope=scope,
         auto=_bool(env.get("CONNECTOR_AUTO"), False),
@@ -102,3 +109,11 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> ConnectorSettings
         window_s=_seconds(env, "CONNECTOR_COALESCE_WINDOW_S", DEFAULT_WINDOW_S),
         poll_s=_seconds(env, "CONNECTOR_POLL_S", 0.5),
     )
+
+
+def _is_uuid4(text: str) -> bool:
+    try:
+        parsed = uuid.UUID(text)
+    except ValueError:
+        return False
+    return parsed.version == 4 and str(parsed) == text.lower()

@@ -28,6 +28,7 @@ from cti_assets.connector.dagster_api import (
 )
 from cti_assets.connector.ledger import Batch, Ledger
 from cti_assets.connector.request import EnrichmentRequest
+from cti_assets.tables import OBSERVABLE_OK
 
 log = logging.getLogger("cti_assets.connector")
 
@@ -63,6 +64,10 @@ def summary(request: EnrichmentRequest, outcome: RunOutcome, run_url: str,
     if row is None:
         return (f"cti-assets run succeeded but scored no {request.value} in partition "
                 f"{request.partition}; run {run_url}{notice}", True)
+    status = row.get("observable_status")
+    if isinstance(status, str) and status != OBSERVABLE_OK:  # rejected or out of scope
+        return (f"cti-assets: {request.value} not enriched: {row.get('explanation')}; "
+                f"run {run_url}{notice}", True)
     score = row.get("score")
     score_text = "none" if score is None or score != score else f"{float(score):g}"
     return (f"cti-assets: {request.value} score {score_text}, verdict {row.get('verdict')}; "

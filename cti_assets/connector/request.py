@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from cti_assets.intake.observable import tlp_allows
+from cti_assets.intake.observable import decide_tlp, tlp_allows
 from cti_assets.providers.base import ALL_PROVIDERS
 from cti_assets.providers.config import settings_from_env
+from cti_assets.providers.fields import PROVIDER_SCOPE
 from cti_assets.settings import partitions_start
+from cti_assets.sources.opencti import platform_markings
 
 NETWORK_CONTEXT = "network_context"
 
@@ -46,20 +48,19 @@ def partition_of(created_at: str) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d")
 
 
-def tlp_of(entity: dict) -> str | None:
-    """The entity's TLP marking (the last one, as OpenCTI's connectors read it)."""
-    tlps = [m.get("definition") for m in entity.get("objectMarking") or []
-            if m.get("definition_type") == "TLP"]
-    return tlps[-1] if tlps else None
+def tlp_of(entity: dict) -> str:
+    """The entity's TLP as the pipeline decides it (intake's decide_tlp: the most restrictive
+    of its TLP markings, the unmarked policy without one, RED for one that resolves to
+    nothing), so the note tells what the pipeline will do."""
+    return decide_tlp(platform_markings(entity)).tlp
 
 
-def tlp_notice(tlp: str | None) -> str:
-    """Which providers the pipeline will not send this observable to, and why."""
-    if tlp is None:
-        return ""
+def tlp_notice(tlp: str, entity_type: str) -> str:
+    """Which of the providers that look up this type the pipeline will not send the
+    observable to, and why."""
     blocked = []
     for provider in ALL_PROVIDERS:
-        if provider == NETWORK_CONTEXT:
+        if provider == NETWORK_CONTEXT or entity_type not in PROVIDER_SCOPE[provider]:
             continue
         max_tlp = settings_from_env(provider).max_tlp
         if not tlp_allows(tlp, max_tlp):
@@ -112,5 +113,5 @@ def parse_request(event: dict, *, work_id: str | None, applicant_id: str | None,
         value=value,
         partition=partition,
         applicant_id=applicant_id or "",
-        notice=tlp_notice(tlp_of(entity)),
+        notice=tlp_notice(tlp_of(entity), entity_type),
     )

@@ -20,6 +20,7 @@ from cti_assets.connector.dagster_api import DagsterApi
 from cti_assets.connector.dispatcher import Dispatcher
 from cti_assets.connector.ledger import Ledger
 from cti_assets.connector.request import RequestRefusedError, parse_request
+from cti_assets.state.urls import redact_url
 
 log = logging.getLogger("cti_assets.connector")
 
@@ -49,6 +50,10 @@ def make_callback(helper: Any, ledger: Ledger, settings: ConnectorSettings
     return on_message
 
 
+class ConnectorStartError(RuntimeError):
+    """The connector cannot start (the platform refused or cannot be reached); one line."""
+
+
 def run_connector(settings: ConnectorSettings) -> None:
     """Register, resume what a previous process left in the ledger, and listen until killed."""
     from pycti import OpenCTIApiClient, OpenCTIConnectorHelper
@@ -59,7 +64,13 @@ def run_connector(settings: ConnectorSettings) -> None:
     pending = ledger.pending_count()
     if pending:
         log.info("resuming %d accepted request(s) from the ledger", pending)
-    helper = OpenCTIConnectorHelper(settings.helper_config(), playbook_compatible=False)
+    try:
+        helper = OpenCTIConnectorHelper(settings.helper_config(), playbook_compatible=False)
+    except ValueError as error:  # pycti says "Waiting for OpenCTI API to start", then gives up
+        reason = str(error).split(". ")[0].rstrip(".")
+        raise ConnectorStartError(
+            f"cannot register with OpenCTI at {redact_url(settings.opencti_url)}: {reason}; "
+            "check OPENCTI_URL and OPENCTI_TOKEN and that the platform is up") from None
     # the dispatcher reports from its own thread: its own client, no shared session
     reporter = OpenCTIApiClient(settings.opencti_url, settings.opencti_token,
                                 settings.log_level, perform_health_check=False)

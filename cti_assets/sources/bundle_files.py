@@ -23,7 +23,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import stix2
@@ -51,7 +51,9 @@ class ImportReport:
     created: int = 0
     updated: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
-    observable_days: dict[str, int] = field(default_factory=dict)  # UTC day of creation -> count
+    # creation times of the observables this import added (those already there keep theirs)
+    new_observables: list[datetime] = field(default_factory=list)
+    kept_observables: int = 0  # observables already in the store, their creation time kept
 
 
 def load_bundle_file(path: str | Path) -> list[dict]:
@@ -125,16 +127,17 @@ def import_bundles(
                     " (keep one of them)"
                 )
         report.files += 1
+    observable_ids = [obj["id"] for obj in objects if obj["type"] in OBSERVABLE_STIX_TYPES]
+    already_there = set(store.first_seen(observable_ids))
     stats = store.write_objects(objects, first_seen_at=created_at)
     if stats.failed:  # load_bundle_file already refused these shapes; kept as a guard
         raise BundleError("; ".join(stats.failures))
     report.objects = len(objects)
     report.created, report.updated = stats.created, stats.updated
     report.by_type = dict(sorted(Counter(obj["type"] for obj in objects).items()))
-    observable_ids = [obj["id"] for obj in objects if obj["type"] in OBSERVABLE_STIX_TYPES]
-    created = store.first_seen(observable_ids).values()
-    report.observable_days = dict(sorted(Counter(
-        moment.astimezone(UTC).strftime("%Y-%m-%d") for moment in created).items()))
+    added = [stix_id for stix_id in observable_ids if stix_id not in already_there]
+    report.new_observables = sorted(store.first_seen(added).values())
+    report.kept_observables = len(already_there)
     return report
 
 

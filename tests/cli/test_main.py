@@ -540,3 +540,24 @@ def test_dev_refuses_ui_port_zero(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CTI_DATA_DIR", str(tmp_path / "data"))
     assert cli.main(["dev", "--port", "0", "--no-sandbox"]) == 2
     assert "--port 0: the Dagster UI needs a fixed port" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("connector_id, words", [
+    ("not-a-uuid", "CONNECTOR_ID must be a UUIDv4"),
+    ("6f1c9d1e-3b1a-4c56-9a0e-2d7b8c1f4e55", "cannot register with OpenCTI at http://127.0.0.1:"),
+])
+def test_a_connector_that_cannot_start_says_why_in_one_line(capsys, data_dir, monkeypatch,
+                                                            connector_id, words):
+    """A malformed connector id is refused before any call; an unreachable platform is named
+    (pycti says it is "waiting" for it, then gives up)."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("OPENCTI_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("OPENCTI_TOKEN", "tok-0a1b2c3d")
+    monkeypatch.setenv("CONNECTOR_ID", connector_id)
+    assert cli.main(["connector"]) == 2
+    line = [entry for entry in capsys.readouterr().err.splitlines()
+            if entry.startswith("cti-assets connector: ")]
+    assert len(line) == 1 and words in line[0] and "Waiting" not in line[0]
+    assert "tok-0a1b2c3d" not in line[0]

@@ -26,7 +26,8 @@ def request(work: str, value: str = "45.83.12.7", partition: str = "2026-11-20"
 
 
 def test_settings_default_scope_auto_and_required():
-    env = {"OPENCTI_URL": "http://o", "OPENCTI_TOKEN": "secret", "CONNECTOR_ID": "c"}
+    env = {"OPENCTI_URL": "http://o", "OPENCTI_TOKEN": "secret",
+           "CONNECTOR_ID": "6f1c9d1e-3b1a-4c56-9a0e-2d7b8c1f4e55"}
     settings = settings_from_env(env)
     assert settings.scope == OBSERVABLE_TYPES and settings.auto is False
     assert "secret" not in repr(settings)
@@ -34,6 +35,10 @@ def test_settings_default_scope_auto_and_required():
     assert settings.in_scope("ipv4-addr") and not settings.in_scope("Email-Addr")
     with pytest.raises(ConnectorConfigError, match="CONNECTOR_ID"):
         settings_from_env({"OPENCTI_URL": "u", "OPENCTI_TOKEN": "t"})
+    for not_v4 in ("not-a-uuid", "6f1c9d1e-3b1a-1c56-9a0e-2d7b8c1f4e55",  # a UUIDv1
+                   "{6f1c9d1e-3b1a-4c56-9a0e-2d7b8c1f4e55}"):
+        with pytest.raises(ConnectorConfigError, match="CONNECTOR_ID must be a UUIDv4"):
+            settings_from_env({**env, "CONNECTOR_ID": not_v4})
 
 
 def test_request_partition_is_the_utc_creation_day_and_tlp_is_noted():
@@ -45,6 +50,28 @@ def test_request_partition_is_the_utc_creation_day_and_tlp_is_noted():
                         applicant_id="u", scope_ok=lambda t: True, playbook=False)
     assert red.notice.startswith("marked TLP:RED, above the max TLP of ")
     assert "virustotal (max TLP:AMBER)" in red.notice
+
+
+def test_the_tlp_noted_is_the_most_restrictive_and_names_only_providers_of_the_type():
+    """As the pipeline decides it: RED then CLEAR is RED (the last marking is not the one), and
+    only providers that look the type up are named."""
+    both = dict(entity(), objectMarking=[
+        {"id": "m1", "definition_type": "TLP", "definition": "TLP:RED"},
+        {"id": "m2", "definition_type": "TLP", "definition": "TLP:CLEAR"}])
+    made = parse_request({"enrichment_entity": both}, work_id="w", applicant_id="u",
+                         scope_ok=lambda t: True, playbook=False)
+    assert made.notice.startswith("marked TLP:RED, above the max TLP of ")
+    domain = dict(entity(tlp="TLP:RED"), entity_type="Domain-Name",
+                  standard_id="domain-name--x", observable_value="quillmere-ops.com")
+    named = parse_request({"enrichment_entity": domain}, work_id="w", applicant_id="u",
+                          scope_ok=lambda t: True, playbook=False).notice
+    assert "virustotal (max TLP:AMBER)" in named and "securitytrails" in named
+    for provider in ("greynoise", "shodan_internetdb", "crowdsec", "abuseipdb"):
+        assert f"{provider} (" not in named
+    unresolved = dict(entity(), objectMarking=[{"id": "marking-definition--nowhere"}])
+    assert parse_request({"enrichment_entity": unresolved}, work_id="w", applicant_id="u",
+                         scope_ok=lambda t: True, playbook=False).notice.startswith(
+                             "marked TLP:RED")
 
 
 def test_refusals_name_their_reason():
@@ -152,3 +179,19 @@ def test_a_failed_run_reports_its_error_class_in_error():
     line, in_error = summary(request("w"), RunOutcome("FAILURE", "ProviderAuthError",
                                                       "virustotal_lookups"), "http://d/r", None)
     assert in_error and "ProviderAuthError in virustotal_lookups" in line and "http://d/r" in line
+
+
+def test_a_rejected_value_is_reported_in_error_with_its_reason():
+    """The analyst reads why nothing was enriched, not 'score none, verdict unknown'."""
+    row = {"stix_id": "domain-name--x", "observable_status": "rejected", "score": None,
+           "verdict": "unknown", "explanation": "unknown (no score): observable rejected: "
+           "invalid_domain: invalid characters in label 'com/'"}
+    line, in_error = summary(request("w", "evil.com/../../admin"), RunOutcome("SUCCESS"),
+                             "http://d/r", row)
+    assert in_error
+    assert line == ("cti-assets: evil.com/../../admin not enriched: unknown (no score): "
+                    "observable rejected: invalid_domain: invalid characters in label 'com/'; "
+                    "run http://d/r")
+    scored = dict(row, observable_status="ok", score=73.0, verdict="malicious")
+    assert summary(request("w"), RunOutcome("SUCCESS"), "http://d/r", scored) == (
+        "cti-assets: 45.83.12.7 score 73, verdict malicious; run http://d/r", False)
