@@ -296,8 +296,12 @@ def print_scores(partition_keys, n: int = 12) -> int:
     if not frames:
         return 0
     scores = pd.concat(frames, ignore_index=True)
-    verdicts = scores["verdict"].value_counts().to_dict()
-    print("\n== Scores: " + ", ".join(f"{v} {c}" for v, c in sorted(verdicts.items())))
+    accepted = (scores["observable_status"] == "ok").fillna(False)
+    verdicts = scores.loc[accepted, "verdict"].value_counts().to_dict()
+    not_scored = scores.loc[~accepted, "observable_status"].value_counts().to_dict()
+    print("\n== Scores: " + ", ".join(
+        [f"{v} {c}" for v, c in sorted(verdicts.items())]
+        + [f"not scored ({status}) {c}" for status, c in sorted(not_scored.items())]))
     ranked = scores.sort_values(["score", "confidence"], ascending=False, na_position="last")
     print(f"{'score':>5} {'conf':>4}  {'verdict':<10} {'type':<12} value")
     for row in ranked.head(n).itertuples():
@@ -306,8 +310,18 @@ def print_scores(partition_keys, n: int = 12) -> int:
         print(
             f"{score:>5} {conf:>4}  {row.verdict:<10} {row.entity_type:<12} {row.normalized_value}"
         )
-        print(f"{'':>12}{row.explanation}")
+        print(f"{'':>12}{row.explanation}{_written_note(row)}")
     return len(scores)
+
+
+def _written_note(row) -> str:
+    """What the store holds when the score policy wrote another score than the computed one."""
+    import pandas as pd
+
+    final = getattr(row, "final_score", None)
+    if final is None or pd.isna(final) or pd.isna(row.score) or int(final) == int(row.score):
+        return ""
+    return f" [the store keeps {int(final)}: {row.policy_action}]"
 
 
 def run_demo(sandbox_port: int = 8765, n_days: int = len(DEMO_DAYS)) -> int:

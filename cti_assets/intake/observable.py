@@ -198,8 +198,12 @@ def _hash(text: str) -> Normalized:
     return Normalized(digest, None, hash_type)
 
 
+_PREFIX_LENGTH = re.compile(r"[^/]+/\d{1,3}")
+_ZONE_ID = re.compile(r"[^%/]+%[\w.-]+")
+
+
 def _ipv4(text: str) -> str:
-    if "/" in text:
+    if _PREFIX_LENGTH.fullmatch(text):
         raise _Rejected("invalid_ipv4: CIDR ranges are not single addresses")
     if not _DOTTED_DIGITS.fullmatch(text):
         raise _Rejected(f"invalid_ipv4: not a dotted quad: {_show(text)}")
@@ -214,9 +218,9 @@ def _ipv4(text: str) -> str:
 def _ipv6(text: str) -> str:
     if text.startswith("[") and text.endswith("]"):
         text = text[1:-1]
-    if "/" in text:
+    if _PREFIX_LENGTH.fullmatch(text):
         raise _Rejected("invalid_ipv6: CIDR ranges are not single addresses")
-    if "%" in text:
+    if _ZONE_ID.fullmatch(text):
         raise _Rejected("invalid_ipv6: zone ids are not supported")
     if not text.isascii():
         raise _Rejected("invalid_ipv6: non-ASCII characters")

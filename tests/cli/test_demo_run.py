@@ -53,7 +53,7 @@ class FakeRuns:
                                         "normalized_value": [r.value for r in records]})
             scores = observables.assign(
                 entity_type=[r.entity_type for r in records], verdict="benign", score=10,
-                confidence=50, explanation="stand-in score")
+                confidence=50, explanation="stand-in score", observable_status="ok")
             lookups = observables.assign(from_cache=self.from_cache)
             for name, frame in (("observables", observables), ("observable_scores", scores),
                                 ("greynoise_lookups", lookups)):
@@ -73,7 +73,7 @@ def run_demo(capsys, monkeypatch, runs: FakeRuns, days: int) -> tuple[int, str, 
 def write_empty_day(day: str, names=("observables", "observable_scores")) -> None:
     """A day's tables as a run of a day without observables stores them: no rows."""
     columns = ("stix_id", "entity_type", "normalized_value", "verdict", "score", "confidence",
-               "explanation")
+               "explanation", "observable_status")
     for name in names:
         path = Path(partition_path(name, day).path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -199,3 +199,26 @@ def test_the_provider_calls_line_names_the_cache_only_with_a_count():
     assert demo.provider_calls_line(0, 83) == (
         "provider calls this run: 0; 83 lookup(s) answered from the response cache, at no call")
     assert not math.isnan(demo.cache_hits([]))
+
+
+def test_the_table_counts_rejected_apart_and_shows_the_score_the_store_keeps(capsys, data_dir):
+    day = "2026-11-20"
+    scores = pd.DataFrame({
+        "stix_id": ["ipv4-addr--1", "ipv4-addr--2", "file--3"],
+        "entity_type": ["IPv4-Addr", "IPv4-Addr", "StixFile"],
+        "normalized_value": ["45.83.12.7", None, "6fde" * 16],
+        "observable_status": ["ok", "rejected", "ok"],
+        "verdict": ["malicious", "unknown", "unknown"],
+        "score": [73.0, None, 15.0], "confidence": [80.0, 0.0, 2.0],
+        "final_score": pd.array([73, None, 95], dtype="Int64"),
+        "policy_action": ["raised", "no_score", "kept_existing"],
+        "explanation": ["malicious (73/100)", "unknown (no score): observable rejected: x",
+                        "unknown (15/100)"]})
+    path = Path(partition_path("observable_scores", day).path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scores.to_parquet(path)
+    assert demo.print_scores([day]) == 3
+    out = capsys.readouterr().out
+    assert "== Scores: malicious 1, unknown 1, not scored (rejected) 1" in out
+    assert "unknown (15/100) [the store keeps 95: kept_existing]" in out
+    assert "malicious (73/100)\n" in out  # written as computed: no note
