@@ -37,7 +37,7 @@ def observables(context: dg.AssetExecutionContext, source: SourceResource) -> pd
         cti_source = source.get()
         cti_source.check()
         frame = observables_frame(cti_source.observables_created_between(start, end))
-        copies = cti_source.copies_of(value_keys(frame))
+        copies = cti_source.copies_of(value_keys(frame), known=set(frame["stix_id"]))
     except SourceError as error:
         raise dg.Failure(description=str(error), allow_retries=False) from None
     frame = with_strictest_tlp_per_value(frame, copies)

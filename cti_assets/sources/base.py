@@ -7,7 +7,7 @@ whole pipeline runs the same on either.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -119,11 +119,12 @@ class Source(Protocol):
         strictly after (after, after_id) in (created_at, stix_id) order, at most `limit`."""
 
     def copies_of(
-        self, keys: Iterable[tuple[str, str]]
+        self, keys: Iterable[tuple[str, str]], known: Collection[str] = ()
     ) -> dict[tuple[str, str], list[ObservableRecord]]:
         """For each (entity type, normalised value), every observable of the source holding that
-        value, whatever its id or creation day (a file by any of its hashes): a value's TLP is
-        the most restrictive among all of them."""
+        value, whatever its id or creation day (a file by any of its hashes), but those whose
+        ids are `known` (the caller has them already): a value's TLP is the most restrictive
+        among all of them."""
 
     def threat_entities(self) -> list[ThreatEntity]:
         """Every threat actor, intrusion set, campaign and malware, for name/alias matching."""

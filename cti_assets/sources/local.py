@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -293,23 +293,31 @@ class LocalStixStore:
         return [_record(json.loads(text), parse_utc(seen), markings) for text, seen in rows]
 
     def copies_of(
-        self, keys: Iterable[tuple[str, str]]
+        self, keys: Iterable[tuple[str, str]], known: Collection[str] = ()
     ) -> dict[tuple[str, str], list[ObservableRecord]]:
         wanted = sorted(set(keys))
+        known_ids = set(known)
+        others: list[tuple[str, str, str]] = []  # (entity type, value key, id) not known
         found: dict[tuple[str, str], list[ObservableRecord]] = {}
         with self._connect() as connection:
-            markings = self._marking_refs(connection)
             for entity_type in sorted({entity_type for entity_type, _ in wanted}):
                 values = [value for kind, value in wanted if kind == entity_type]
                 for chunk in _chunks(values):
                     rows = connection.execute(
-                        "SELECT k.value_key, o.json, o.first_seen_at FROM value_keys k"
-                        " JOIN objects o ON o.id = k.id WHERE k.entity_type = ?"
-                        f" AND k.value_key IN ({', '.join('?' * len(chunk))})"
-                        " ORDER BY k.value_key, o.id", [entity_type, *chunk])
-                    for value_key, text, seen in rows:
-                        record = _record(json.loads(text), parse_utc(seen), markings)
-                        found.setdefault((entity_type, value_key), []).append(record)
+                        "SELECT value_key, id FROM value_keys WHERE entity_type = ?"
+                        f" AND value_key IN ({', '.join('?' * len(chunk))})",
+                        [entity_type, *chunk])
+                    others += [(entity_type, value_key, stix_id) for value_key, stix_id in rows
+                               if stix_id not in known_ids]
+            if not others:  # the usual day: every value held once, by the caller's rows
+                return found
+            markings = self._marking_refs(connection)
+            for entity_type, value_key, stix_id in sorted(others):
+                row = connection.execute("SELECT json, first_seen_at FROM objects WHERE id = ?",
+                                         (stix_id,)).fetchone()
+                if row is not None:
+                    record = _record(json.loads(row[0]), parse_utc(row[1]), markings)
+                    found.setdefault((entity_type, value_key), []).append(record)
         return found
 
     def created_since(

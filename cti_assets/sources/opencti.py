@@ -21,7 +21,7 @@ import copy
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -426,7 +426,7 @@ class OpenCTISource:
         return sorted(found)[:limit]
 
     def copies_of(
-        self, keys: Iterable[tuple[str, str]]
+        self, keys: Iterable[tuple[str, str]], known: Collection[str] = ()
     ) -> dict[tuple[str, str], list[ObservableRecord]]:
         """None beyond the observable itself: the platform keeps one observable per value (its
         standard id is built from the value's keys, pycti.md section 9): a second import of a

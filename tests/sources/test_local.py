@@ -312,6 +312,11 @@ def test_copies_of_a_value_are_found_under_any_id_day_or_spelling(store, clock):
     assert [m.id for r in domains for m in r.markings] == [AMBER]
     assert [r.value for r in found[("StixFile", md5)]] == [sha256]  # its strongest hash
     assert ("IPv4-Addr", "203.0.113.250") not in found
+    others = store.copies_of([("Domain-Name", "quillmere-ops.com")], known={later["id"]})
+    assert [r.value for r in others[("Domain-Name", "quillmere-ops.com")]] == [
+        "Quillmere-Ops.com"]  # what the caller holds already is not read again
+    assert store.copies_of([("IPv4-Addr", "198.51.100.77")],
+                           known={ipv4("198.51.100.77")["id"]}) == {}
 
 
 def test_a_store_from_before_the_value_index_is_indexed_once_when_opened(tmp_path):
