@@ -140,7 +140,7 @@ def test_import_says_which_days_need_a_run(tmp_path, monkeypatch, capsys):
     assert main(["import", str(path), "--created-at", "2026-03-02T10:00:00Z"]) == 0
     out = capsys.readouterr().out
     assert "2 new observable(s) were created before the sensor's look-back" in out
-    assert "on 2026-03-02: no sensor run will pick them up" in out
+    assert "on 2026-03-02: a sensor whose watermark is past them will not pick them up" in out
     assert "cti-assets backfill --from 2026-03-02 --to 2026-03-02" in out
 
     path = write_bundle(tmp_path / "c.json", sco("ipv4-addr", value="198.51.100.51"))

@@ -275,7 +275,12 @@ def test_unknown_tlp_fails_closed(bad):
     ("IPv4-Addr", "1.2.3.4/../../x", "invalid_ipv4: not a dotted quad: 1.2.3.4/../../x"),
     ("IPv6-Addr", "2001:db8::/32", "invalid_ipv6: CIDR ranges are not single addresses"),
     ("IPv6-Addr", "fe80::1%eth0", "invalid_ipv6: zone ids are not supported"),
-    ("IPv6-Addr", "::1%eth0/../x", "invalid_ipv6: Unexpected '/' in '::1%eth0/../x'"),
+    ("IPv6-Addr", "::1%eth0/../x", "invalid_ipv6: not an address: ::1%eth0/../x"),
+    ("IPv6-Addr", "2a00:1450:4001::1%a b", "invalid_ipv6: not an address: 2a00:1450:4001::1%a b"),
+    ("IPv6-Addr", "2a00:1450:4001::1%a:b", "invalid_ipv6: not an address: 2a00:1450:4001::1%a:b"),
+    ("IPv6-Addr", "2a00:1450:4001::1%?x=1",
+     "invalid_ipv6: not an address: 2a00:1450:4001::1%?x=1"),
+    ("IPv6-Addr", "2a00:1450:4001::1%", "invalid_ipv6: not an address: 2a00:1450:4001::1%"),
 ])
 def test_a_rejection_names_what_is_wrong_not_a_lookalike(entity_type, value, reason):
     """A path after an address is not a CIDR range, nor a zone id."""

@@ -121,3 +121,27 @@ def test_many_records_keep_one_row_each():
     counts = counts_by_type_and_status(frame)
     assert sum(sum(by_status.values()) for by_status in counts.values()) == len(records)
     assert counts["IPv4-Addr"]["rejected"] > 0  # octets 256..299 are out of range
+
+
+def test_a_stricter_copy_reaches_every_row_sharing_a_hash_with_it_step_by_step():
+    """A (MD5 m, SHA-256 s) GREEN, B (MD5 m) RED, C (SHA-256 s) GREEN: C shares no hash with B,
+    yet holds the same file as A, which holds B's: all three are RED. Rejected rows and other
+    values are untouched, and the earliest id names the copy when two are equally strict."""
+    from cti_assets.intake.observables import record_keys, with_strictest_tlp_per_value
+
+    md5, sha256 = "5d41402abc4b2a76b9719d911017c592", "2c" + "f2" * 31
+    green = (MarkingRef(TLP2_MARKING_IDS["TLP:GREEN"]),)
+    red = (MarkingRef(TLP2_MARKING_IDS["TLP:RED"]),)
+    records = [
+        record("StixFile", sha256, 0, hashes={"MD5": md5, "SHA-256": sha256}, markings=green),
+        record("StixFile", md5, 1, hashes={"MD5": md5}, markings=red),
+        record("StixFile", sha256, 2, hashes={"SHA-256": sha256}, markings=green),
+        record("IPv4-Addr", "198.51.100.9", 3, markings=green),
+        record("IPv4-Addr", "999.1.2.3", 4, markings=green),
+    ]
+    frame = observables_frame(records)
+    raised = with_strictest_tlp_per_value(frame, [record_keys(r) for r in records], {})
+    assert list(raised["tlp"]) == ["TLP:RED"] * 3 + ["TLP:GREEN"] * 2
+    assert list(raised["tlp_reason"].fillna("-")) == ["stricter_copy: x--1", "-",
+                                                      "stricter_copy: x--1", "-", "-"]
+    assert list(frame["tlp"]) == ["TLP:GREEN", "TLP:RED", "TLP:GREEN", "TLP:GREEN", "TLP:GREEN"]

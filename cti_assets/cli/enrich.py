@@ -169,9 +169,13 @@ def _values_of(targets: dict[str, dict], ids: set[str]) -> list[str]:
 
 
 def value_key(value: str) -> tuple[str, str]:
-    """(entity type, normalised value) of a checked value, as the store indexes it."""
+    """The identity key of a checked value, as the store indexes observables (a name under
+    either type it may be stored as)."""
+    from cti_assets.intake.observables import identity_keys
+
     entity_type, normalized = typed_value(value)
-    return entity_type, str(normalized.value)
+    [key] = identity_keys(entity_type, [normalized.value])
+    return key
 
 
 def _run_of(instance, key: str, since: datetime) -> str | None:

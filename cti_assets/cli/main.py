@@ -96,9 +96,9 @@ def _say_which_days_need_a_run(created: list[datetime]) -> None:
     if backdated:
         count = sum(1 for moment in created if moment.timestamp() < oldest_seen)
         print(f"{count} new observable(s) were created before the sensor's look-back "
-              f"({lookback_s / 3600:g} h, CTI_SENSOR_LOOKBACK_S), on {_days(backdated)}: no "
-              "sensor run will pick them up; run their days: cti-assets backfill --from "
-              f"{backdated[0]} --to {backdated[-1]}")
+              f"({lookback_s / 3600:g} h, CTI_SENSOR_LOOKBACK_S), on {_days(backdated)}: a "
+              "sensor whose watermark is past them will not pick them up; run their days: "
+              f"cti-assets backfill --from {backdated[0]} --to {backdated[-1]}")
     if recent_done:
         print(f"new observables fall on day(s) already materialised ({_days(recent_done)}): "
               "the sensor, when on (make dev), runs them again; otherwise: cti-assets backfill "

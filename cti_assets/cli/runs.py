@@ -20,6 +20,7 @@ from typing import Protocol
 import cti_assets
 from cti_assets import settings
 from cti_assets.cli.errors import CliError, readable_line
+from cti_assets.providers.http import redact
 
 
 class ErrorInfo(Protocol):
@@ -217,12 +218,19 @@ def materialise(partition_keys, run_config: dict | None = None, job_name: str = 
             )
             print(f"  ok  {mat.asset_key.to_user_string():<28} {detail}")
         for entry in instance.all_logs(result.run_id):
-            if entry.level == logging.WARNING and entry.dagster_event is None:
+            if entry.level >= logging.WARNING and entry.dagster_event is None:
                 where = entry.step_key or job_name
-                print(f"  warning {where}: {readable_line(entry.user_message)}")
-        for event in result.all_events:
-            if event.event_type == dg.DagsterEventType.STEP_FAILURE:
-                print(f"  FAILED {event.step_key}: {failure_line(event.event_specific_data.error)}")
+                kind = "warning" if entry.level == logging.WARNING else "error"
+                print(f"  {kind} {where}: {readable_line(redact(entry.user_message))}")
+        failures = [event for event in result.all_events
+                    if event.event_type == dg.DagsterEventType.STEP_FAILURE]
+        for event in failures:
+            print(f"  FAILED {event.step_key}: {failure_line(event.event_specific_data.error)}")
+        if not result.success and not failures:  # failed before or between steps
+            run_failure = next((event for event in result.all_events
+                                if event.event_type == dg.DagsterEventType.RUN_FAILURE), None)
+            error = getattr(run_failure.event_specific_data, "error", None) if run_failure else None
+            print(f"  FAILED run: {failure_line(error) if error else 'no step failed'}")
         if not result.success:
             failed.append(key)
     return failed
@@ -231,8 +239,6 @@ def materialise(partition_keys, run_config: dict | None = None, job_name: str = 
 def failure_line(error: ErrorInfo | None) -> str:
     """What made a step fail, in one line: the innermost cause (Dagster wraps an output's error
     in its own), with any key or token redacted; the stack trace is in the run's log."""
-    from cti_assets.providers.http import redact
-
     if error is None:
         return "no error recorded"
     while error.cause is not None:

@@ -28,7 +28,7 @@ from cti_assets.connector.dagster_api import (
 )
 from cti_assets.connector.ledger import Batch, Ledger
 from cti_assets.connector.request import EnrichmentRequest
-from cti_assets.tables import OBSERVABLE_OK
+from cti_assets.tables import OBSERVABLE_OK, WRITEBACK_NOT_ASKED
 
 log = logging.getLogger("cti_assets.connector")
 
@@ -50,7 +50,18 @@ def read_score(partition: str, entity_id: str) -> dict | None:
     except (FileNotFoundError, OSError):
         return None
     rows = scores[scores["stix_id"] == entity_id]
-    return None if rows.empty else rows.iloc[0].to_dict()
+    if rows.empty:
+        return None
+    row = rows.iloc[0].to_dict()
+    try:
+        written = read_partition("opencti_writeback", partition)
+    except (FileNotFoundError, OSError):
+        return row
+    mine = written[written["stix_id"] == entity_id]
+    if not mine.empty:
+        row["writeback_status"] = mine.iloc[0]["writeback_status"]
+        row["writeback_reason"] = mine.iloc[0]["reason"]
+    return row
 
 
 def summary(request: EnrichmentRequest, outcome: RunOutcome, run_url: str,
@@ -68,6 +79,10 @@ def summary(request: EnrichmentRequest, outcome: RunOutcome, run_url: str,
     if isinstance(status, str) and status != OBSERVABLE_OK:  # rejected or out of scope
         return (f"cti-assets: {request.value} not enriched: {row.get('explanation')}; "
                 f"run {run_url}{notice}", True)
+    if row.get("writeback_reason") == WRITEBACK_NOT_ASKED:
+        return (f"cti-assets: {request.value} was sent to no provider (TLP, keys or budget) "
+                f"and nothing was written back: {row.get('explanation')}; run {run_url}"
+                f"{notice}", False)
     score = row.get("score")
     score_text = "none" if score is None or score != score else f"{float(score):g}"
     return (f"cti-assets: {request.value} score {score_text}, verdict {row.get('verdict')}; "

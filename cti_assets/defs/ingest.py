@@ -28,7 +28,7 @@ def observables(context: dg.AssetExecutionContext, source: SourceResource) -> pd
         STRICTER_COPY,
         counts_by_type_and_status,
         observables_frame,
-        value_keys,
+        record_keys,
         with_strictest_tlp_per_value,
     )
 
@@ -36,11 +36,14 @@ def observables(context: dg.AssetExecutionContext, source: SourceResource) -> pd
     try:
         cti_source = source.get()
         cti_source.check()
-        frame = observables_frame(cti_source.observables_created_between(start, end))
-        copies = cti_source.copies_of(value_keys(frame), known=set(frame["stix_id"]))
+        records = cti_source.observables_created_between(start, end)
+        frame = observables_frame(records)
+        ok = (frame["status"] == "ok").to_numpy()
+        row_keys = [record_keys(record) if ok[i] else set() for i, record in enumerate(records)]
+        copies = cti_source.copies_of(set().union(*row_keys), known=set(frame["stix_id"]))
     except SourceError as error:
         raise dg.Failure(description=str(error), allow_retries=False) from None
-    frame = with_strictest_tlp_per_value(frame, copies)
+    frame = with_strictest_tlp_per_value(frame, row_keys, copies)
     counts = counts_by_type_and_status(frame)
     context.add_output_metadata(
         {

@@ -52,7 +52,8 @@ def partition_bundle(
     plan: HoldPlan | None = None,
 ) -> dict:
     """The bundle of one partition, dated by its evidence (`merged`'s fetched_at columns),
-    without the observables held back for lack of provider evidence (writeback.hold)."""
+    without the observables held back for lack of provider evidence, nor those no provider
+    was asked about and with no other evidence (writeback.hold)."""
     from cti_assets.writeback.bundle import WritebackConfig, build_bundle
     from cti_assets.writeback.timing import scored_at
 

@@ -220,8 +220,9 @@ def _ipv6(text: str) -> str:
         text = text[1:-1]
     if _PREFIX_LENGTH.fullmatch(text):
         raise _Rejected("invalid_ipv6: CIDR ranges are not single addresses")
-    if _ZONE_ID.fullmatch(text):
-        raise _Rejected("invalid_ipv6: zone ids are not supported")
+    if "%" in text:  # ipaddress accepts any text after it as a scope
+        raise _Rejected("invalid_ipv6: zone ids are not supported" if _ZONE_ID.fullmatch(text)
+                        else f"invalid_ipv6: not an address: {_show(text)}")
     if not text.isascii():
         raise _Rejected("invalid_ipv6: non-ASCII characters")
     try:

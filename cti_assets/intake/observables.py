@@ -1,13 +1,15 @@
 """The `observables` table: source records, normalised, one row each, rejected ones included.
 
-This is the first table of the pipeline and the only place values are normalised and TLP is
-decided, so every later asset can trust `normalized_value` and `tlp` and filter on `status`.
+This is the first table of the pipeline and where each observable's value and TLP are settled
+(with intake.observable's normalize and decide_tlp, which everything else that reads a value or a
+marking calls too), so every later asset can trust `normalized_value` and `tlp` and filter on
+`status`. A value's TLP here is the most restrictive of all the source's observables of it.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
@@ -70,46 +72,73 @@ def observables_frame(
 
 
 STRICTER_COPY = "stricter_copy"  # tlp_reason prefix: the TLP of another observable of the value
+_Level = tuple[int, str, str]  # (TLP rank, TLP, stix id of the observable marked so)
+# Types the providers look up at one endpoint: a name is the same value to them either way.
+_SAME_VALUE_TYPE = {"Hostname": "Domain-Name"}
 
 
-def value_keys(frame: pd.DataFrame) -> set[tuple[str, str]]:
-    """(entity type, normalised value) of the accepted rows."""
-    ok = frame[frame["status"] == OBSERVABLE_OK]
-    return set(zip(ok["entity_type"].astype(str), ok["normalized_value"].astype(str),
-                   strict=True))
+def identity_keys(entity_type: str, values: Iterable[object]) -> set[tuple[str, str]]:
+    """The keys under which observables hold the same value for the providers: (type, normalised
+    value), a Hostname keyed as a Domain-Name, a file by each of its hashes. Values the pipeline
+    would reject give none. The embedded store indexes its observables by these keys."""
+    kind = _SAME_VALUE_TYPE.get(entity_type, entity_type)
+    keys = set()
+    for value in values:
+        normalized = normalize(entity_type, value)
+        if normalized.ok and normalized.value:
+            keys.add((kind, normalized.value))
+    return keys
+
+
+def record_keys(record: ObservableRecord) -> set[tuple[str, str]]:
+    """identity_keys of one source record (every hash of a file)."""
+    if record.entity_type == "StixFile" and record.hashes:
+        return identity_keys(record.entity_type, record.hashes.values())
+    return identity_keys(record.entity_type, [record.value])
 
 
 def with_strictest_tlp_per_value(
-    frame: pd.DataFrame, copies: Mapping[tuple[str, str], list[ObservableRecord]],
-    unmarked_tlp: str | None = None,
+    frame: pd.DataFrame, row_keys: list[set[tuple[str, str]]],
+    copies: Mapping[tuple[str, str], list[ObservableRecord]], unmarked_tlp: str | None = None,
 ) -> pd.DataFrame:
     """Every accepted row takes the most restrictive TLP of any observable holding its value:
-    the day's other rows of the value and the source's `copies` (other ids, other days). STIX
-    allows one value under several ids, and a provider may see a value only if every copy
-    allows it. A raised row's tlp_reason names the copy: "stricter_copy: <stix id>"."""
+    the day's other rows and the source's `copies` (other ids, other days) under any of the
+    row's identity keys (`row_keys[i]`, record_keys of row i), followed from key to key (a file
+    known by its MD5 here and by MD5 and SHA-256 there). STIX allows one value under several
+    ids, and a provider may see a value only if every copy allows it. A raised row's
+    tlp_reason names the copy: "stricter_copy: <stix id>"."""
     unmarked = unmarked_tlp or observable.unmarked_tlp()
-    strictest: dict[tuple[str, str], tuple[int, str, str]] = {}  # key -> (rank, tlp, stix_id)
-
-    def consider(key: tuple[str, str], tlp: str, stix_id: str) -> None:
-        candidate = (tlp_rank(tlp), tlp, stix_id)
-        best = strictest.get(key)
-        if best is None or (candidate[0], best[2]) > (best[0], candidate[2]):
-            strictest[key] = candidate
-
     ok = (frame["status"] == OBSERVABLE_OK).to_numpy()
-    keys = list(zip(frame["entity_type"].astype(str), frame["normalized_value"].astype(str),
-                    strict=True))
-    for index in range(len(frame)):
-        if ok[index]:
-            consider(keys[index], str(frame["tlp"].iat[index]), str(frame["stix_id"].iat[index]))
+
+    def stricter(a: _Level | None, b: _Level | None) -> _Level | None:
+        if a is None or b is None:
+            return a or b
+        return a if (a[0], b[2]) > (b[0], a[2]) or a == b else b  # ties: the smaller id
+
+    by_key: dict[tuple[str, str], _Level | None] = {}
     for key, records in copies.items():
         for record in records:
-            consider(key, decide_tlp(record.markings, unmarked).tlp, record.stix_id)
-    raised = frame.copy()
+            tlp = decide_tlp(record.markings, unmarked).tlp
+            by_key[key] = stricter(by_key.get(key), (tlp_rank(tlp), tlp, record.stix_id))
+    rows: dict[int, _Level] = {}
     for index in range(len(frame)):
-        if not ok[index]:
-            continue
-        rank, tlp, stix_id = strictest[keys[index]]
+        if ok[index]:
+            tlp = str(frame["tlp"].iat[index])
+            rows[index] = (tlp_rank(tlp), tlp, str(frame["stix_id"].iat[index]))
+    changed = True
+    while changed:  # ranks only rise, 5 at most: a few passes
+        changed = False
+        for index, level in rows.items():
+            for key in row_keys[index]:
+                by_key[key] = stricter(by_key.get(key), level)
+        for index, level in rows.items():
+            best = level
+            for key in row_keys[index]:
+                best = stricter(best, by_key.get(key)) or best
+            if best[0] > level[0]:
+                rows[index], changed = best, True
+    raised = frame.copy()
+    for index, (rank, tlp, stix_id) in rows.items():
         if rank > tlp_rank(str(frame["tlp"].iat[index])):
             raised.iat[index, raised.columns.get_loc("tlp")] = tlp
             raised.iat[index, raised.columns.get_loc("tlp_reason")] = f"{STRICTER_COPY}: {stix_id}"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import threading
 import time
 import zlib
@@ -133,13 +134,20 @@ class ResponseCache:
         self._conn = connect_wal(self.path, timeout=30.0, check_same_thread=False)
         with self._lock:
             self._conn.executescript(_SCHEMA)
-            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(raw_bodies)")}
-            if "encoding" not in columns:  # a cache file from before compression
-                self._conn.execute("ALTER TABLE raw_bodies ADD COLUMN encoding TEXT")
-            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(answers)")}
-            if "origin" not in columns:  # answers from before origins: serve no lookup
-                self._conn.execute(
-                    "ALTER TABLE answers ADD COLUMN origin TEXT NOT NULL DEFAULT ''")
+            # a file from before compression, or before origins (whose answers then serve no
+            # lookup); several processes may open it at once
+            self._add_column("raw_bodies", "encoding", "TEXT")
+            self._add_column("answers", "origin", "TEXT NOT NULL DEFAULT ''")
+
+    def _add_column(self, table: str, name: str, declaration: str) -> None:
+        columns = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
+        if name in columns:
+            return
+        try:
+            self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
+        except sqlite3.OperationalError as error:
+            if "duplicate column name" not in str(error):
+                raise  # another process added it between the check and here: nothing to do
 
     def get(self, provider: str, entity_type: str, value: str, *,
             origin: str) -> base.LookupResult | None:

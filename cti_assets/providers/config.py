@@ -76,9 +76,11 @@ class ProviderSettings:
 
     @property
     def origin(self) -> str:
-        """The endpoint answers come from: the base URL with scheme and host in lower case, no
-        trailing slash. Cached answers are reused only for the origin that gave them."""
-        return endpoint_origin(self.base_url)
+        """The endpoint answers come from, as a digest of the normalised base URL
+        (endpoint_origin): cached answers serve only lookups at the endpoint that gave them, and
+        the digest is what is stored beside them, so a token in a gateway's path or query is
+        never written to the cache."""
+        return f"sha256:{_digest(endpoint_origin(self.base_url), 32)}"
 
     @property
     def state_name(self) -> str:
@@ -86,14 +88,19 @@ class ProviderSettings:
         documented endpoint, else the provider's with a digest of the endpoint, so calls to the
         sandbox (or any other endpoint) never spend or read the real account's counts."""
         documented = DEFAULTS.get(self.name)
-        if documented is not None and endpoint_origin(documented.base_url) == self.origin:
+        here = endpoint_origin(self.base_url)
+        if documented is not None and endpoint_origin(documented.base_url) == here:
             return self.name
-        return f"{self.name}_{hashlib.sha256(self.origin.encode()).hexdigest()[:12]}"
+        return f"{self.name}_{_digest(here, 12)}"
+
+
+def _digest(text: str, length: int) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
 def endpoint_origin(base_url: str) -> str:
-    """`base_url` normalised: scheme and host lower-cased, the trailing slash dropped, and any
-    user or password left out (an origin is stored beside the answers)."""
+    """`base_url` normalised: scheme and host lower-cased, the scheme's default port and the
+    trailing slash dropped, and any user or password left out."""
     parts = urlsplit(base_url.strip())
     host = parts.hostname or ""
     netloc = f"[{host}]" if ":" in host else host
@@ -102,7 +109,7 @@ def endpoint_origin(base_url: str) -> str:
     except ValueError:  # not a number: kept as written, so it still tells endpoints apart
         port = None
         netloc = parts.netloc.rpartition("@")[2].lower()
-    if port is not None:
+    if port is not None and (parts.scheme.lower(), port) not in (("https", 443), ("http", 80)):
         netloc += f":{port}"
     return urlunsplit((parts.scheme.lower(), netloc, parts.path.rstrip("/"), parts.query, ""))
 

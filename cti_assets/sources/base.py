@@ -121,10 +121,11 @@ class Source(Protocol):
     def copies_of(
         self, keys: Iterable[tuple[str, str]], known: Collection[str] = ()
     ) -> dict[tuple[str, str], list[ObservableRecord]]:
-        """For each (entity type, normalised value), every observable of the source holding that
-        value, whatever its id or creation day (a file by any of its hashes), but those whose
-        ids are `known` (the caller has them already): a value's TLP is the most restrictive
-        among all of them."""
+        """For each identity key (intake.observables.identity_keys), the observables of the
+        source holding that value, whatever their id or creation day, but those whose ids are
+        `known` (the caller has them already) and at least one per set of markings: a value's
+        TLP is the most restrictive among all of them. A source that keeps one observable per
+        value (OpenCTI) may return none."""
 
     def threat_entities(self) -> list[ThreatEntity]:
         """Every threat actor, intrusion set, campaign and malware, for name/alias matching."""

@@ -22,8 +22,8 @@ from cti_assets.intake.observable import (
     STIX_TO_ENTITY_TYPE,
     MarkingRef,
     marking_ref,
-    normalize,
 )
+from cti_assets.intake.observables import identity_keys
 from cti_assets.sources.base import (
     REMOVE_LABELS,
     THREAT_ENTITY_TYPES,
@@ -70,17 +70,23 @@ CREATE TABLE IF NOT EXISTS relationships (
 );
 CREATE INDEX IF NOT EXISTS relationships_source ON relationships (source_ref);
 CREATE INDEX IF NOT EXISTS relationships_target ON relationships (target_ref);
+"""
+# Each observable under its identity keys, with its marking ids: a value's copies are found
+# without reading every copy (a feed re-importing values daily under new ids has many).
+_VALUE_KEYS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS value_keys (
     entity_type TEXT NOT NULL,
     value_key TEXT NOT NULL,
     id TEXT NOT NULL,
+    markings TEXT NOT NULL,
     PRIMARY KEY (entity_type, value_key, id)
 );
 CREATE INDEX IF NOT EXISTS value_keys_id ON value_keys (id);
 """
-# PRAGMA user_version of a store whose value_keys hold every observable (older stores are indexed
-# once when opened)
-_VALUE_KEYS_BUILT = 1
+# PRAGMA user_version of a store whose value_keys hold every observable under the identity keys
+# of this version (older stores are indexed again once when opened): raise it whenever
+# identity_keys or normalisation changes what a value's key is
+_VALUE_KEYS_BUILT = 2
 
 
 def utc_text(moment: datetime) -> str:
@@ -303,16 +309,18 @@ class LocalStixStore:
             for entity_type in sorted({entity_type for entity_type, _ in wanted}):
                 values = [value for kind, value in wanted if kind == entity_type]
                 for chunk in _chunks(values):
+                    # one copy per value and set of markings: copies marked alike decide alike,
+                    # and a set one of the caller's rows has is decided there already
                     rows = connection.execute(
-                        "SELECT value_key, id FROM value_keys WHERE entity_type = ?"
-                        f" AND value_key IN ({', '.join('?' * len(chunk))})",
-                        [entity_type, *chunk])
+                        "SELECT value_key, MIN(id) FROM value_keys WHERE entity_type = ?"
+                        f" AND value_key IN ({', '.join('?' * len(chunk))})"
+                        " GROUP BY value_key, markings", [entity_type, *chunk])
                     others += [(entity_type, value_key, stix_id) for value_key, stix_id in rows
                                if stix_id not in known_ids]
             if not others:  # the usual day: every value held once, by the caller's rows
                 return found
             markings = self._marking_refs(connection)
-            for entity_type, value_key, stix_id in sorted(others):
+            for entity_type, value_key, stix_id in others:
                 row = connection.execute("SELECT json, first_seen_at FROM objects WHERE id = ?",
                                          (stix_id,)).fetchone()
                 if row is not None:
@@ -395,34 +403,39 @@ class LocalStixStore:
 
 
 def _value_keys(obj: dict) -> set[tuple[str, str]]:
-    """(entity type, normalised value) of an observable: each of a file's hashes; none for a
-    value the pipeline would reject."""
+    """The identity keys of an observable (intake.observables.identity_keys): each of a file's
+    hashes, a Hostname as a Domain-Name; none for a value the pipeline would reject."""
     entity_type = _ENTITY_TYPE_OF[obj["type"]]
     values = list(_hashes(obj).values()) if obj["type"] == "file" else [obj.get("value")]
-    keys = set()
-    for value in values:
-        normalized = normalize(entity_type, value)
-        if normalized.ok and normalized.value:
-            keys.add((entity_type, normalized.value))
-    return keys
+    return identity_keys(entity_type, values)
 
 
 def _index_values(connection: sqlite3.Connection, obj: dict) -> None:
     connection.execute("DELETE FROM value_keys WHERE id = ?", (obj["id"],))
+    markings = json.dumps(sorted({str(m) for m in obj.get("object_marking_refs") or []}))
     connection.executemany(
-        "INSERT OR IGNORE INTO value_keys (entity_type, value_key, id) VALUES (?, ?, ?)",
-        [(entity_type, value, obj["id"]) for entity_type, value in sorted(_value_keys(obj))])
+        "INSERT OR IGNORE INTO value_keys (entity_type, value_key, id, markings)"
+        " VALUES (?, ?, ?, ?)",
+        [(entity_type, value, obj["id"], markings)
+         for entity_type, value in sorted(_value_keys(obj))])
 
 
 def _index_all_values(connection: sqlite3.Connection) -> None:
-    """Index every observable of a store written before value_keys existed, once."""
+    """Index every observable again under this version's identity keys, once, in one
+    transaction (a copy missing from a half-built index would hide a stricter TLP), reading
+    the objects a batch at a time."""
     connection.execute("BEGIN IMMEDIATE")
     try:
         if connection.execute("PRAGMA user_version").fetchone()[0] < _VALUE_KEYS_BUILT:
-            rows = connection.execute(
+            connection.execute("DROP TABLE IF EXISTS value_keys")
+            for statement in _VALUE_KEYS_SCHEMA.split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+            cursor = connection.execute(
                 f"SELECT json FROM objects WHERE type IN ({_OBSERVABLE_TYPES_SQL})")
-            for (text,) in rows.fetchall():
-                _index_values(connection, json.loads(text))
+            while batch := cursor.fetchmany(10_000):
+                for (text,) in batch:
+                    _index_values(connection, json.loads(text))
             connection.execute(f"PRAGMA user_version = {_VALUE_KEYS_BUILT}")
         connection.execute("COMMIT")
     except BaseException:

@@ -428,11 +428,12 @@ class OpenCTISource:
     def copies_of(
         self, keys: Iterable[tuple[str, str]], known: Collection[str] = ()
     ) -> dict[tuple[str, str], list[ObservableRecord]]:
-        """None beyond the observable itself: the platform keeps one observable per value (its
-        standard id is built from the value's keys, pycti.md section 9): a second import of a
-        value is merged into the first, and the markings the platform keeps on that one
-        observable are the value's. Copies written differently (a domain's case) within a day
-        are grouped by the observables table itself."""
+        """None: the platform keeps one observable per type and value (its standard id is
+        built from the value's keys, pycti.md section 9), so a second import of a value is
+        merged into the first and the markings the platform keeps on it are the value's. Not
+        covered across days: one name held both as a Hostname and as a Domain-Name, or written
+        differently (a domain's case, an IPv6 address's long form), and a file known under
+        different hashes. The observables table groups such copies within a day."""
         return {}
 
     def threat_entities(self) -> list[ThreatEntity]:

@@ -30,7 +30,6 @@ CREATE TABLE IF NOT EXISTS {s}.answers (
     status TEXT NOT NULL, fields TEXT NOT NULL, fetched_at DOUBLE PRECISION NOT NULL,
     expires_at DOUBLE PRECISION NOT NULL, raw_digest TEXT, http_status INTEGER, message TEXT,
     PRIMARY KEY (provider, entity_type, value));
-ALTER TABLE {s}.answers ADD COLUMN IF NOT EXISTS origin TEXT NOT NULL DEFAULT '';
 CREATE TABLE IF NOT EXISTS {s}.raw_bodies (
     digest TEXT PRIMARY KEY, body BYTEA NOT NULL, stored_at DOUBLE PRECISION NOT NULL,
     encoding TEXT);
@@ -82,6 +81,13 @@ class PgConnection:
     def _create_schema(self, cursor: Any) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"cti_state:{self.schema}",))
         cursor.execute(_ddl(self.schema))
+        # answers from before origins gain the column (their '' serves no lookup); checked
+        # first, since ALTER TABLE locks the table even when the column is there
+        cursor.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = %s "
+                       "AND table_name = 'answers' AND column_name = 'origin'", (self.schema,))
+        if cursor.fetchone() is None:
+            cursor.execute(f"ALTER TABLE {self.tables}.answers "
+                           "ADD COLUMN origin TEXT NOT NULL DEFAULT ''")
 
     @contextmanager
     def _transaction(self) -> Iterator[Any]:

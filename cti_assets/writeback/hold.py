@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from cti_assets.scoring.components import parse_components
 from cti_assets.scoring.evidence import FAILED, NOT_ASKED, EvidenceSummary, evidence_states
 from cti_assets.tables import (
     OBSERVABLE_OK,
@@ -70,7 +71,7 @@ def _without_evidence(scores: pd.DataFrame, ids: set[str]) -> set[str]:
         return set()
     stix_ids = scores["stix_id"].astype(str)
     accepted = (scores["observable_status"].astype("string") == OBSERVABLE_OK).fillna(False)
-    empty = scores["components"].map(lambda items: items is None or len(items) == 0)
+    empty = scores["components"].map(lambda items: not parse_components(items))
     chosen = stix_ids.isin(ids) & accepted & empty.astype(bool)
     return set(stix_ids[chosen])
 

@@ -195,3 +195,14 @@ def test_a_rejected_value_is_reported_in_error_with_its_reason():
     scored = dict(row, observable_status="ok", score=73.0, verdict="malicious")
     assert summary(request("w"), RunOutcome("SUCCESS"), "http://d/r", scored) == (
         "cti-assets: 45.83.12.7 score 73, verdict malicious; run http://d/r", False)
+
+
+def test_an_observable_no_provider_may_see_is_reported_as_not_sent_and_not_written():
+    row = {"stix_id": "ipv4-addr--x", "observable_status": "ok", "score": 0.0,
+           "verdict": "unknown", "explanation": "unknown (0/100): not answered: VirusTotal "
+           "skipped:tlp", "writeback_status": "not_written",
+           "writeback_reason": "no_provider_asked"}
+    line, in_error = summary(request("w"), RunOutcome("SUCCESS"), "http://d/r", row)
+    assert not in_error and "score 0" not in line
+    assert line.startswith("cti-assets: 45.83.12.7 was sent to no provider (TLP, keys or "
+                           "budget) and nothing was written back: unknown (0/100)")

@@ -27,13 +27,23 @@ def sco(kind: str, n: int, value: str, marking: str | None) -> dict:
             "value": value, **({"object_marking_refs": [marking]} if marking else {})}
 
 
-EARLIER_OBJECTS = [sco("ipv4-addr", 1, "45.83.74.1", RED)]  # the RED copy, two days before
+MD5 = "5d41402abc4b2a76b9719d911017c592"
+SHA256 = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+EARLIER_OBJECTS = [  # the RED copies, two days before
+    sco("ipv4-addr", 1, "45.83.74.1", RED),
+    sco("hostname", 7, "relay.quillmere-ops.com", RED),  # providers look names up either way
+    {"type": "file", "spec_version": "2.1", "id": "file--6a0c8d52-0c1e-4b7a-9d2e-000000000008",
+     "hashes": {"MD5": MD5}, "object_marking_refs": [RED]},
+]
 DAY_OBJECTS = [
     sco("ipv4-addr", 2, "45.83.74.1", GREEN),  # GREEN copy of the earlier RED one
     sco("domain-name", 3, "Quillmere-Ops.com", RED),  # same day, written differently
     sco("domain-name", 4, "quillmere-ops.com", GREEN),
     sco("ipv4-addr", 5, "45.83.74.2", GREEN),  # only GREEN copies: sent as usual
     sco("ipv4-addr", 6, "45.83.74.2", None),
+    sco("domain-name", 9, "relay.quillmere-ops.com", GREEN),
+    {"type": "file", "spec_version": "2.1", "id": "file--6a0c8d52-0c1e-4b7a-9d2e-000000000010",
+     "hashes": {"MD5": MD5, "SHA-256": SHA256}, "object_marking_refs": [GREEN]},  # asked by SHA-256
 ]
 
 
@@ -76,6 +86,7 @@ def test_a_value_takes_the_tlp_of_its_most_restrictive_copy_and_never_leaves(day
     sandbox, store = day
     sent = {request.observable for request in sandbox.requests}
     assert "45.83.74.1" not in sent and "quillmere-ops.com" not in sent
+    assert "relay.quillmere-ops.com" not in sent and SHA256 not in sent and MD5 not in sent
     assert "45.83.74.2" in sent  # the gate is not closed for everything
 
     table = read_partition("observables", DAY).set_index("stix_id")
@@ -85,6 +96,9 @@ def test_a_value_takes_the_tlp_of_its_most_restrictive_copy_and_never_leaves(day
     assert table.loc[DAY_OBJECTS[2]["id"], "tlp_reason"] == (
         f"stricter_copy: {DAY_OBJECTS[1]['id']}")
     assert table.loc[DAY_OBJECTS[3]["id"], "tlp"] == "TLP:GREEN"  # an unmarked copy: CLEAR
+    for today, earlier in ((DAY_OBJECTS[5], EARLIER_OBJECTS[1]),
+                           (DAY_OBJECTS[6], EARLIER_OBJECTS[2])):
+        assert table.loc[today["id"], "tlp_reason"] == f"stricter_copy: {earlier['id']}"
 
     written = read_partition("opencti_writeback", DAY).set_index("stix_id")
     for obj in DAY_OBJECTS[:3]:

@@ -131,8 +131,12 @@ def test_calls_to_another_endpoint_never_spend_the_real_accounts_quota(tmp_path,
     with SharedLimiter.for_settings(real) as production:
         assert production.remaining("day") == 500 and production.exhausted_until() is None
         assert production.path == tmp_path / "ratelimit" / "virustotal.sqlite"
-    same_place = replace(real, base_url="https://WWW.virustotal.com/api/v3/")
-    assert same_place.state_name == base.VIRUSTOTAL  # the same endpoint, written otherwise
+    for same_place in ("https://WWW.virustotal.com/api/v3/",
+                       "https://www.virustotal.com:443/api/v3"):  # written otherwise
+        assert replace(real, base_url=same_place).state_name == base.VIRUSTOTAL
+        assert replace(real, base_url=same_place).origin == real.origin
+    gateway = replace(real, base_url="https://gw.example/t/tok-123/vt?apikey=tok-456")
+    assert "tok-" not in gateway.origin and "tok-" not in gateway.state_name  # digests only
 
 
 def _redis_url():

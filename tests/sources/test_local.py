@@ -11,7 +11,12 @@ import pytest
 
 from cti_assets.intake.observable import TLP_MARKING_IDS
 from cti_assets.sources.base import Source, SourceError
-from cti_assets.sources.local import _OBSERVABLE_TYPES_SQL, OPENCTI_EXTENSIONS, LocalStixStore
+from cti_assets.sources.local import (
+    _OBSERVABLE_TYPES_SQL,
+    _VALUE_KEYS_BUILT,
+    OPENCTI_EXTENSIONS,
+    LocalStixStore,
+)
 
 DAY = datetime(2025, 3, 10, tzinfo=UTC)
 AMBER = TLP_MARKING_IDS["TLP:AMBER"]
@@ -329,4 +334,20 @@ def test_a_store_from_before_the_value_index_is_indexed_once_when_opened(tmp_pat
     assert [r.value for r in reopened.copies_of([("IPv4-Addr", "198.51.100.78")])[
         ("IPv4-Addr", "198.51.100.78")]] == ["198.51.100.78"]
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == _VALUE_KEYS_BUILT
+
+
+def test_a_name_is_one_value_as_hostname_or_domain_and_copies_marked_alike_are_read_once(
+        store, clock):
+    """Providers look a Hostname and a Domain-Name up at one endpoint: both are copies of the
+    name. A feed that imports a value daily under new ids is read once per marking set."""
+    store.write_bundle(bundle(
+        {"type": "hostname", "spec_version": "2.1", "value": "relay.quillmere-ops.com",
+         "id": f"hostname--{uuid.uuid4()}", "object_marking_refs": [AMBER]},
+        *[{"type": "domain-name", "spec_version": "2.1", "value": "relay.quillmere-ops.com",
+           "id": f"domain-name--{uuid.uuid4()}"} for _ in range(5)],
+    ))
+    found = store.copies_of([("Domain-Name", "relay.quillmere-ops.com")])
+    copies = found[("Domain-Name", "relay.quillmere-ops.com")]
+    assert sorted(r.entity_type for r in copies) == ["Domain-Name", "Hostname"]
+    assert [m.id for r in copies for m in r.markings] == [AMBER]
