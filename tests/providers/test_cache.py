@@ -149,3 +149,39 @@ def test_a_cache_file_from_before_origins_opens_and_its_answers_are_fetched_agai
         assert cache.get(base.GREYNOISE, "IPv4-Addr", "203.0.113.7", origin=ORIGIN) is None
         assert cache.put(answer(), b'{"ok": 1}', ttl_s=60, origin=ORIGIN)
         assert cache.get(base.GREYNOISE, "IPv4-Addr", "203.0.113.7", origin=ORIGIN) is not None
+
+
+def _open_when_released(path: str, gate: str) -> None:
+    import os
+    import time
+
+    while not os.path.exists(gate):
+        time.sleep(0.001)
+    ResponseCache(path).close()
+
+
+def test_several_processes_opening_an_old_cache_at_once_all_succeed(tmp_path):
+    """The first run after an upgrade opens the old file from every lookup step at once: the
+    one that adds the origin column wins, the others find it there."""
+    import multiprocessing
+
+    for attempt in range(5):
+        path = tmp_path / f"old{attempt}.sqlite"
+        with sqlite3.connect(path) as old:
+            old.execute(
+                "CREATE TABLE answers (provider TEXT NOT NULL, entity_type TEXT NOT NULL, "
+                "value TEXT NOT NULL, status TEXT NOT NULL, fields TEXT NOT NULL, "
+                "fetched_at REAL NOT NULL, expires_at REAL NOT NULL, raw_digest TEXT, "
+                "http_status INTEGER, message TEXT, PRIMARY KEY (provider, entity_type, value))")
+            old.execute("CREATE TABLE raw_bodies (digest TEXT PRIMARY KEY, body BLOB NOT NULL, "
+                        "stored_at REAL NOT NULL)")
+        gate = tmp_path / f"go{attempt}"
+        context = multiprocessing.get_context("fork")
+        openers = [context.Process(target=_open_when_released, args=(str(path), str(gate)))
+                   for _ in range(4)]
+        for process in openers:
+            process.start()
+        gate.touch()
+        for process in openers:
+            process.join(30)
+        assert [process.exitcode for process in openers] == [0, 0, 0, 0]
