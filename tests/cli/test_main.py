@@ -460,8 +460,8 @@ def test_a_long_value_quoted_elsewhere_still_gives_a_short_line(capsys, data_dir
     code, _, err = run(capsys, "enrich", "a" * 100_000)
     line = one_line(err)
     assert code == 2 and len(line) < 1_100
-    assert line.endswith("…' (100000 characters) is not an IP address, domain, URL or "
-                         "MD5/SHA-1/SHA-256 hash")
+    assert line.endswith("…' (100000 characters) is too long for any observable type: "
+                         "too_long: 100000 characters (max 1024)")
 
 
 # --- an unknown option before the command --------------------------------------------------------
