@@ -3,7 +3,9 @@ stderr and exit 2 (secrets redacted), import is all-or-nothing, export writes a 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import re
 import socket
 from collections import Counter
@@ -542,6 +544,22 @@ def test_dev_refuses_ui_port_zero(tmp_path, monkeypatch, capsys):
     assert "--port 0: the Dagster UI needs a fixed port" in capsys.readouterr().err
 
 
+@contextlib.contextmanager
+def logging_as_it_was():
+    """Handlers and levels of every logger put back, so none keeps writing to a closed stream."""
+    loggers = [logging.getLogger(), *(logging.getLogger(name)
+                                      for name in list(logging.Logger.manager.loggerDict))]
+    saved = {id(logger): (logger.handlers[:], logger.level) for logger in loggers}
+    try:
+        yield
+    finally:
+        for logger in [logging.getLogger(), *(logging.getLogger(name) for name
+                                              in list(logging.Logger.manager.loggerDict))]:
+            handlers, level = saved.get(id(logger), ([], logging.NOTSET))
+            logger.handlers[:] = handlers
+            logger.setLevel(level)
+
+
 @pytest.mark.parametrize("connector_id, words", [
     ("not-a-uuid", "CONNECTOR_ID must be a UUIDv4"),
     ("6f1c9d1e-3b1a-4c56-9a0e-2d7b8c1f4e55", "cannot register with OpenCTI at http://127.0.0.1:"),
@@ -556,7 +574,8 @@ def test_a_connector_that_cannot_start_says_why_in_one_line(capsys, data_dir, mo
     monkeypatch.setenv("OPENCTI_URL", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("OPENCTI_TOKEN", "tok-0a1b2c3d")
     monkeypatch.setenv("CONNECTOR_ID", connector_id)
-    assert cli.main(["connector"]) == 2
+    with logging_as_it_was():  # the command configures logging onto this test's stderr
+        assert cli.main(["connector"]) == 2
     line = [entry for entry in capsys.readouterr().err.splitlines()
             if entry.startswith("cti-assets connector: ")]
     assert len(line) == 1 and words in line[0] and "Waiting" not in line[0]

@@ -103,6 +103,7 @@ def test_module_remaining_reads_the_environment(tmp_path, monkeypatch):
     from cti_assets.providers.ratelimit import remaining
 
     monkeypatch.setenv("VIRUSTOTAL_PER_DAY", "7")
+    monkeypatch.delenv("VIRUSTOTAL_BASE_URL", raising=False)  # the documented endpoint's state
     path = tmp_path / "rl.sqlite"
     with SharedLimiter("virustotal", {"day": 7}, path=path) as limiter:
         assert limiter.acquire() is None
