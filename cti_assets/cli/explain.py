@@ -86,6 +86,31 @@ def _values_as_read(partition: str, value: str) -> dict[str, str]:
     return dict(zip(found["stix_id"].astype(str), found["value"].astype(str), strict=True))
 
 
+def _tlp_row(partition: str, stix_id: str) -> dict[str, object]:
+    """Why the observable has its TLP (observables.tlp_reason), when not from its markings."""
+    try:
+        observables = read_partition("observables", partition)
+    except FileNotFoundError:
+        return {}
+    hit = observables[observables["stix_id"] == stix_id]
+    if hit.empty or pd.isna(hit.iloc[0]["tlp_reason"]):
+        return {}
+    return {"tlp_reason": hit.iloc[0]["tlp_reason"]}
+
+
+def _writeback_row(partition: str, stix_id: str) -> dict[str, object]:
+    """What the write-back did with the observable (status and reason), when it has run."""
+    try:
+        written = read_partition("opencti_writeback", partition)
+    except FileNotFoundError:
+        return {}
+    hit = written[written["stix_id"] == stix_id]
+    if hit.empty:
+        return {}
+    return {"writeback_status": hit.iloc[0]["writeback_status"],
+            "writeback_reason": hit.iloc[0]["reason"]}
+
+
 def provider_rows(partition: str, stix_id: str) -> dict[str, dict]:
     rows: dict[str, dict] = {}
     for provider in ALL_PROVIDERS:
@@ -126,6 +151,8 @@ def explain_value(value: str, partition: str | None = None, raw: bool = True) ->
         key, row = find_score(value, partition)
     except NotScoredError as error:
         raise CliError(f"{error} (searched {searched_where()})") from None
+    row.update(_writeback_row(key, row["stix_id"]))
+    row.update(_tlp_row(key, row["stix_id"]))
     lookups = provider_rows(key, row["stix_id"])
     raw_bodies = stored_bodies(lookups) if raw else None
     shown = row["normalized_value"] if pd.notna(row["normalized_value"]) else row.get("value")

@@ -12,6 +12,7 @@ and a day on which no provider answered at all sends nothing (writeback.hold); t
 table says what happened to each observable.
 """
 
+import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -61,6 +62,28 @@ def partition_bundle(
     config = WritebackConfig(indicator_threshold=indicator_threshold, confidence=confidence)
     return build_bundle(plan.to_write, context_frame, observables, config, written_at,
                         scored_at(merged))
+
+
+def _decided_at_write_time(context: dg.AssetExecutionContext, source: SourceResource,
+                           plan: HoldPlan) -> HoldPlan:
+    """The plan with each score decided again, under the scores' own policy, against the score
+    the source holds now: a re-score reads no observables, and an analyst may have changed a
+    score since they were read (never a blind overwrite)."""
+    from cti_assets.scoring.policy import KEEP_HIGHER, decided_again
+
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("observable_scores"),
+                              asset_partitions=[context.partition_key]), limit=1)
+    policy = KEEP_HIGHER
+    if records.records:
+        materialization = records.records[0].asset_materialization
+        recorded = materialization.metadata.get("score_policy") if materialization else None
+        policy = str(recorded.value) if recorded is not None else KEEP_HIGHER
+    try:
+        current = source.get().current_scores(plan.to_write["stix_id"].astype(str))
+    except SourceError as error:
+        raise dg.Failure(description=str(error)) from None
+    return dataclasses.replace(plan, to_write=decided_again(plan.to_write, current, policy))
 
 
 EVIDENCE_CHECK = "provider_evidence"
@@ -115,6 +138,8 @@ def opencti_writeback(
     from cti_assets.writeback.send import dry_run, send
 
     plan = plan_hold(observable_scores, merged_enrichment)
+    if len(plan.to_write):
+        plan = _decided_at_write_time(context, source, plan)
     bundle = partition_bundle(
         observable_scores,
         threat_context,

@@ -37,6 +37,8 @@ def explain_text(
     """
     row = dict(score_row)
     lines = [_headline(row)]
+    if _present(row.get("tlp_reason")):
+        lines.append(f"  TLP: {row.get('tlp')} ({row['tlp_reason']})")
     if _present(row.get("explanation")):
         lines.append(f"  {row['explanation']}")
     lines.append("")
@@ -61,10 +63,14 @@ def explain_text(
     lines.extend(_link_lines(row))
     if _present(row.get("policy_action")):
         lines.append("")
-        lines.append(
-            f"Write-back: {row['policy_action']} (existing score "
-            f"{_show(row.get('existing_score'))}, final score {_show(row.get('final_score'))})"
-        )
+        decided = (f"{row['policy_action']} (existing score {_show(row.get('existing_score'))}, "
+                   f"final score {_show(row.get('final_score'))})")
+        status = row.get("writeback_status")
+        if _present(status) and status not in ("written", "dry_run"):
+            reason = f", {row['writeback_reason']}" if _present(row.get("writeback_reason")) else ""
+            lines.append(f"Write-back: {status}{reason}: nothing written (scored {decided})")
+        else:
+            lines.append(f"Write-back: {decided}")
     if raw_bodies:
         lines.append("")
         lines.append("Raw answers:")

@@ -91,3 +91,15 @@ def _more_confident(scores: pd.DataFrame) -> np.ndarray:
         float, na_value=np.nan
     )
     return ~np.isnan(ours) & ~np.isnan(theirs) & (ours > theirs)
+
+
+def decided_again(scores: pd.DataFrame, current: dict[str, int],
+                  policy: str = KEEP_HIGHER) -> pd.DataFrame:
+    """The rows with `existing_score` set to the score the source holds now (`current`, by
+    stix_id; none where absent) and the policy applied again: what a write-back writes when
+    an analyst, or an earlier write-back, changed a score after the observables were read (a
+    re-score reads no observables)."""
+    fresh = scores.copy()
+    fresh["existing_score"] = pd.array(
+        [current.get(stix_id) for stix_id in fresh["stix_id"].astype(str)], dtype="Int64")
+    return apply_score_policy(fresh, policy)

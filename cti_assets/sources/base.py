@@ -127,6 +127,11 @@ class Source(Protocol):
         TLP is the most restrictive among all of them. A source that keeps one observable per
         value (OpenCTI) may return none."""
 
+    def current_scores(self, stix_ids: Iterable[str]) -> dict[str, int]:
+        """The score each of these observables holds now (those with one), read just before a
+        write-back so the score policy decides against what an analyst or another writer set
+        since the observables were read."""
+
     def threat_entities(self) -> list[ThreatEntity]:
         """Every threat actor, intrusion set, campaign and malware, for name/alias matching."""
 

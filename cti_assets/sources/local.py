@@ -328,6 +328,19 @@ class LocalStixStore:
                     found.setdefault((entity_type, value_key), []).append(record)
         return found
 
+    def current_scores(self, stix_ids: Iterable[str]) -> dict[str, int]:
+        scores: dict[str, int] = {}
+        with self._connect() as connection:
+            for chunk in _chunks(sorted(set(stix_ids))):
+                rows = connection.execute(
+                    f"SELECT id, json FROM objects WHERE id IN ({', '.join('?' * len(chunk))})",
+                    chunk)
+                for stix_id, text in rows:
+                    score = _score(json.loads(text))
+                    if score is not None:
+                        scores[stix_id] = score
+        return scores
+
     def created_since(
         self, after: datetime | None, after_id: str | None, limit: int
     ) -> list[tuple[datetime, str]]:

@@ -73,6 +73,7 @@ _OBSERVABLE_FIELDS = """
 """
 _WATERMARK_FIELDS = "id standard_id created_at"
 _LABEL_FIELDS = "objectLabel { id value }"
+_SCORE_FIELDS = "... on StixCyberObservable { x_opencti_score }"
 _THREAT_FIELDS = f"id standard_id entity_type\n{_THREAT_FRAGMENTS}"
 _END_FIELDS = f"... on BasicObject {{ id standard_id entity_type }}\n{_THREAT_FRAGMENTS}"
 _RELATIONSHIP_FIELDS = f"""
@@ -435,6 +436,26 @@ class OpenCTISource:
         differently (a domain's case, an IPv6 address's long form), and a file known under
         different hashes. The observables table groups such copies within a day."""
         return {}
+
+    def current_scores(self, stix_ids: Iterable[str]) -> dict[str, int]:
+        api = self._client()
+        wanted = set(stix_ids)
+        scores: dict[str, int] = {}
+        for chunk in _chunks(sorted(wanted)):
+            result = self._call(
+                "the current score lookup", api.query,
+                _EXISTING_QUERY % ("stixCoreObjects", _SCORE_FIELDS),
+                {"filters": _filters({"key": "ids", "values": chunk}), "first": len(chunk)},
+            )
+            for edge in ((result.get("data") or {}).get("stixCoreObjects") or {}).get("edges") \
+                    or []:
+                node = edge["node"]
+                if not isinstance(node.get("x_opencti_score"), int):
+                    continue
+                for alias in [node.get("standard_id"), *(node.get("x_opencti_stix_ids") or [])]:
+                    if alias in wanted:
+                        scores[alias] = node["x_opencti_score"]
+        return scores
 
     def threat_entities(self) -> list[ThreatEntity]:
         api = self._client()

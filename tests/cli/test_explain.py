@@ -147,6 +147,7 @@ def test_a_rejected_value_is_found_as_the_source_gave_it_with_the_reason(env):
     assert f"partition {DAY}" in header and rejected["stix_id"] in header
     assert rejected["value"] in header and headline.endswith(": no score")
     assert f"observable rejected: {rejected['reason']}" in text
+    assert "\nWrite-back: not_written, rejected: nothing written (scored no_score" in text
     assert env.sandbox.request_count() == 0
 
 

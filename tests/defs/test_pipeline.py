@@ -167,3 +167,41 @@ def test_a_non_default_score_policy_reaches_the_store_unchanged_from_scoring(pip
               LocalStixStore().observables_created_between(start, start + timedelta(days=1))}
     for row in written.itertuples():
         assert stored[row.stix_id] == int(row.final_score), row.normalized_value
+
+
+def test_a_rescore_never_lowers_a_score_the_store_holds_now_under_keep_higher(pipeline):
+    """A re-score reads no observables, so its scores carry the existing scores of the first
+    read; the write-back decides again against the store's score of the moment: an analyst's
+    95 stays, and a score the new weights lower stays where the first write-back put it."""
+    import json
+    import sqlite3
+
+    from cti_assets import settings
+    from cti_assets.storage.outputs import read_partition
+
+    defs, sandbox, instance = pipeline
+    run(defs, instance)
+    first = read_partition("observable_scores", DAY).set_index("stix_id")
+    scored = first[first["final_score"].notna() & first["existing_score"].isna()]
+    raised = scored.index[0]  # an analyst raises it by hand after the first write-back
+    with sqlite3.connect(settings.store_path()) as store:
+        obj = json.loads(store.execute("SELECT json FROM objects WHERE id = ?",
+                                       (raised,)).fetchone()[0])
+        obj["x_opencti_score"] = 99
+        store.execute("UPDATE objects SET json = ? WHERE id = ?", (json.dumps(obj), raised))
+    sandbox.reset_log()
+    run(defs, instance, job="rescore", run_config={"ops": {"observable_scores": {"config": {
+        "weights": {"abuse_confidence_weight": 0.05, "gn_suspicious_weight": 0.05,
+                    "vt_malicious_weight": 0.05}}}}})
+    assert sandbox.request_count() == 0
+    rescored = read_partition("observable_scores", DAY).set_index("stix_id")
+    lowered = [i for i in scored.index if rescored.loc[i, "score"] < first.loc[i, "score"]]
+    assert lowered  # the weights did lower some scores
+    with sqlite3.connect(settings.store_path()) as store:
+        held = {i: json.loads(text).get("x_opencti_score") for i, text in store.execute(
+            f"SELECT id, json FROM objects WHERE id IN ({', '.join('?' * len(scored))})",
+            list(scored.index))}
+    assert held[raised] == 99
+    for stix_id in lowered:
+        if stix_id != raised:
+            assert held[stix_id] == int(first.loc[stix_id, "final_score"]), stix_id

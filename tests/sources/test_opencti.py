@@ -258,3 +258,13 @@ def test_a_token_that_may_not_write_fails_once_before_any_write():
             source.write_bundle(bundle)
         assert not [name for name, _ in double.calls if name.endswith(("Add", "Edit"))]
         assert double.objects("IPv4-Addr")[0]["x_opencti_score"] is None
+
+
+def test_current_scores_reads_each_observables_score_by_its_standard_id(double):
+    """What the write-back decides against: the score the platform holds now, none for an
+    observable without one, nothing for an id the platform does not know."""
+    inside = seed_day(double)
+    source = make_source(double)
+    ids = [node["standard_id"] for node in inside[:2]]
+    assert source.current_scores([*ids, "ipv4-addr--00000000-0000-4000-8000-000000000000"]) == {
+        ids[0]: 30}
