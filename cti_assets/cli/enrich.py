@@ -153,8 +153,10 @@ def enrich_now(values: list[str]) -> int:
             status = 1
             continue
         mine = scores[scores["stix_id"].isin(wanted)]
-        for row in mine.itertuples():
-            print(f"{row.normalized_value}: {row.explanation}")
+        copies = mine["normalized_value"].value_counts()
+        for row in mine.itertuples():  # a value the store holds under several ids: each named
+            named = f" ({row.stix_id})" if copies.get(row.normalized_value, 0) > 1 else ""
+            print(f"{row.normalized_value}{named}: {row.explanation}")
         for value, why in unanswered(key, mine, keys_set=notice is None).items():
             print(f"cti-assets enrich: no provider answered for {value}: {why}", file=sys.stderr)
             status = 1

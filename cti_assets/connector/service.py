@@ -64,6 +64,9 @@ def run_connector(settings: ConnectorSettings) -> None:
     pending = ledger.pending_count()
     if pending:
         log.info("resuming %d accepted request(s) from the ledger", pending)
+    # pycti logs a failed health check with its traceback before raising: the line below says it
+    api_log = logging.getLogger("api")
+    was_disabled, api_log.disabled = api_log.disabled, True
     try:
         helper = OpenCTIConnectorHelper(settings.helper_config(), playbook_compatible=False)
     except ValueError as error:  # pycti says "Waiting for OpenCTI API to start", then gives up
@@ -71,6 +74,8 @@ def run_connector(settings: ConnectorSettings) -> None:
         raise ConnectorStartError(
             f"cannot register with OpenCTI at {redact_url(settings.opencti_url)}: {reason}; "
             "check OPENCTI_URL and OPENCTI_TOKEN and that the platform is up") from None
+    finally:
+        api_log.disabled = was_disabled
     # the dispatcher reports from its own thread: its own client, no shared session
     reporter = OpenCTIApiClient(settings.opencti_url, settings.opencti_token,
                                 settings.log_level, perform_health_check=False)

@@ -327,10 +327,13 @@ def _call_all(
             return Fetched(_not_called(provider, key, base.ERR_TRANSIENT,
                                        f"client error: {redact(exc)}"), None, 1)
         result = fetched.result
-        if result.status in (base.OK, base.NOT_FOUND):  # kept the moment it arrives
-            cache.put(result, fetched.raw_body, settings.ttl_for(key[0], result.status == base.OK),
-                      origin=settings.origin)
-        cache.release(provider, *key)
+        try:
+            if result.status in (base.OK, base.NOT_FOUND):  # kept the moment it arrives
+                cache.put(result, fetched.raw_body,
+                          settings.ttl_for(key[0], result.status == base.OK),
+                          origin=settings.origin)
+        finally:  # a retry of the step must not wait out this worker's lease
+            cache.release(provider, *key)
         if result.reason in STOPPING_ERRORS:
             with stop_lock:
                 stop.setdefault(result.reason, result.message or "")

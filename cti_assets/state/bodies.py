@@ -32,6 +32,22 @@ class ObjectBodies:
         protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
         self.backend = f"object store ({protocol})"
 
+    def check(self) -> None:
+        """StateBackendError, in one line, when the store's bucket (or folder) is not there or
+        cannot be read: checked when a cache opens, before any provider is paid for an answer
+        whose body could not then be kept."""
+        where = self._root.split("/")[0] if "://" not in self._root else self._root
+        try:
+            present = self._fs.exists(where or self._root)
+        except Exception as exc:  # noqa: BLE001 - s3fs/botocore raise many types
+            raise StateBackendError(f"cannot reach the bodies store {self.where}: "
+                                    f"{type(exc).__name__}: {redact_url(str(exc))[:200]}"
+                                    ) from None
+        if not present and self._fs.protocol not in ("file", "local") \
+                and "file" not in self._fs.protocol:
+            raise StateBackendError(f"the bodies store {self.where} has no bucket "
+                                    f"{where!r}: create it, or fix CTI_BODIES_URL")
+
     def _path(self, digest: str) -> str:
         if not digest.isalnum():
             raise ValueError("a body digest is hexadecimal")

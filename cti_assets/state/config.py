@@ -98,7 +98,9 @@ class StateConfig:
             return None
         from cti_assets.state.bodies import ObjectBodies
 
-        return ObjectBodies(self.bodies_url)
+        store = ObjectBodies(self.bodies_url)
+        store.check()
+        return store
 
     def open_cache(self) -> AnswerStore:
         """The response cache (close it after use)."""

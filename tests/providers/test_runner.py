@@ -329,3 +329,17 @@ def test_calls_overlap_up_to_max_workers(sb, env, cache):
     spans = [(r.started, r.ended) for r in sb.requests if r.ended is not None]
     peak = max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
     assert 2 <= peak <= 4  # parallel, and never more than the pool
+
+
+def test_a_failed_store_of_an_answer_gives_its_lease_back(sb, env, cache, tmp_path):
+    """The body store failed after the call: the step fails, and its retry (another holder)
+    may fetch at once instead of waiting out the lease, which lasts minutes."""
+    class BodiesGone(ResponseCache):
+        def put(self, *args, **kwargs):
+            raise OSError("NoSuchBucket: the bucket is gone")
+
+    observables = frame(observable("45.83.65.45"))
+    with BodiesGone(tmp_path / "cache.sqlite") as failing, pytest.raises(OSError):
+        lookup_frame(base.GREYNOISE, observables, settings(env, base.GREYNOISE), cache=failing)
+    with ResponseCache(tmp_path / "cache.sqlite") as retry:
+        assert retry.claim(base.GREYNOISE, "IPv4-Addr", "45.83.65.45", lease_s=60)

@@ -197,6 +197,23 @@ def test_bodies_in_the_object_store_are_compressed_by_digest(pg, s3_bodies):
     assert len(stored) < 200 and zlib.decompress(stored) == body
 
 
+def test_a_missing_bodies_bucket_is_one_line_before_any_answer_is_paid_for(s3_bodies, tmp_path,
+                                                                          monkeypatch):
+    """Checked when the cache opens (a lookup step's first act): with a bucket that is not
+    there, the step fails before a provider is paid for answers whose bodies could not be kept
+    (a retry would pay them again)."""
+    from cti_assets.state.config import StateConfig
+    from cti_assets.state.pg import StateBackendError
+
+    monkeypatch.setenv("CTI_DATA_DIR", str(tmp_path))
+    StateConfig(bodies_url=s3_bodies).open_cache().close()  # the bucket is there
+    missing = s3_bodies.replace("s3://", "s3://no-such-bucket-").split("/")[2]
+    with pytest.raises(StateBackendError) as error:
+        StateConfig(bodies_url=f"s3://{missing}/bodies").open_cache()
+    assert str(error.value) == (f"the bodies store s3://{missing}/bodies has no bucket "
+                                f"{missing!r}: create it, or fix CTI_BODIES_URL")
+
+
 # --- rate limits and quota records --------------------------------------------------------------
 @pytest.fixture(params=["sqlite", "redis", "postgres_quota"])
 def limiters(request, tmp_path):
