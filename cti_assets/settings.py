@@ -267,8 +267,11 @@ def _settings_kept_elsewhere() -> list[Callable[[], object]]:
     def state_name(name: str, default: str) -> Callable[[], object]:
         return lambda: urls.check_identifier(urls.env(name) or default, name)
 
+    from cti_assets.scoring.weights import configured_weights
+
     return [
         unmarked_tlp,
+        configured_weights,
         *(lambda p=provider: provider_settings(p) for provider in DEFAULTS),
         state_name(urls.SCHEMA_ENV, urls.DEFAULT_SCHEMA),
         state_name(urls.KEY_PREFIX_ENV, urls.DEFAULT_KEY_PREFIX),

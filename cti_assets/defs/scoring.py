@@ -146,7 +146,8 @@ def threat_context(
 
 
 class ScoringConfig(dg.Config):
-    """Scoring run config: weights override the defaults (see README, scoring model)."""
+    """Scoring run config: weights override those of CTI_SCORE_WEIGHTS, which override the
+    defaults (see README, scoring model)."""
 
     weights: dict[str, float] = Field(default_factory=dict)
     score_policy: str = Field(
@@ -194,9 +195,12 @@ def observable_scores(
     policy decides what happens to a score already on the observable. Zero provider calls.
     Scored CTI_BATCH_ROWS observables at a time."""
     from cti_assets.scoring.batched import score_batches
-    from cti_assets.scoring.weights import ScoringWeights
+    from cti_assets.scoring.weights import configured_weights
 
-    weights = ScoringWeights.from_dict(config.weights) if config.weights else ScoringWeights()
+    try:
+        weights = configured_weights(config.weights)
+    except ValueError as error:
+        raise dg.Failure(description=str(error), allow_retries=False) from None
     summary = ScoreSummary()
     batches = score_batches(merged_enrichment, threat_context, summary, weights,
                             config.score_policy, _batch_rows())

@@ -208,3 +208,38 @@ class ScoringWeights:
                 dict(value) if isinstance(value, dict) else value
             )
         return out
+
+
+WEIGHTS_FILE_ENV = "CTI_SCORE_WEIGHTS"
+
+
+def configured_weights(run_config: dict | None = None) -> ScoringWeights:
+    """The weights a scoring run uses: the defaults, overridden by the JSON object in the file
+    CTI_SCORE_WEIGHTS names (so schedules, the sensor and backfills score alike), overridden in
+    turn by the run's own `weights`. ValueError, naming the variable, for a file that cannot be
+    read or holds an unknown weight or a bad value."""
+    import json
+    import os
+    from pathlib import Path
+
+    from cti_assets.envvars import bad_setting
+
+    values: dict = {}
+    path = os.environ.get(WEIGHTS_FILE_ENV, "").strip()
+    if path:
+        try:
+            loaded = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise bad_setting(WEIGHTS_FILE_ENV, path,
+                              f"a readable JSON file of weights ({type(error).__name__})"
+                              ) from None
+        if not isinstance(loaded, dict):
+            raise bad_setting(WEIGHTS_FILE_ENV, path, "a JSON object of weight names and values")
+        try:
+            ScoringWeights.from_dict(loaded)
+        except ValueError as error:
+            raise bad_setting(WEIGHTS_FILE_ENV, path, f"weights the model knows: {error}"
+                              ) from None
+        values.update(loaded)
+    values.update(run_config or {})
+    return ScoringWeights.from_dict(values) if values else ScoringWeights()

@@ -205,3 +205,24 @@ def test_a_rescore_never_lowers_a_score_the_store_holds_now_under_keep_higher(pi
     for stix_id in lowered:
         if stix_id != raised:
             assert held[stix_id] == int(first.loc[stix_id, "final_score"]), stix_id
+
+
+def test_a_weights_file_reaches_a_rescore_that_has_no_run_config(pipeline, tmp_path,
+                                                                 monkeypatch):
+    """What a backfill of the rescore job runs with: CTI_SCORE_WEIGHTS, not the defaults."""
+    import json
+
+    from cti_assets.storage.outputs import read_partition
+
+    defs, sandbox, instance = pipeline
+    run(defs, instance)
+    before = read_partition("observable_scores", DAY).set_index("stix_id")["score"]
+    weights = tmp_path / "weights.json"
+    weights.write_text(json.dumps({"abuse_confidence_weight": 0.05,
+                                   "gn_suspicious_weight": 0.05}))
+    monkeypatch.setenv("CTI_SCORE_WEIGHTS", str(weights))
+    sandbox.reset_log()
+    run(defs, instance, job="rescore")
+    after = read_partition("observable_scores", DAY).set_index("stix_id")["score"]
+    assert sandbox.request_count() == 0
+    assert (after.fillna(-1) != before.fillna(-1)).sum() >= 1
