@@ -86,29 +86,19 @@ def _values_as_read(partition: str, value: str) -> dict[str, str]:
     return dict(zip(found["stix_id"].astype(str), found["value"].astype(str), strict=True))
 
 
-def _tlp_row(partition: str, stix_id: str) -> dict[str, object]:
-    """Why the observable has its TLP (observables.tlp_reason), when not from its markings."""
+def _row_of(asset: str, partition: str, stix_id: str, columns: dict[str, str]
+            ) -> dict[str, object]:
+    """Columns of the observable's row in another table of the day (renamed by `columns`),
+    those with a value; nothing when the table or the row is not there."""
     try:
-        observables = read_partition("observables", partition)
+        table = read_partition(asset, partition)
     except FileNotFoundError:
         return {}
-    hit = observables[observables["stix_id"] == stix_id]
-    if hit.empty or pd.isna(hit.iloc[0]["tlp_reason"]):
-        return {}
-    return {"tlp_reason": hit.iloc[0]["tlp_reason"]}
-
-
-def _writeback_row(partition: str, stix_id: str) -> dict[str, object]:
-    """What the write-back did with the observable (status and reason), when it has run."""
-    try:
-        written = read_partition("opencti_writeback", partition)
-    except FileNotFoundError:
-        return {}
-    hit = written[written["stix_id"] == stix_id]
+    hit = table[table["stix_id"] == stix_id]
     if hit.empty:
         return {}
-    return {"writeback_status": hit.iloc[0]["writeback_status"],
-            "writeback_reason": hit.iloc[0]["reason"]}
+    return {name: hit.iloc[0][column] for column, name in columns.items()
+            if pd.notna(hit.iloc[0][column])}
 
 
 def provider_rows(partition: str, stix_id: str) -> dict[str, dict]:
@@ -151,8 +141,10 @@ def explain_value(value: str, partition: str | None = None, raw: bool = True) ->
         key, row = find_score(value, partition)
     except NotScoredError as error:
         raise CliError(f"{error} (searched {searched_where()})") from None
-    row.update(_writeback_row(key, row["stix_id"]))
-    row.update(_tlp_row(key, row["stix_id"]))
+    # what the write-back did, and why the TLP is what it is when not from the markings
+    row.update(_row_of("opencti_writeback", key, row["stix_id"],
+                       {"writeback_status": "writeback_status", "reason": "writeback_reason"}))
+    row.update(_row_of("observables", key, row["stix_id"], {"tlp_reason": "tlp_reason"}))
     lookups = provider_rows(key, row["stix_id"])
     raw_bodies = stored_bodies(lookups) if raw else None
     shown = row["normalized_value"] if pd.notna(row["normalized_value"]) else row.get("value")

@@ -132,16 +132,24 @@ def test_default_path_is_in_the_data_dir(tmp_path, monkeypatch):
     store.close()
 
 
-def test_a_cache_file_from_before_origins_opens_and_its_answers_are_fetched_again(tmp_path):
-    """A file whose answers table has no origin column gains one; its rows (origin unknown,
-    maybe the sandbox's) serve no lookup, and new answers are stored and served as usual."""
-    path = tmp_path / "cache.sqlite"
+def old_cache(path):
+    """A cache file as versions before origins and compression wrote it."""
     with sqlite3.connect(path) as old:
         old.execute(
             "CREATE TABLE answers (provider TEXT NOT NULL, entity_type TEXT NOT NULL, "
             "value TEXT NOT NULL, status TEXT NOT NULL, fields TEXT NOT NULL, "
             "fetched_at REAL NOT NULL, expires_at REAL NOT NULL, raw_digest TEXT, "
             "http_status INTEGER, message TEXT, PRIMARY KEY (provider, entity_type, value))")
+        old.execute("CREATE TABLE raw_bodies (digest TEXT PRIMARY KEY, body BLOB NOT NULL, "
+                    "stored_at REAL NOT NULL)")
+    return path
+
+
+def test_a_cache_file_from_before_origins_opens_and_its_answers_are_fetched_again(tmp_path):
+    """A file whose answers table has no origin column gains one; its rows (origin unknown,
+    maybe the sandbox's) serve no lookup, and new answers are stored and served as usual."""
+    path = old_cache(tmp_path / "cache.sqlite")
+    with sqlite3.connect(path) as old:
         old.execute("INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (base.GREYNOISE, "IPv4-Addr", "203.0.113.7", base.OK, "{}", 1.0,
                      4_000_000_000.0, None, 200, None))
@@ -166,15 +174,7 @@ def test_several_processes_opening_an_old_cache_at_once_all_succeed(tmp_path):
     import multiprocessing
 
     for attempt in range(5):
-        path = tmp_path / f"old{attempt}.sqlite"
-        with sqlite3.connect(path) as old:
-            old.execute(
-                "CREATE TABLE answers (provider TEXT NOT NULL, entity_type TEXT NOT NULL, "
-                "value TEXT NOT NULL, status TEXT NOT NULL, fields TEXT NOT NULL, "
-                "fetched_at REAL NOT NULL, expires_at REAL NOT NULL, raw_digest TEXT, "
-                "http_status INTEGER, message TEXT, PRIMARY KEY (provider, entity_type, value))")
-            old.execute("CREATE TABLE raw_bodies (digest TEXT PRIMARY KEY, body BLOB NOT NULL, "
-                        "stored_at REAL NOT NULL)")
+        path = old_cache(tmp_path / f"old{attempt}.sqlite")
         gate = tmp_path / f"go{attempt}"
         context = multiprocessing.get_context("fork")
         openers = [context.Process(target=_open_when_released, args=(str(path), str(gate)))
