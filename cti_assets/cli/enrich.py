@@ -117,13 +117,14 @@ def enrich_now(values: list[str]) -> int:
         print(notice)
     store = LocalStixStore()
     now = datetime.now(UTC)
-    held = store.copies_of(value_key(value) for value in values)
+    value_keys = [value_key(value) for value in values]
+    held = store.copies_of(value_keys)
     # a value the store holds (under any id, with its markings) is enriched as it is there: a
     # new unmarked copy would let providers see a value another copy marks TLP:RED
     targets: dict[str, dict] = {}
     new = []
-    for value, obj in zip(values, objects, strict=True):
-        copies = held.get(value_key(value), [])
+    for identity, obj in zip(value_keys, objects, strict=True):
+        copies = held.get(identity, [])
         targets.update({copy.stix_id: obj for copy in copies} or {obj["id"]: obj})
         if not copies:
             new.append(obj)

@@ -11,6 +11,7 @@ from cti_assets.defs.metadata import numeric, owners, row_count, schema_metadata
 from cti_assets.defs.partitions import daily_partitions, partition_window
 from cti_assets.defs.resources import SourceResource
 from cti_assets.sources.base import SourceError
+from cti_assets.tables import OBSERVABLE_OK
 
 
 @dg.asset(
@@ -38,7 +39,7 @@ def observables(context: dg.AssetExecutionContext, source: SourceResource) -> pd
         cti_source.check()
         records = cti_source.observables_created_between(start, end)
         frame = observables_frame(records)
-        ok = (frame["status"] == "ok").to_numpy()
+        ok = (frame["status"] == OBSERVABLE_OK).to_numpy()
         row_keys = [record_keys(record) if ok[i] else set() for i, record in enumerate(records)]
         copies = cti_source.copies_of(set().union(*row_keys), known=set(frame["stix_id"]))
     except SourceError as error:

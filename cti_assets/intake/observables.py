@@ -113,7 +113,7 @@ def with_strictest_tlp_per_value(
     def stricter(a: _Level | None, b: _Level | None) -> _Level | None:
         if a is None or b is None:
             return a or b
-        return a if (a[0], b[2]) > (b[0], a[2]) or a == b else b  # ties: the smaller id
+        return a if (a[0], b[2]) >= (b[0], a[2]) else b  # ties: the smaller id
 
     by_key: dict[tuple[str, str], _Level | None] = {}
     for key, records in copies.items():
